@@ -1,0 +1,178 @@
+/* config.h - the YAML configuration of SPEC §3 as typed, validated structs.
+ *
+ * config_load() parses with libyaml, fills every default, resolves names
+ * (pools, TLS contexts, backend host names) and validates. On error it
+ * writes "FILE:LINE:COLUMN: message" (1-based line and column of the
+ * offending node) to err and returns NULL. The returned tree is immutable
+ * and owned by the caller: config_free() releases all of it. Workers share
+ * one tree read-only; a reload builds a new one.
+ */
+#ifndef MXLB_CONFIG_H
+#define MXLB_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define CFG_ERR_MAX 512
+
+enum cfg_tls_kind { CFG_TLS_NONE, CFG_TLS_STARTTLS, CFG_TLS_IMPLICIT };
+enum cfg_tls_mode { CFG_TLS_TERMINATE, CFG_TLS_PASSTHROUGH };
+enum cfg_handoff { CFG_HANDOFF_NONE, CFG_HANDOFF_PROXY_V1, CFG_HANDOFF_PROXY_V2, CFG_HANDOFF_XCLIENT };
+enum cfg_balance { CFG_BAL_ROUNDROBIN, CFG_BAL_LEASTCONN, CFG_BAL_SOURCE, CFG_BAL_EHLO, CFG_BAL_RANDOM };
+enum cfg_check { CFG_CHECK_SMTP, CFG_CHECK_TCP, CFG_CHECK_NONE };
+enum cfg_relay { CFG_RELAY_AUTO, CFG_RELAY_COPY, CFG_RELAY_SPLICE };
+enum cfg_log_level { CFG_LOG_ERROR, CFG_LOG_WARN, CFG_LOG_INFO, CFG_LOG_DEBUG };
+enum cfg_log_format { CFG_LOG_TEXT, CFG_LOG_JSON };
+
+/* alert events, a bit mask */
+#define CFG_EV_BACKEND_DOWN 0x1u
+#define CFG_EV_BACKEND_UP 0x2u
+#define CFG_EV_POOL_DOWN 0x4u
+
+/* A socket address with the text it was written as ("127.0.0.1:25"). */
+struct cfg_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char text[280];
+	char host[256]; /* host part as written, without brackets */
+};
+
+struct cfg_cidr {
+	int family; /* AF_INET or AF_INET6 */
+	uint8_t addr[16]; /* network order, masked to prefix */
+	unsigned prefix;
+};
+
+struct cfg_tls_cert {
+	char *cert;
+	char *key;
+};
+
+struct cfg_tls {
+	char *name;
+	struct cfg_tls_cert *certs;
+	size_t ncerts;
+	unsigned min_version; /* 0x0303 for "1.2", 0x0304 for "1.3" */
+	char *ciphers; /* "" = library default */
+	bool session_tickets;
+	char *ca; /* NULL when not given */
+	bool verify;
+	char *server_name; /* "" = backend host name */
+	int line, column;
+};
+
+struct cfg_pool;
+
+struct cfg_route {
+	char *ehlo; /* fnmatch pattern, NULL = any */
+	bool has_client;
+	struct cfg_cidr client;
+	char *sni; /* NULL = any */
+	struct cfg_pool *pool;
+};
+
+struct cfg_timeouts { /* all in milliseconds */
+	uint32_t proxy_header, tls_handshake, command, connect, backend_reply, idle;
+};
+
+struct cfg_listener {
+	char *name;
+	struct cfg_addr *listen;
+	size_t nlisten;
+	enum cfg_tls_kind tls;
+	struct cfg_tls *tls_context; /* NULL when none */
+	enum cfg_tls_mode tls_mode;
+	bool require_tls;
+	bool accept_proxy;
+	char *banner;
+	struct cfg_pool *pool;
+	struct cfg_route *routes;
+	size_t nroutes;
+	uint32_t max_sessions_per_client;
+	enum cfg_relay relay;
+	struct cfg_timeouts timeouts;
+};
+
+struct cfg_backend {
+	char *name;
+	struct cfg_addr address; /* resolved at load */
+	uint32_t weight;
+	uint32_t max_sessions;
+	bool backup;
+	enum cfg_tls_kind tls;
+	struct cfg_tls *tls_context; /* NULL when none */
+	enum cfg_handoff handoff; /* the pool's unless set on the backend */
+};
+
+struct cfg_health {
+	enum cfg_check check;
+	uint32_t interval, timeout; /* ms */
+	uint32_t rise, fall;
+	char *ehlo; /* never NULL: server.hostname when "" */
+};
+
+struct cfg_pool {
+	char *name;
+	enum cfg_balance balance;
+	uint32_t retries;
+	enum cfg_handoff handoff;
+	struct cfg_health health;
+	struct cfg_backend *backends;
+	size_t nbackends;
+	size_t index; /* position in config.pools */
+};
+
+struct cfg_alerts {
+	bool enabled; /* the section is present */
+	struct cfg_addr smtp;
+	char *from;
+	char **to;
+	size_t nto;
+	unsigned events; /* CFG_EV_* */
+};
+
+struct cfg_server {
+	char *hostname;
+	uint32_t workers; /* resolved: 0 became the CPU count */
+	char *user; /* "" = none */
+	uint32_t max_sessions;
+	uint32_t shutdown_timeout; /* ms */
+	enum cfg_log_level log_level;
+	enum cfg_log_format log_format;
+	bool has_admin;
+	struct cfg_addr admin;
+};
+
+struct config {
+	char *path;
+	struct cfg_server server;
+	struct cfg_tls *tls;
+	size_t ntls;
+	struct cfg_listener *listeners;
+	size_t nlisteners;
+	struct cfg_pool *pools;
+	size_t npools;
+	struct cfg_alerts alerts;
+};
+
+/* Load and validate FILE. NULL and err filled on any error. */
+struct config *config_load(const char *path, char *err, size_t errlen);
+
+/* The same from memory; name is used as FILE in error messages. */
+struct config *config_load_buffer(const char *name, const char *text, size_t len, char *err,
+				  size_t errlen);
+
+void config_free(struct config *cfg);
+
+/* Parsers shared with the rest of mxlb; each returns 0 or -1. */
+int config_parse_duration(const char *s, uint32_t *ms);
+int config_parse_size(const char *s, uint64_t *bytes);
+int config_parse_addr(const char *s, struct cfg_addr *out); /* resolves names */
+int config_parse_cidr(const char *s, struct cfg_cidr *out);
+bool config_cidr_match(const struct cfg_cidr *c, const struct sockaddr *sa);
+
+const char *config_handoff_name(enum cfg_handoff h);
+
+#endif

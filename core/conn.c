@@ -1,0 +1,462 @@
+/* conn.c - see conn.h. */
+#include "core/conn.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+/* operations in flight (c->ops) */
+#define CONN_OP_RECV 0x1u
+#define CONN_OP_SEND 0x2u
+#define CONN_OP_CONNECT 0x4u
+#define CONN_OP_LTIMEOUT 0x8u
+
+/* state (c->flags) */
+#define CONN_F_ORPHAN 0x1u      /* closed by its owner: no more callbacks */
+#define CONN_F_WANT_RECV 0x2u   /* the owner started receiving */
+#define CONN_F_PAUSED 0x4u      /* the owner paused receiving */
+#define CONN_F_CANCELING 0x8u   /* a cancel of the recv is on its way */
+#define CONN_F_EOF 0x10u        /* the peer shut its side */
+#define CONN_F_DEAD 0x20u       /* an error: no more I/O */
+#define CONN_F_SHUT_WR 0x40u    /* shut the write side when drained */
+#define CONN_F_FLUSH 0x80u      /* orphan: close once drained and the peer is done */
+#define CONN_F_STARVED 0x100u   /* on the worker's starved list */
+#define CONN_F_LINGER 0x200u    /* on the worker's lingering list */
+#define CONN_F_IN_CB 0x400u     /* a completion is being handled: do not free */
+#define CONN_F_ONESHOT 0x800u   /* one recv at a time instead of multishot */
+
+void sock_set_nodelay(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+struct conn *conn_new(struct worker *w, int fd, const struct conn_handler *h, void *owner)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	w->nconns++;
+	c->fd = fd;
+	c->h = h;
+	c->owner = owner;
+	c->w = w;
+	return c;
+}
+
+static void cancel_op(struct conn *c, enum op_kind kind)
+{
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+
+	io_uring_prep_cancel64(sqe, op_data(c, kind), 0);
+	io_uring_sqe_set_data64(sqe, OP_IGNORE);
+}
+
+static void seg_release(struct conn *c, struct seg *sg)
+{
+	if (sg->bid >= 0)
+		worker_buf_release(c->w, (uint16_t)sg->bid);
+	else
+		free(sg->p);
+	sg->p = NULL;
+}
+
+/* Drop the queue, keeping the head while a send from it is in flight. */
+static void drop_queue(struct conn *c)
+{
+	uint8_t keep = (c->ops & CONN_OP_SEND) && c->seg_count ? 1 : 0;
+
+	while (c->seg_count > keep) {
+		uint8_t i = (uint8_t)((c->seg_head + c->seg_count - 1) % CONN_SEGS);
+
+		c->queued -= c->segs[i].len;
+		seg_release(c, &c->segs[i]);
+		c->seg_count--;
+	}
+	if (keep)
+		c->queued = c->segs[c->seg_head].len - c->seg_off;
+}
+
+static void maybe_free(struct conn *c)
+{
+	if (!(c->flags & CONN_F_ORPHAN) || c->ops ||
+	    (c->flags & (CONN_F_IN_CB | CONN_F_STARVED | CONN_F_LINGER)))
+		return;
+	drop_queue(c);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	c->w->nconns--;
+	free(c);
+}
+
+static void arm_recv(struct conn *c)
+{
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+
+	if (c->flags & CONN_F_ONESHOT)
+		io_uring_prep_recv(sqe, c->fd, NULL, BUF_SIZE, 0);
+	else
+		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = BUF_GROUP;
+	io_uring_sqe_set_data64(sqe, op_data(c, OP_RECV));
+	c->ops |= CONN_OP_RECV;
+}
+
+static bool may_recv(const struct conn *c)
+{
+	return c->fd >= 0 && (c->flags & CONN_F_WANT_RECV) &&
+	       !(c->flags & (CONN_F_PAUSED | CONN_F_EOF | CONN_F_DEAD | CONN_F_STARVED)) &&
+	       !(c->ops & (CONN_OP_RECV | CONN_OP_CONNECT));
+}
+
+void conn_recv_start(struct conn *c)
+{
+	c->flags |= CONN_F_WANT_RECV;
+	c->flags &= (uint16_t)~CONN_F_PAUSED;
+	if (may_recv(c))
+		arm_recv(c);
+}
+
+void conn_recv_pause(struct conn *c)
+{
+	c->flags |= CONN_F_PAUSED;
+	if ((c->ops & CONN_OP_RECV) && !(c->flags & CONN_F_CANCELING)) {
+		cancel_op(c, OP_RECV);
+		c->flags |= CONN_F_CANCELING;
+	}
+}
+
+void conn_recv_oneshot(struct conn *c)
+{
+	if (c->flags & CONN_F_ONESHOT)
+		return;
+	c->flags |= CONN_F_ONESHOT;
+	/* a multishot recv in flight is replaced once its cancel lands */
+	if ((c->ops & CONN_OP_RECV) && !(c->flags & CONN_F_CANCELING)) {
+		cancel_op(c, OP_RECV);
+		c->flags |= CONN_F_CANCELING;
+	}
+}
+
+bool conn_recv_paused(const struct conn *c)
+{
+	return c->flags & CONN_F_PAUSED;
+}
+
+static void submit_send(struct conn *c)
+{
+	struct seg *sg = &c->segs[c->seg_head];
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+
+	io_uring_prep_send(sqe, c->fd, sg->p + c->seg_off, sg->len - c->seg_off, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, op_data(c, OP_SEND));
+	c->ops |= CONN_OP_SEND;
+}
+
+static int push(struct conn *c, char *p, size_t len, int32_t bid)
+{
+	struct seg *sg;
+
+	if (c->seg_count >= CONN_SEGS || (c->flags & (CONN_F_DEAD | CONN_F_SHUT_WR)) ||
+	    c->fd < 0)
+		return -1;
+	sg = &c->segs[(c->seg_head + c->seg_count) % CONN_SEGS];
+	sg->p = p;
+	sg->len = (uint32_t)len;
+	sg->bid = bid;
+	c->seg_count++;
+	c->queued += (uint32_t)len;
+	if (!(c->ops & (CONN_OP_SEND | CONN_OP_CONNECT)))
+		submit_send(c);
+	return 0;
+}
+
+int conn_send_heap(struct conn *c, char *p, size_t len)
+{
+	if (len == 0 || push(c, p, len, -1) < 0) {
+		free(p);
+		return len == 0 ? 0 : -1;
+	}
+	return 0;
+}
+
+int conn_send_copy(struct conn *c, const void *p, size_t len)
+{
+	char *copy;
+
+	if (len == 0)
+		return 0;
+	if (conn_queue_full(c))
+		return -1;
+	copy = malloc(len);
+	if (!copy)
+		return -1;
+	memcpy(copy, p, len);
+	return conn_send_heap(c, copy, len);
+}
+
+int conn_send_buf(struct conn *c, char *p, size_t len, uint16_t bid)
+{
+	if (push(c, p, len, bid) < 0) {
+		worker_buf_release(c->w, bid);
+		return -1;
+	}
+	return 0;
+}
+
+static void do_shutdown_wr(struct conn *c)
+{
+	if (c->fd >= 0)
+		shutdown(c->fd, SHUT_WR);
+}
+
+void conn_shutdown_wr(struct conn *c)
+{
+	if (c->flags & CONN_F_SHUT_WR)
+		return;
+	c->flags |= CONN_F_SHUT_WR;
+	if (!c->seg_count)
+		do_shutdown_wr(c);
+}
+
+int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len, uint32_t timeout_ms)
+{
+	struct io_uring_sqe *sqe;
+
+	c->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->fd < 0)
+		return -errno;
+	sock_set_nodelay(c->fd);
+	/* the connect and its timeout must go in one submission */
+	if (io_uring_sq_space_left(&c->w->ring) < 2)
+		io_uring_submit(&c->w->ring);
+	sqe = worker_sqe(c->w);
+	io_uring_prep_connect(sqe, c->fd, sa, len);
+	sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data64(sqe, op_data(c, OP_CONNECT));
+	c->connect_ts.tv_sec = timeout_ms / 1000;
+	c->connect_ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+	sqe = worker_sqe(c->w);
+	io_uring_prep_link_timeout(sqe, &c->connect_ts, 0);
+	io_uring_sqe_set_data64(sqe, op_data(c, OP_LINK_TIMEOUT));
+	c->ops |= CONN_OP_CONNECT | CONN_OP_LTIMEOUT;
+	return 0;
+}
+
+static void linger_add(struct conn *c, uint32_t linger_ms)
+{
+	if (c->flags & CONN_F_LINGER)
+		return;
+	c->flags |= CONN_F_LINGER;
+	c->linger_until_ms = worker_now_ms() + linger_ms;
+	c->next = c->w->lingering;
+	c->w->lingering = c;
+}
+
+void conn_close(struct conn *c)
+{
+	if (!c || (c->flags & CONN_F_ORPHAN))
+		return;
+	c->flags |= CONN_F_ORPHAN | CONN_F_DEAD;
+	drop_queue(c);
+	if ((c->ops & CONN_OP_RECV) && !(c->flags & CONN_F_CANCELING)) {
+		cancel_op(c, OP_RECV);
+		c->flags |= CONN_F_CANCELING;
+	}
+	if (c->ops & CONN_OP_SEND)
+		cancel_op(c, OP_SEND);
+	if (c->ops & CONN_OP_CONNECT)
+		cancel_op(c, OP_CONNECT);
+	maybe_free(c);
+}
+
+void conn_close_after_flush(struct conn *c, uint32_t linger_ms)
+{
+	if (!c || (c->flags & CONN_F_ORPHAN))
+		return;
+	if (c->fd < 0 || (c->flags & CONN_F_DEAD) || (c->ops & CONN_OP_CONNECT)) {
+		conn_close(c);
+		return;
+	}
+	/* Like nginx's lingering close: send what is queued, shut the write
+	 * side, and read (discarding) until the peer closes, so that unread
+	 * input does not turn our last reply into a reset. */
+	c->flags |= CONN_F_ORPHAN | CONN_F_FLUSH | CONN_F_SHUT_WR | CONN_F_WANT_RECV;
+	c->flags &= (uint16_t)~CONN_F_PAUSED;
+	if (!c->seg_count)
+		do_shutdown_wr(c);
+	if (may_recv(c))
+		arm_recv(c);
+	linger_add(c, linger_ms);
+}
+
+/* A lingering conn is done when its queue is sent and the peer closed. */
+static bool linger_done(const struct conn *c)
+{
+	return c->seg_count == 0 && (c->flags & (CONN_F_EOF | CONN_F_DEAD));
+}
+
+void conn_expire_lingering(struct worker *w, uint64_t now_ms)
+{
+	struct conn **pp = &w->lingering;
+
+	while (*pp) {
+		struct conn *c = *pp;
+
+		if (!linger_done(c) && now_ms < c->linger_until_ms) {
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
+		c->flags &= (uint16_t)~CONN_F_LINGER;
+		c->flags |= CONN_F_DEAD;
+		c->flags &= (uint16_t)~CONN_F_FLUSH;
+		drop_queue(c);
+		if ((c->ops & CONN_OP_RECV) && !(c->flags & CONN_F_CANCELING)) {
+			cancel_op(c, OP_RECV);
+			c->flags |= CONN_F_CANCELING;
+		}
+		if (c->ops & CONN_OP_SEND)
+			cancel_op(c, OP_SEND);
+		maybe_free(c);
+	}
+}
+
+void conn_resume_starved(struct worker *w)
+{
+	struct conn *c = w->starved;
+
+	if (!c)
+		return;
+	w->starved = c->next;
+	c->flags &= (uint16_t)~CONN_F_STARVED;
+	if (may_recv(c))
+		arm_recv(c);
+	maybe_free(c);
+}
+
+static void starve(struct conn *c)
+{
+	if (c->flags & (CONN_F_STARVED | CONN_F_LINGER))
+		return;
+	c->flags |= CONN_F_STARVED;
+	c->next = c->w->starved;
+	c->w->starved = c;
+}
+
+static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
+{
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	int res = cqe->res;
+
+	if (!more) {
+		c->ops &= (uint16_t)~CONN_OP_RECV;
+		c->flags &= (uint16_t)~CONN_F_CANCELING;
+	}
+	if (res > 0) {
+		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		char *p = worker_buf(c->w, bid);
+
+		if ((c->flags & CONN_F_ORPHAN) || !c->h->data(c, p, (size_t)res, bid))
+			worker_buf_release(c->w, bid);
+	} else if (res == 0) {
+		c->flags |= CONN_F_EOF;
+		if (!(c->flags & CONN_F_ORPHAN))
+			c->h->eof(c);
+	} else if (res == -ENOBUFS) {
+		starve(c);
+	} else if (res != -ECANCELED) {
+		c->flags |= CONN_F_DEAD;
+		if (!(c->flags & CONN_F_ORPHAN))
+			c->h->error(c, res);
+	}
+	if (!more && may_recv(c))
+		arm_recv(c);
+}
+
+static void on_send(struct conn *c, int res)
+{
+	c->ops &= (uint16_t)~CONN_OP_SEND;
+	if (res < 0) {
+		c->flags |= CONN_F_DEAD;
+		drop_queue(c);
+		if (c->seg_count) { /* the head was kept for the send in flight */
+			c->queued = 0;
+			seg_release(c, &c->segs[c->seg_head]);
+			c->seg_count = 0;
+			c->seg_off = 0;
+		}
+		if (!(c->flags & CONN_F_ORPHAN))
+			c->h->error(c, res);
+		return;
+	}
+	c->seg_off += (uint32_t)res;
+	c->queued -= (uint32_t)res;
+	if (c->seg_off >= c->segs[c->seg_head].len) {
+		seg_release(c, &c->segs[c->seg_head]);
+		c->seg_head = (uint8_t)((c->seg_head + 1) % CONN_SEGS);
+		c->seg_count--;
+		c->seg_off = 0;
+	}
+	if ((c->flags & CONN_F_ORPHAN) && !(c->flags & CONN_F_FLUSH))
+		drop_queue(c);
+	if (c->seg_count) {
+		if (!(c->flags & CONN_F_DEAD))
+			submit_send(c);
+		return;
+	}
+	if (c->flags & CONN_F_SHUT_WR)
+		do_shutdown_wr(c);
+	if (!(c->flags & CONN_F_ORPHAN) && c->h->drained)
+		c->h->drained(c);
+}
+
+static void on_connect(struct conn *c, int res)
+{
+	c->ops &= (uint16_t)~CONN_OP_CONNECT;
+	if (res == -ECANCELED)
+		res = -ETIMEDOUT;
+	if (res < 0)
+		c->flags |= CONN_F_DEAD;
+	if (c->flags & CONN_F_ORPHAN)
+		return;
+	if (res == 0) {
+		if (c->seg_count && !(c->ops & CONN_OP_SEND))
+			submit_send(c);
+		if (may_recv(c))
+			arm_recv(c);
+	}
+	c->h->connected(c, res);
+}
+
+void conn_complete(struct conn *c, enum op_kind kind, struct io_uring_cqe *cqe)
+{
+	c->flags |= CONN_F_IN_CB;
+	switch (kind) {
+	case OP_RECV:
+		on_recv(c, cqe);
+		break;
+	case OP_SEND:
+		on_send(c, cqe->res);
+		break;
+	case OP_CONNECT:
+		on_connect(c, cqe->res);
+		break;
+	case OP_LINK_TIMEOUT:
+		c->ops &= (uint16_t)~CONN_OP_LTIMEOUT;
+		break;
+	default:
+		break;
+	}
+	c->flags &= (uint16_t)~CONN_F_IN_CB;
+	maybe_free(c);
+}

@@ -1,0 +1,272 @@
+/* worker.c - see worker.h. */
+#include "core/worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/conn.h"
+#include "core/log.h"
+
+/* Debian's liburing 2.3 predates this flag; the kernel has it. */
+#ifndef IORING_TIMEOUT_MULTISHOT
+#define IORING_TIMEOUT_MULTISHOT (1U << 6)
+#endif
+
+#define RING_ENTRIES 4096
+#define RING_CQ_ENTRIES 32768
+
+uint64_t worker_now_ms(void)
+{
+	return clock_usec() / 1000;
+}
+
+struct io_uring_sqe *worker_sqe(struct worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+	while (!sqe) {
+		io_uring_submit(&w->ring);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	return sqe;
+}
+
+static int bufring_init(struct worker *w)
+{
+	size_t ring_size = BUF_COUNT * sizeof(struct io_uring_buf);
+	struct io_uring_buf_reg reg;
+	int ret;
+
+	/* liburing 2.3 has no io_uring_setup_buf_ring(): register by hand */
+	w->br = mmap(NULL, ring_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (w->br == MAP_FAILED) {
+		w->br = NULL;
+		return -errno;
+	}
+	w->bufs = mmap(NULL, (size_t)BUF_COUNT * BUF_SIZE, PROT_READ | PROT_WRITE,
+		       MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (w->bufs == MAP_FAILED) {
+		w->bufs = NULL;
+		return -errno;
+	}
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uint64_t)(uintptr_t)w->br;
+	reg.ring_entries = BUF_COUNT;
+	reg.bgid = BUF_GROUP;
+	ret = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	if (ret < 0)
+		return ret;
+	io_uring_buf_ring_init(w->br);
+	for (unsigned i = 0; i < BUF_COUNT; i++)
+		io_uring_buf_ring_add(w->br, worker_buf(w, (uint16_t)i), BUF_SIZE, (uint16_t)i,
+				      io_uring_buf_ring_mask(BUF_COUNT), (int)i);
+	io_uring_buf_ring_advance(w->br, BUF_COUNT);
+	return 0;
+}
+
+void worker_buf_release(struct worker *w, uint16_t bid)
+{
+	io_uring_buf_ring_add(w->br, worker_buf(w, bid), BUF_SIZE, bid,
+			      io_uring_buf_ring_mask(BUF_COUNT), 0);
+	io_uring_buf_ring_advance(w->br, 1);
+	if (w->starved)
+		conn_resume_starved(w);
+}
+
+static void arm_tick(struct worker *w)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+
+	w->tick_ts.tv_sec = 0;
+	w->tick_ts.tv_nsec = TIMER_TICK_MS * 1000000LL;
+	io_uring_prep_timeout(sqe, &w->tick_ts, 0, IORING_TIMEOUT_MULTISHOT);
+	io_uring_sqe_set_data64(sqe, op_data(w, OP_TICK));
+}
+
+static void arm_wake(struct worker *w)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+
+	io_uring_prep_read(sqe, w->wake_fd, &w->wake_val, sizeof(w->wake_val), 0);
+	io_uring_sqe_set_data64(sqe, op_data(w, OP_WAKE));
+}
+
+static void arm_accept(struct lsock *ls)
+{
+	struct io_uring_sqe *sqe = worker_sqe(ls->w);
+
+	io_uring_prep_multishot_accept(sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, op_data(ls, OP_ACCEPT));
+	ls->accepting = true;
+}
+
+int worker_init(struct worker *w)
+{
+	struct io_uring_params p;
+	int ret;
+
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+		  IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE;
+	p.cq_entries = RING_CQ_ENTRIES;
+	ret = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+	if (ret < 0)
+		return ret;
+	/* io-wq threads serve operations that cannot complete inline; a
+	 * proxy needs few of them (bounded and unbounded) */
+	unsigned int maxw[2] = { 2, 2 };
+	io_uring_register_iowq_max_workers(&w->ring, maxw);
+	ret = bufring_init(w);
+	if (ret < 0)
+		return ret;
+	w->wake_fd = eventfd(0, EFD_CLOEXEC);
+	if (w->wake_fd < 0)
+		return -errno;
+	wheel_init(&w->wheel, worker_now_ms());
+	return 0;
+}
+
+void worker_request_stop(struct worker *w)
+{
+	uint64_t one = 1;
+	ssize_t r = write(w->wake_fd, &one, sizeof(one));
+
+	(void)r;
+}
+
+static void stop_accepting(struct worker *w)
+{
+	for (struct lsock *ls = w->lsocks; ls; ls = ls->next) {
+		if (ls->accepting) {
+			struct io_uring_sqe *sqe = worker_sqe(w);
+
+			io_uring_prep_cancel64(sqe, op_data(ls, OP_ACCEPT), 0);
+			io_uring_sqe_set_data64(sqe, OP_IGNORE);
+		}
+	}
+}
+
+static void on_accept(struct lsock *ls, struct io_uring_cqe *cqe)
+{
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		ls->accepting = false;
+	if (cqe->res >= 0) {
+		if (ls->w->stopping)
+			close(cqe->res);
+		else
+			ls->w->ops->accepted(ls->w, ls, cqe->res);
+	} else if (cqe->res != -ECANCELED) {
+		log_warn("accept", "accept failed: %s", strerror(-cqe->res));
+	}
+	if (!ls->accepting) {
+		if (!ls->w->stopping) {
+			arm_accept(ls);
+		} else if (ls->fd >= 0) {
+			close(ls->fd); /* no new connections queue up while we stop */
+			ls->fd = -1;
+		}
+	}
+}
+
+static void on_wake(struct worker *w, int res)
+{
+	(void)res;
+	if (!w->stopping) {
+		w->stopping = true;
+		w->stop_deadline_ms = worker_now_ms() + w->shutdown_timeout_ms;
+		stop_accepting(w);
+		w->ops->stopping(w);
+	}
+	arm_wake(w);
+}
+
+static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	enum op_kind kind = (enum op_kind)(ud & OP_MASK);
+	void *obj = (void *)(uintptr_t)(ud & ~(uint64_t)OP_MASK);
+
+	switch (kind) {
+	case OP_IGNORE:
+		break;
+	case OP_RECV:
+	case OP_SEND:
+	case OP_CONNECT:
+	case OP_LINK_TIMEOUT:
+		conn_complete(obj, kind, cqe);
+		break;
+	case OP_ACCEPT:
+		on_accept(obj, cqe);
+		break;
+	case OP_TICK:
+		if (!(cqe->flags & IORING_CQE_F_MORE))
+			arm_tick(w);
+		wheel_advance(&w->wheel, worker_now_ms());
+		if (w->lingering)
+			conn_expire_lingering(w, worker_now_ms());
+		break;
+	case OP_WAKE:
+		on_wake(w, cqe->res);
+		break;
+	}
+}
+
+void worker_run(struct worker *w)
+{
+	arm_tick(w);
+	arm_wake(w);
+	for (struct lsock *ls = w->lsocks; ls; ls = ls->next)
+		arm_accept(ls);
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		int ret = io_uring_submit_and_wait(&w->ring, 1);
+
+		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+			log_error("worker", "io_uring_submit_and_wait: %s", strerror(-ret));
+			abort();
+		}
+		io_uring_for_each_cqe(&w->ring, head, cqe)
+		{
+			dispatch(w, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&w->ring, n);
+		w->ops->reap(w);
+		if (w->stopping) {
+			if (!w->ops->active(w) && !w->nconns)
+				break;
+			if (worker_now_ms() >= w->stop_deadline_ms) {
+				w->ops->abort_all(w);
+				w->stop_deadline_ms = UINT64_MAX;
+			}
+		}
+	}
+}
+
+void worker_fini(struct worker *w)
+{
+	io_uring_queue_exit(&w->ring);
+	if (w->bufs)
+		munmap(w->bufs, (size_t)BUF_COUNT * BUF_SIZE);
+	w->bufs = NULL;
+	if (w->br)
+		munmap(w->br, BUF_COUNT * sizeof(struct io_uring_buf));
+	w->br = NULL;
+	if (w->wake_fd >= 0)
+		close(w->wake_fd);
+	w->wake_fd = -1;
+	while (w->lsocks) {
+		struct lsock *ls = w->lsocks;
+
+		w->lsocks = ls->next;
+		if (ls->fd >= 0)
+			close(ls->fd);
+		free(ls);
+	}
+}

@@ -1,0 +1,104 @@
+/* worker.h - one io_uring ring per worker thread, and its dispatcher.
+ *
+ * Every submission carries user_data = object pointer | op kind (the low
+ * three bits; objects are 8-aligned). worker_run() reaps completions and
+ * switches on the kind; nothing else reads the completion queue.
+ */
+#ifndef MXLB_WORKER_H
+#define MXLB_WORKER_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/timer.h"
+
+enum op_kind {
+	OP_IGNORE = 0,     /* cancel requests and the like: result unused */
+	OP_RECV,           /* struct conn: multishot recv */
+	OP_SEND,           /* struct conn: the one send in flight */
+	OP_CONNECT,        /* struct conn */
+	OP_LINK_TIMEOUT,   /* struct conn: the connect's linked timeout */
+	OP_ACCEPT,         /* struct lsock: multishot accept */
+	OP_TICK,           /* struct worker: the timer wheel's multishot timeout */
+	OP_WAKE,           /* struct worker: eventfd read (stop request) */
+};
+#define OP_MASK 7u
+
+/* Provided-buffer ring: one per worker, group 0. */
+#define BUF_COUNT 1024 /* a power of two */
+#define BUF_SIZE 16384
+#define BUF_GROUP 0
+
+struct conn;
+struct lsock;
+struct worker;
+
+/* What the proxy does with a worker's events. */
+struct worker_ops {
+	void (*accepted)(struct worker *w, struct lsock *ls, int fd);
+	void (*stopping)(struct worker *w); /* stop requested: refuse what is not relaying */
+	unsigned (*active)(struct worker *w); /* sessions still open */
+	void (*abort_all)(struct worker *w);  /* shutdown_timeout passed */
+	void (*reap)(struct worker *w);       /* after each batch of completions */
+};
+
+/* A listening socket owned by one worker. */
+struct lsock {
+	int fd;
+	bool accepting;
+	struct worker *w;
+	void *owner; /* the proxy's listener */
+	struct lsock *next;
+};
+
+struct worker {
+	int id;
+	struct io_uring ring;
+	struct io_uring_buf_ring *br;
+	char *bufs;
+	struct wheel wheel;
+	struct __kernel_timespec tick_ts;
+	int wake_fd;
+	uint64_t wake_val;
+	struct lsock *lsocks;
+	struct conn *starved; /* conns whose recv stopped for lack of buffers */
+	struct conn *lingering; /* orphaned conns still flushing */
+	const struct worker_ops *ops;
+	void *proxy; /* the proxy's per-worker state */
+	unsigned nconns; /* conns alive, orphans included */
+	bool stopping;
+	uint64_t stop_deadline_ms;
+	uint32_t shutdown_timeout_ms;
+	pthread_t thread;
+	int init_err;
+};
+
+/* Create the ring and buffer ring; call from the worker's own thread. */
+int worker_init(struct worker *w);
+/* Run until stopped and every session is gone. */
+void worker_run(struct worker *w);
+void worker_fini(struct worker *w);
+
+/* Ask a worker (from any thread) to stop. */
+void worker_request_stop(struct worker *w);
+
+/* An SQE, submitting first when the queue is full. Never NULL. */
+struct io_uring_sqe *worker_sqe(struct worker *w);
+
+static inline uint64_t op_data(void *obj, enum op_kind kind)
+{
+	return (uint64_t)(uintptr_t)obj | kind;
+}
+
+void worker_buf_release(struct worker *w, uint16_t bid);
+static inline char *worker_buf(struct worker *w, uint16_t bid)
+{
+	return w->bufs + (size_t)bid * BUF_SIZE;
+}
+
+uint64_t worker_now_ms(void);
+
+#endif

@@ -1,0 +1,241 @@
+/* proxy.h - the proxy's private header. The banners below follow a
+ * session's life: listener -> session -> smtp_front -> route -> smtp_back
+ * -> relay.
+ */
+#ifndef MXLB_PROXY_H
+#define MXLB_PROXY_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "core/conn.h"
+#include "core/log.h"
+#include "core/timer.h"
+#include "core/worker.h"
+#include "proxy/smtp_guard.h"
+
+#define BUG_ON(cond) \
+	do { \
+		if (cond) { \
+			log_error("bug", "%s:%d: %s", __FILE__, __LINE__, #cond); \
+			abort(); \
+		} \
+	} while (0)
+
+/* Client bytes kept before relaying (the command line being read plus
+ * pipelined commands after the routing point). Past it we stop reading. */
+#define FRONT_IN_MAX (64 * 1024)
+/* Backend reply bytes kept while mxlb talks to the backend itself. */
+#define BACK_IN_MAX (64 * 1024)
+/* Relay backpressure: stop reading one side when the other side's send
+ * queue holds this much. */
+#define RELAY_HIGH (128 * 1024)
+#define RELAY_SEGS_HIGH (CONN_SEGS / 2)
+#define FRONT_MAX_ERRORS 10
+#define MAX_TRIES 16
+/* How long a closing connection may take to flush its last reply. */
+#define LINGER_MS 5000
+/* The longest reply line mxlb writes itself. */
+#define SMTP_LINE_MAX_REPLY 512
+
+union sockaddr_any {
+	struct sockaddr sa;
+	struct sockaddr_in sin;
+	struct sockaddr_in6 sin6;
+};
+
+/* ---- route.c: pools at run time ---- */
+
+struct backend_rt {
+	const struct cfg_backend *cfg;
+	atomic_uint active;
+	atomic_ulong total;
+	atomic_ulong connect_failures;
+	atomic_bool up;
+	int cur_weight; /* smooth round robin state; under the pool's lock */
+};
+
+struct pool_rt;
+
+/* A balancer: a table of functions, one file each (lb_*.c). */
+struct pick_ctx {
+	const union sockaddr_any *client;
+	const char *ehlo;
+	const uint16_t *tried;
+	unsigned ntried;
+};
+
+struct lb_ops {
+	const char *name;
+	/* The index of the backend to use, or -1. Called under the pool's lock. */
+	int (*pick)(struct pool_rt *p, const struct pick_ctx *ctx);
+};
+
+struct pool_rt {
+	const struct cfg_pool *cfg;
+	struct backend_rt *backends;
+	size_t nbackends;
+	pthread_mutex_t lock;
+	const struct lb_ops *lb;
+};
+
+extern const struct lb_ops lb_roundrobin;
+
+/* Whether backend i may take a new session (up, not tried, not full). */
+bool pool_eligible(struct pool_rt *p, size_t i, const struct pick_ctx *ctx);
+
+/* ---- main.c: the running proxy ---- */
+
+struct runtime {
+	struct config *cfg;
+	struct pool_rt *pools; /* parallel to cfg->pools */
+	atomic_uint sessions; /* open sessions, all workers */
+	atomic_ulong next_id;
+};
+
+extern struct runtime *mxlb_rt;
+
+/* ---- listener.c ---- */
+
+struct proxy_worker {
+	struct worker *w;
+	struct session *sessions; /* every open session of this worker */
+	unsigned nsessions;
+	struct session *dead; /* closed in this batch; freed by reap */
+};
+
+extern const struct worker_ops proxy_worker_ops;
+
+/* Per-client session counts (max_sessions_per_client), shared by workers. */
+bool client_limit_take(const union sockaddr_any *a, uint32_t limit);
+void client_limit_drop(const union sockaddr_any *a);
+
+/* ---- session.c ---- */
+
+enum session_state {
+	S_PROXY_HEADER, /* reading the PROXY header of accept_proxy */
+	S_COMMAND,      /* mxlb answers the client */
+	S_CONNECT,      /* connecting a backend */
+	S_B_GREETING,   /* reading the backend's greeting */
+	S_B_HELO,       /* xclient: mxlb's own EHLO to the backend */
+	S_B_XCLIENT,    /* xclient: waiting for the new greeting */
+	S_B_EHLO,       /* the client's EHLO sent, waiting for the reply */
+	S_RELAY,
+	S_CLOSED,
+};
+
+enum session_result {
+	R_RELAYED,
+	R_REJECTED,
+	R_UNAVAILABLE,
+	R_TIMEOUT,
+	R_ERROR,
+	R_CLIENT_QUIT,
+};
+
+/* A growable byte buffer: data is p[off..len). Freed when emptied. */
+struct dbuf {
+	char *p;
+	uint32_t off, len, cap;
+};
+
+struct session {
+	struct session *next, *prev; /* on the worker's list */
+	struct proxy_worker *pw;
+	struct worker *w;
+	uint64_t id;
+	const struct cfg_listener *l;
+	struct conn *client, *back;
+	enum session_state state;
+	const char *action; /* what was happening, for error lines */
+	struct timer timer;
+
+	union sockaddr_any peer, local; /* the client, after any PROXY header */
+	bool counted_client;            /* holds a max_sessions_per_client slot */
+
+	struct dbuf in;  /* client bytes not yet handled or relayed */
+	struct dbuf bin; /* backend replies during the backend dialogue */
+	bool discarding; /* skipping the rest of an over-long line */
+	uint8_t errors;
+
+	char *ehlo_line; /* the routing line as the client wrote it */
+	uint16_t ehlo_line_len;
+	char *ehlo_name;
+	bool esmtp;
+
+	struct pool_rt *pool;
+	int backend; /* index in pool, -1 none */
+	uint16_t tried[MAX_TRIES];
+	uint8_t ntried;
+
+	struct smtp_guard *guard; /* xclient handoff only */
+	struct dbuf stash[2]; /* relay overflow per direction (0: to backend) */
+	bool eof[2];          /* 0: client shut its side, 1: backend did */
+
+	enum session_result result;
+	const char *reason;
+	uint64_t bytes_in, bytes_out; /* client -> backend, backend -> client */
+	uint64_t t_accept, t_greeting, t_routed;
+};
+
+struct session *session_new(struct proxy_worker *pw, const struct cfg_listener *l, int fd);
+void session_set_state(struct session *s, enum session_state st);
+void session_reap(struct proxy_worker *pw);
+const char *session_state_name(enum session_state st);
+/* End the session: close both sides at once; logs the session line.
+ * Idempotent. */
+void session_close(struct session *s, enum session_result r, const char *reason);
+/* End after sending the client one last reply (e.g. "421 ..."). */
+void session_close_reply(struct session *s, enum session_result r, const char *reason,
+			 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* End after the client's queued bytes are sent. */
+void session_close_flush(struct session *s, enum session_result r, const char *reason);
+void session_timeout(struct session *s, uint32_t ms);
+/* Queue a reply to the client, printf-style, CRLF added. */
+void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *session_hostname(void);
+
+int dbuf_append(struct dbuf *b, const char *p, size_t len, size_t max);
+void dbuf_consume(struct dbuf *b, size_t n);
+void dbuf_free(struct dbuf *b);
+static inline size_t dbuf_used(const struct dbuf *b)
+{
+	return b->len - b->off;
+}
+static inline char *dbuf_data(const struct dbuf *b)
+{
+	return b->p + b->off;
+}
+
+/* ---- smtp_front.c: the client side before relaying ---- */
+
+extern const struct conn_handler front_handler;
+void front_start(struct session *s); /* after accept (and PROXY header) */
+void front_stop(struct session *s);  /* server stopping: 421 unless relaying */
+
+/* ---- route.c ---- */
+
+struct pool_rt *route_pick_pool(const struct session *s);
+/* Pick and take a backend not tried yet; -1 when none is left. */
+int pool_take(struct pool_rt *p, struct session *s);
+void pool_drop(struct pool_rt *p, int backend);
+
+/* ---- smtp_back.c: the backend side until relaying ---- */
+
+extern const struct conn_handler back_handler;
+/* Route the session at its routing line and start the first backend. */
+void back_route(struct session *s);
+/* The session timer fired during the backend dialogue. */
+void back_timeout(struct session *s);
+
+/* ---- relay.c ---- */
+
+extern const struct conn_handler relay_client_handler, relay_back_handler;
+/* Start relaying; `extra` are backend bytes after the EHLO reply. */
+void relay_start(struct session *s);
+
+#endif

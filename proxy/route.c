@@ -1,0 +1,71 @@
+/* route.c - routes pick a pool; the pool's balancer picks a backend. */
+#include <fnmatch.h>
+#include <string.h>
+
+#include "proxy/proxy.h"
+
+static bool route_matches(const struct cfg_route *r, const struct session *s)
+{
+	if (r->ehlo && (!s->ehlo_name || fnmatch(r->ehlo, s->ehlo_name, FNM_CASEFOLD) != 0))
+		return false;
+	if (r->has_client && !config_cidr_match(&r->client, &s->peer.sa))
+		return false;
+	if (r->sni) /* no TLS yet: no server name to match */
+		return false;
+	return true;
+}
+
+struct pool_rt *route_pick_pool(const struct session *s)
+{
+	const struct cfg_pool *p = s->l->pool;
+
+	for (size_t i = 0; i < s->l->nroutes; i++) {
+		if (route_matches(&s->l->routes[i], s)) {
+			p = s->l->routes[i].pool;
+			break;
+		}
+	}
+	return &mxlb_rt->pools[p->index];
+}
+
+bool pool_eligible(struct pool_rt *p, size_t i, const struct pick_ctx *ctx)
+{
+	struct backend_rt *b = &p->backends[i];
+
+	if (!atomic_load(&b->up))
+		return false;
+	for (unsigned t = 0; t < ctx->ntried; t++)
+		if (ctx->tried[t] == i)
+			return false;
+	if (b->cfg->max_sessions && atomic_load(&b->active) >= b->cfg->max_sessions)
+		return false;
+	return true;
+}
+
+int pool_take(struct pool_rt *p, struct session *s)
+{
+	struct pick_ctx ctx = {
+		.client = &s->peer,
+		.ehlo = s->ehlo_name,
+		.tried = s->tried,
+		.ntried = s->ntried,
+	};
+	int i;
+
+	if (s->ntried >= MAX_TRIES)
+		return -1;
+	pthread_mutex_lock(&p->lock);
+	i = p->lb->pick(p, &ctx);
+	if (i >= 0) {
+		atomic_fetch_add(&p->backends[i].active, 1);
+		atomic_fetch_add(&p->backends[i].total, 1);
+		s->tried[s->ntried++] = (uint16_t)i;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return i;
+}
+
+void pool_drop(struct pool_rt *p, int backend)
+{
+	atomic_fetch_sub(&p->backends[backend].active, 1);
+}

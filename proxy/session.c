@@ -1,0 +1,299 @@
+/* session.c - the session object: creation, state, timers, the session
+ * log line, and an idempotent close. A session is freed by session_close()
+ * at once: its conns are orphaned and free themselves when nothing is in
+ * flight on them (core/conn.h), so no completion ever sees a freed session.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "proxy/proxy.h"
+
+static const char *const state_names[] = {
+	[S_PROXY_HEADER] = "proxy_header", [S_COMMAND] = "command", [S_CONNECT] = "connect",
+	[S_B_GREETING] = "backend_greeting", [S_B_HELO] = "backend_helo",
+	[S_B_XCLIENT] = "backend_xclient", [S_B_EHLO] = "backend_ehlo", [S_RELAY] = "relay",
+	[S_CLOSED] = "closed",
+};
+
+static const char *const result_names[] = {
+	[R_RELAYED] = "relayed", [R_REJECTED] = "rejected", [R_UNAVAILABLE] = "unavailable",
+	[R_TIMEOUT] = "timeout", [R_ERROR] = "error", [R_CLIENT_QUIT] = "client_quit",
+};
+
+const char *session_state_name(enum session_state st)
+{
+	return state_names[st];
+}
+
+const char *session_hostname(void)
+{
+	return mxlb_rt->cfg->server.hostname;
+}
+
+int dbuf_append(struct dbuf *b, const char *p, size_t len, size_t max)
+{
+	if (b->off && b->off == b->len)
+		b->off = b->len = 0;
+	if (dbuf_used(b) + len > max)
+		return -1;
+	if (b->len + len > b->cap) {
+		size_t used = dbuf_used(b), cap = b->cap ? b->cap : 1024;
+		char *np;
+
+		while (cap < used + len)
+			cap *= 2;
+		if (b->off) { /* compact before growing */
+			memmove(b->p, b->p + b->off, used);
+			b->off = 0;
+			b->len = (uint32_t)used;
+		}
+		if (cap > b->cap) {
+			np = realloc(b->p, cap);
+			if (!np)
+				return -1;
+			b->p = np;
+			b->cap = (uint32_t)cap;
+		}
+	}
+	memcpy(b->p + b->len, p, len);
+	b->len += (uint32_t)len;
+	return 0;
+}
+
+void dbuf_consume(struct dbuf *b, size_t n)
+{
+	b->off += (uint32_t)n;
+	if (b->off >= b->len)
+		dbuf_free(b); /* idle sessions hold no buffer */
+}
+
+void dbuf_free(struct dbuf *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->off = b->len = b->cap = 0;
+}
+
+void session_set_state(struct session *s, enum session_state st)
+{
+	log_debug("state", "session %016llx: %s -> %s", (unsigned long long)s->id,
+		  state_names[s->state], state_names[st]);
+	s->state = st;
+}
+
+static void on_timeout(struct timer *t)
+{
+	struct session *s = (struct session *)((char *)t - offsetof(struct session, timer));
+
+	switch (s->state) {
+	case S_PROXY_HEADER:
+		session_close(s, R_TIMEOUT, "proxy header timeout");
+		break;
+	case S_COMMAND:
+		session_close_reply(s, R_TIMEOUT, "command timeout",
+				    "421 4.4.2 %s Error: timeout exceeded", session_hostname());
+		break;
+	case S_RELAY:
+		session_close(s, R_RELAYED, "idle timeout");
+		break;
+	case S_CLOSED:
+		break;
+	default:
+		back_timeout(s);
+		break;
+	}
+}
+
+void session_timeout(struct session *s, uint32_t ms)
+{
+	timer_set(&s->w->wheel, &s->timer, ms, on_timeout);
+}
+
+void session_reply(struct session *s, const char *fmt, ...)
+{
+	char line[SMTP_LINE_MAX_REPLY];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(line) - 3)
+		n = (int)sizeof(line) - 3;
+	line[n++] = '\r';
+	line[n++] = '\n';
+	s->bytes_out += (uint64_t)n;
+	if (conn_send_copy(s->client, line, (size_t)n) < 0)
+		session_close(s, R_ERROR, "client send queue full");
+}
+
+static void format_addr(const union sockaddr_any *a, char *out, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (a->sa.sa_family == AF_INET) {
+		inet_ntop(AF_INET, &a->sin.sin_addr, host, sizeof(host));
+		snprintf(out, cap, "%s:%u", host, ntohs(a->sin.sin_port));
+	} else if (a->sa.sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &a->sin6.sin6_addr, host, sizeof(host));
+		snprintf(out, cap, "[%s]:%u", host, ntohs(a->sin6.sin6_port));
+	} else {
+		snprintf(out, cap, "-");
+	}
+}
+
+static void log_session(struct session *s)
+{
+	struct logline ll;
+	char addr[INET6_ADDRSTRLEN + 10], id[20];
+	uint64_t now = clock_usec();
+
+	if (!log_begin(&ll, LOG_INFO, "session"))
+		return;
+	snprintf(id, sizeof(id), "%016llx", (unsigned long long)s->id);
+	format_addr(&s->peer, addr, sizeof(addr));
+	log_kv_str(&ll, "id", id);
+	log_kv_str(&ll, "client", addr);
+	log_kv_str(&ll, "listener", s->l->name);
+	log_kv_str(&ll, "tls", "-");
+	log_kv_str(&ll, "tls_cipher", "-");
+	log_kv_str(&ll, "sni", "-");
+	log_kv_str(&ll, "ehlo", s->ehlo_name);
+	log_kv_str(&ll, "pool", s->pool ? s->pool->cfg->name : NULL);
+	log_kv_str(&ll, "backend",
+		   s->pool && s->backend >= 0 ? s->pool->backends[s->backend].cfg->name : NULL);
+	log_kv_str(&ll, "result", result_names[s->result]);
+	log_kv_str(&ll, "reason", s->reason);
+	log_kv_u64(&ll, "bytes_in", s->bytes_in);
+	log_kv_u64(&ll, "bytes_out", s->bytes_out);
+	log_kv_ms(&ll, "greeting_ms", s->t_greeting ? s->t_greeting - s->t_accept : 0);
+	log_kv_ms(&ll, "routed_ms", s->t_routed ? s->t_routed - s->t_accept : 0);
+	log_kv_ms(&ll, "total_ms", now - s->t_accept);
+	log_end(&ll);
+}
+
+struct session *session_new(struct proxy_worker *pw, const struct cfg_listener *l, int fd)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	socklen_t len;
+
+	if (!s)
+		return NULL;
+	s->client = conn_new(pw->w, fd, &front_handler, s);
+	if (!s->client) {
+		free(s);
+		return NULL;
+	}
+	s->pw = pw;
+	s->w = pw->w;
+	s->l = l;
+	s->id = atomic_fetch_add(&mxlb_rt->next_id, 1);
+	s->backend = -1;
+	s->t_accept = clock_usec();
+	len = sizeof(s->peer);
+	getpeername(fd, &s->peer.sa, &len);
+	len = sizeof(s->local);
+	getsockname(fd, &s->local.sa, &len);
+	s->next = pw->sessions;
+	if (s->next)
+		s->next->prev = s;
+	pw->sessions = s;
+	pw->nsessions++;
+	return s;
+}
+
+void session_close(struct session *s, enum session_result r, const char *reason)
+{
+	if (s->state == S_CLOSED)
+		return;
+	s->result = r;
+	if (!s->reason)
+		s->reason = reason;
+	session_set_state(s, S_CLOSED);
+	timer_del(&s->timer);
+	log_session(s);
+	conn_close(s->client);
+	conn_close(s->back);
+	s->client = s->back = NULL;
+	if (s->pool && s->backend >= 0)
+		pool_drop(s->pool, s->backend);
+	if (s->counted_client)
+		client_limit_drop(&s->peer);
+	atomic_fetch_sub(&mxlb_rt->sessions, 1);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		s->pw->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->pw->nsessions--;
+	dbuf_free(&s->in);
+	dbuf_free(&s->bin);
+	dbuf_free(&s->stash[0]);
+	dbuf_free(&s->stash[1]);
+	/* freed after this batch of completions, so that callers up the
+	 * stack may still test s->state == S_CLOSED */
+	s->next = s->pw->dead;
+	s->pw->dead = s;
+}
+
+void session_reap(struct proxy_worker *pw)
+{
+	while (pw->dead) {
+		struct session *s = pw->dead;
+
+		pw->dead = s->next;
+		free(s->ehlo_line);
+		free(s->ehlo_name);
+		free(s->guard);
+		free(s);
+	}
+}
+
+void session_close_reply(struct session *s, enum session_result r, const char *reason,
+			 const char *fmt, ...)
+{
+	char line[SMTP_LINE_MAX_REPLY];
+	struct conn *c = s->client;
+	va_list ap;
+	int n;
+
+	if (s->state == S_CLOSED)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof(line) - 3)
+		n = (int)sizeof(line) - 3;
+	if (n > 0) {
+		line[n++] = '\r';
+		line[n++] = '\n';
+		s->bytes_out += (uint64_t)n;
+		conn_send_copy(c, line, (size_t)n);
+	}
+	/* keep the client conn out of session_close's hands: it flushes
+	 * the reply and closes by itself */
+	s->client = NULL;
+	conn_close_after_flush(c, LINGER_MS);
+	session_close(s, r, reason);
+}
+
+void session_close_flush(struct session *s, enum session_result r, const char *reason)
+{
+	struct conn *c = s->client;
+
+	if (s->state == S_CLOSED)
+		return;
+	s->client = NULL;
+	conn_close_after_flush(c, LINGER_MS);
+	session_close(s, r, reason);
+}
