@@ -68,6 +68,8 @@ UNIT_DEPS_test_config := config/config.o
 UNIT_DEPS_test_smtp_parse := proxy/smtp_parse.o
 UNIT_DEPS_test_proxy_proto := proxy/proxy_proto.o
 UNIT_DEPS_test_smtp_guard := proxy/smtp_guard.o proxy/smtp_parse.o
+UNIT_DEPS_test_balance := proxy/pool.o proxy/lb_roundrobin.o proxy/lb_leastconn.o proxy/lb_chash.o \
+	proxy/lb_random.o
 $(OBJ)/tests/%: $(OBJ)/tests/unit/%.o $$(addprefix $(OBJ)/,$$(UNIT_DEPS_$$*))
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS) -lcmocka
 

@@ -37,30 +37,16 @@ static struct runtime *runtime_new(struct config *cfg)
 	rt->pools = calloc(cfg->npools, sizeof(*rt->pools));
 	if (!rt->pools)
 		return NULL;
-	for (size_t i = 0; i < cfg->npools; i++) {
-		struct pool_rt *p = &rt->pools[i];
-
-		p->cfg = &cfg->pools[i];
-		p->nbackends = p->cfg->nbackends;
-		p->backends = calloc(p->nbackends, sizeof(*p->backends));
-		if (!p->backends)
+	for (size_t i = 0; i < cfg->npools; i++)
+		if (pool_rt_init(&rt->pools[i], &cfg->pools[i]) < 0)
 			return NULL;
-		pthread_mutex_init(&p->lock, NULL);
-		p->lb = &lb_roundrobin;
-		for (size_t j = 0; j < p->nbackends; j++) {
-			p->backends[j].cfg = &p->cfg->backends[j];
-			atomic_store(&p->backends[j].up, true);
-		}
-	}
 	return rt;
 }
 
 static void runtime_free(struct runtime *rt)
 {
-	for (size_t i = 0; rt->pools && i < rt->cfg->npools; i++) {
-		free(rt->pools[i].backends);
-		pthread_mutex_destroy(&rt->pools[i].lock);
-	}
+	for (size_t i = 0; rt->pools && i < rt->cfg->npools; i++)
+		pool_rt_fini(&rt->pools[i]);
 	free(rt->pools);
 	config_free(rt->cfg);
 	free(rt);

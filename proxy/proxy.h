@@ -71,8 +71,11 @@ struct pick_ctx {
 
 struct lb_ops {
 	const char *name;
+	/* Build p->lb_state, or leave it NULL; 0 or -1 (out of memory). */
+	int (*init)(struct pool_rt *p);
 	/* The index of the backend to use, or -1. Called under the pool's lock. */
 	int (*pick)(struct pool_rt *p, const struct pick_ctx *ctx);
+	void (*free)(struct pool_rt *p);
 };
 
 struct pool_rt {
@@ -81,9 +84,17 @@ struct pool_rt {
 	size_t nbackends;
 	pthread_mutex_t lock;
 	const struct lb_ops *lb;
+	void *lb_state;
+	uint64_t rand_state; /* lb_random */
 };
 
-extern const struct lb_ops lb_roundrobin;
+extern const struct lb_ops lb_roundrobin, lb_leastconn, lb_source, lb_ehlo, lb_random;
+
+/* The balancer named by a pool's `balance`. */
+const struct lb_ops *lb_for(enum cfg_balance b);
+/* Set up the run-time state of a pool (backends up, balancer). */
+int pool_rt_init(struct pool_rt *p, const struct cfg_pool *cfg);
+void pool_rt_fini(struct pool_rt *p);
 
 /* Whether backend i may take a new session (up, not tried, not full). */
 bool pool_eligible(struct pool_rt *p, size_t i, const struct pick_ctx *ctx);

@@ -1,5 +1,6 @@
 /* route.c - routes pick a pool; the pool's balancer picks a backend. */
 #include <fnmatch.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "proxy/proxy.h"
@@ -28,20 +29,6 @@ struct pool_rt *route_pick_pool(const struct session *s)
 	return &mxlb_rt->pools[p->index];
 }
 
-bool pool_eligible(struct pool_rt *p, size_t i, const struct pick_ctx *ctx)
-{
-	struct backend_rt *b = &p->backends[i];
-
-	if (!atomic_load(&b->up))
-		return false;
-	for (unsigned t = 0; t < ctx->ntried; t++)
-		if (ctx->tried[t] == i)
-			return false;
-	if (b->cfg->max_sessions && atomic_load(&b->active) >= b->cfg->max_sessions)
-		return false;
-	return true;
-}
-
 int pool_take(struct pool_rt *p, struct session *s)
 {
 	struct pick_ctx ctx = {
@@ -63,9 +50,4 @@ int pool_take(struct pool_rt *p, struct session *s)
 	}
 	pthread_mutex_unlock(&p->lock);
 	return i;
-}
-
-void pool_drop(struct pool_rt *p, int backend)
-{
-	atomic_fetch_sub(&p->backends[backend].active, 1);
 }
