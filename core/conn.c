@@ -76,12 +76,15 @@ static void drop_queue(struct conn *c)
 	while (c->seg_count > keep) {
 		uint8_t i = (uint8_t)((c->seg_head + c->seg_count - 1) % CONN_SEGS);
 
-		c->queued -= c->segs[i].len;
 		seg_release(c, &c->segs[i]);
 		c->seg_count--;
 	}
-	if (keep)
+	if (keep) {
 		c->queued = c->segs[c->seg_head].len - c->seg_off;
+	} else {
+		c->queued = 0;
+		c->seg_off = 0;
+	}
 }
 
 static void maybe_free(struct conn *c)
@@ -388,13 +391,7 @@ static void on_send(struct conn *c, int res)
 	c->ops &= (uint16_t)~CONN_OP_SEND;
 	if (res < 0) {
 		c->flags |= CONN_F_DEAD;
-		drop_queue(c);
-		if (c->seg_count) { /* the head was kept for the send in flight */
-			c->queued = 0;
-			seg_release(c, &c->segs[c->seg_head]);
-			c->seg_count = 0;
-			c->seg_off = 0;
-		}
+		drop_queue(c); /* all of it: no send is in flight now */
 		if (!(c->flags & CONN_F_ORPHAN))
 			c->h->error(c, res);
 		return;

@@ -101,7 +101,7 @@ static void on_timeout(struct timer *t)
 				    "421 4.4.2 %s Error: timeout exceeded", session_hostname());
 		break;
 	case S_RELAY:
-		session_close(s, R_RELAYED, "idle timeout");
+		session_close(s, R_TIMEOUT, "idle timeout");
 		break;
 	case S_CLOSED:
 		break;
