@@ -222,6 +222,8 @@ void worker_run(struct worker *w)
 	arm_wake(w);
 	for (struct lsock *ls = w->lsocks; ls; ls = ls->next)
 		arm_accept(ls);
+	if (w->ops->started)
+		w->ops->started(w);
 	for (;;) {
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;

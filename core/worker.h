@@ -43,6 +43,7 @@ struct worker_ops {
 	unsigned (*active)(struct worker *w); /* sessions still open */
 	void (*abort_all)(struct worker *w);  /* shutdown_timeout passed */
 	void (*reap)(struct worker *w);       /* after each batch of completions */
+	void (*started)(struct worker *w);    /* the ring runs: arm what the proxy needs */
 };
 
 /* A listening socket owned by one worker. */

@@ -114,11 +114,19 @@ static void accepted(struct worker *w, struct lsock *ls, int fd)
 	front_start(s);
 }
 
+static void started(struct worker *w)
+{
+	if (w->id == 0)
+		health_start(w);
+}
+
 static void stopping(struct worker *w)
 {
 	struct proxy_worker *pw = w->proxy;
 	struct session *s, *next;
 
+	if (w->id == 0)
+		health_stop();
 	for (s = pw->sessions; s; s = next) {
 		next = s->next;
 		front_stop(s);
@@ -147,6 +155,7 @@ static void reap(struct worker *w)
 
 const struct worker_ops proxy_worker_ops = {
 	.reap = reap,
+	.started = started,
 	.accepted = accepted,
 	.stopping = stopping,
 	.active = active,

@@ -50,6 +50,8 @@ union sockaddr_any {
 
 /* ---- route.c: pools at run time ---- */
 
+struct hcheck;
+
 struct backend_rt {
 	const struct cfg_backend *cfg;
 	atomic_uint active;
@@ -57,6 +59,14 @@ struct backend_rt {
 	atomic_ulong connect_failures;
 	atomic_bool up;
 	int cur_weight; /* smooth round robin state; under the pool's lock */
+	/* published by health.c for sessions, /status and /metrics */
+	atomic_uint passive_failures; /* real sessions' failures not yet counted */
+	atomic_ulong checks_ok, checks_failed;
+	atomic_uint caps;       /* SMTP_EXT_* seen in the last good check */
+	atomic_ulong size_max;  /* its SIZE, 0 when none */
+	atomic_ulong last_check_ms; /* wall clock */
+	atomic_bool last_check_ok;
+	struct hcheck *hc; /* owned by the health checker's worker */
 };
 
 struct pool_rt;
@@ -98,6 +108,15 @@ void pool_rt_fini(struct pool_rt *p);
 
 /* Whether backend i may take a new session (up, not tried, not full). */
 bool pool_eligible(struct pool_rt *p, size_t i, const struct pick_ctx *ctx);
+
+/* ---- health.c: checks publish up/down; nothing else ---- */
+
+/* Start checking every backend of every pool on this worker's ring. */
+void health_start(struct worker *w);
+/* Stop (server stopping): close checks in progress. */
+void health_stop(void);
+/* A real session's connect or greeting failed on this backend. */
+void health_passive_failure(struct pool_rt *p, int backend);
 
 /* ---- main.c: the running proxy ---- */
 

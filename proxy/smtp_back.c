@@ -123,6 +123,9 @@ static void back_fail(struct session *s, const char *why)
 	char id[20];
 
 	atomic_fetch_add(&s->pool->backends[s->backend].connect_failures, 1);
+	/* a refused connect or a bad greeting is what a check would see */
+	if (s->state == S_CONNECT || s->state == S_B_GREETING)
+		health_passive_failure(s->pool, s->backend);
 	if (log_begin(&ll, LOG_WARN, "backend_error")) {
 		snprintf(id, sizeof(id), "%016llx", (unsigned long long)s->id);
 		log_kv_str(&ll, "id", id);

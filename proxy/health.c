@@ -1,0 +1,338 @@
+/* health.c - health checks (SPEC §5). They run on one worker's ring and
+ * publish only: up/down, the capabilities a backend advertised, counters.
+ *
+ * smtp: connect (a PROXY LOCAL/UNKNOWN header where the backend's handoff
+ * needs one), expect 220, EHLO, expect 250 and record its capabilities,
+ * QUIT, expect 221. tcp: connect only. none: no checks, always up.
+ * A check that fails after the greeting still says QUIT before closing, so
+ * it never leaves a half-open session on the backend.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "proxy/proxy.h"
+#include "proxy/proxy_proto.h"
+#include "proxy/smtp_parse.h"
+
+enum hc_step { HC_IDLE, HC_CONNECT, HC_GREETING, HC_EHLO, HC_QUIT };
+
+struct hcheck {
+	struct timer timer; /* next check, or this check's timeout */
+	struct worker *w;
+	struct pool_rt *p;
+	size_t i;
+	struct conn *c;
+	enum hc_step step;
+	struct dbuf in;
+	unsigned ok_run, fail_run;
+	unsigned caps;
+	uint64_t size;
+};
+
+static struct hcheck **checks;
+static size_t nchecks;
+
+static const char *const step_names[] = {
+	[HC_IDLE] = "idle", [HC_CONNECT] = "connecting", [HC_GREETING] = "reading greeting",
+	[HC_EHLO] = "reading EHLO reply", [HC_QUIT] = "reading QUIT reply",
+};
+
+static struct hcheck *hc_of_timer(struct timer *t)
+{
+	return (struct hcheck *)((char *)t - offsetof(struct hcheck, timer));
+}
+
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void hc_timer(struct timer *t);
+
+static void log_state(struct hcheck *hc, bool up, const char *why)
+{
+	struct logline ll;
+
+	if (!log_begin(&ll, up ? LOG_INFO : LOG_WARN, "backend_state"))
+		return;
+	log_kv_str(&ll, "pool", hc->p->cfg->name);
+	log_kv_str(&ll, "backend", hc->p->backends[hc->i].cfg->name);
+	log_kv_str(&ll, "state", up ? "up" : "down");
+	log_kv_str(&ll, "reason", why);
+	log_end(&ll);
+}
+
+/* One check's outcome (and the real sessions' failures since the last). */
+static void hc_result(struct hcheck *hc, bool ok, const char *why)
+{
+	struct backend_rt *b = &hc->p->backends[hc->i];
+	const struct cfg_health *h = &hc->p->cfg->health;
+	unsigned passive = atomic_exchange(&b->passive_failures, 0);
+	bool up = atomic_load(&b->up);
+
+	atomic_fetch_add(ok ? &b->checks_ok : &b->checks_failed, 1);
+	atomic_store(&b->last_check_ms, wall_ms());
+	atomic_store(&b->last_check_ok, ok);
+	if (passive) {
+		hc->fail_run += passive;
+		hc->ok_run = 0;
+	}
+	if (ok) {
+		hc->ok_run++;
+		hc->fail_run = 0;
+		atomic_store(&b->caps, hc->caps);
+		atomic_store(&b->size_max, hc->size);
+	} else {
+		hc->fail_run++;
+		hc->ok_run = 0;
+	}
+	if (up && hc->fail_run >= h->fall) {
+		atomic_store(&b->up, false);
+		log_state(hc, false, ok ? "failed sessions" : why);
+	} else if (!up && hc->ok_run >= h->rise) {
+		atomic_store(&b->up, true);
+		log_state(hc, true, "checks passed");
+	}
+	if (!ok)
+		log_debug("health", "%s/%s: %s: %s", hc->p->cfg->name, b->cfg->name,
+			  step_names[hc->step], why);
+}
+
+/* End the check in progress and schedule the next one. */
+static void hc_finish(struct hcheck *hc, bool ok, const char *why)
+{
+	if (hc->c) {
+		if (!ok && hc->step >= HC_GREETING && hc->step < HC_QUIT) {
+			conn_send_copy(hc->c, "QUIT\r\n", 6);
+			conn_close_after_flush(hc->c, hc->p->cfg->health.timeout);
+		} else {
+			conn_close(hc->c);
+		}
+		hc->c = NULL;
+	}
+	hc_result(hc, ok, why);
+	dbuf_free(&hc->in);
+	hc->step = HC_IDLE;
+	timer_set(&hc->w->wheel, &hc->timer, hc->p->cfg->health.interval, hc_timer);
+}
+
+static size_t ehlo_size(const char *p, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len) {
+		struct smtp_reply_line r;
+		size_t n;
+
+		if (smtp_parse_reply_line(p + off, len - off, &r, &n) != SMTP_OK)
+			break;
+		if (r.text_len > 5 && !strncasecmp(r.text, "SIZE ", 5))
+			return strtoull(r.text + 5, NULL, 10);
+		off += n;
+	}
+	return 0;
+}
+
+static void hc_send(struct hcheck *hc, const char *line)
+{
+	conn_send_copy(hc->c, line, strlen(line));
+}
+
+static void hc_process(struct hcheck *hc)
+{
+	char line[300];
+	size_t len;
+	int code;
+
+	while (hc->step >= HC_GREETING && dbuf_used(&hc->in)) {
+		switch (smtp_parse_reply(dbuf_data(&hc->in), dbuf_used(&hc->in), &code, &len)) {
+		case SMTP_AGAIN:
+			return;
+		case SMTP_INVALID:
+			hc_finish(hc, false, "malformed reply");
+			return;
+		case SMTP_OK:
+			break;
+		}
+		switch (hc->step) {
+		case HC_GREETING:
+			if (code != 220) {
+				hc_finish(hc, false, "greeting not 220");
+				return;
+			}
+			snprintf(line, sizeof(line), "EHLO %s\r\n", hc->p->cfg->health.ehlo);
+			hc_send(hc, line);
+			hc->step = HC_EHLO;
+			break;
+		case HC_EHLO:
+			if (code != 250) {
+				hc_finish(hc, false, "EHLO not 250");
+				return;
+			}
+			hc->caps = smtp_ehlo_extensions(dbuf_data(&hc->in), len);
+			hc->size = ehlo_size(dbuf_data(&hc->in), len);
+			hc_send(hc, "QUIT\r\n");
+			hc->step = HC_QUIT;
+			break;
+		case HC_QUIT:
+			hc_finish(hc, code == 221, "QUIT not 221");
+			return;
+		default:
+			return;
+		}
+		dbuf_consume(&hc->in, len);
+	}
+}
+
+static bool hc_data(struct conn *c, char *p, size_t len, uint16_t bid)
+{
+	struct hcheck *hc = c->owner;
+
+	(void)bid;
+	if (dbuf_append(&hc->in, p, len, BACK_IN_MAX) < 0)
+		hc_finish(hc, false, "reply too long");
+	else
+		hc_process(hc);
+	return false;
+}
+
+static void hc_eof(struct conn *c)
+{
+	hc_finish(c->owner, false, "connection closed");
+}
+
+static void hc_error(struct conn *c, int err)
+{
+	(void)err;
+	hc_finish(c->owner, false, "connection error");
+}
+
+static void hc_connected(struct conn *c, int err)
+{
+	struct hcheck *hc = c->owner;
+
+	if (err < 0) {
+		hc_finish(hc, false, "connect failed");
+		return;
+	}
+	if (hc->p->cfg->health.check == CFG_CHECK_TCP) {
+		hc_finish(hc, true, "ok");
+		return;
+	}
+	hc->step = HC_GREETING;
+}
+
+static const struct conn_handler hc_handler = {
+	.data = hc_data,
+	.eof = hc_eof,
+	.error = hc_error,
+	.connected = hc_connected,
+};
+
+static void hc_begin(struct hcheck *hc)
+{
+	const struct cfg_backend *b = hc->p->backends[hc->i].cfg;
+	const struct cfg_health *h = &hc->p->cfg->health;
+	uint8_t hdr[PROXY_V2_MAX];
+	size_t n = 0;
+
+	hc->c = conn_new(hc->w, -1, &hc_handler, hc);
+	if (!hc->c) {
+		timer_set(&hc->w->wheel, &hc->timer, h->interval, hc_timer);
+		return;
+	}
+	hc->step = HC_CONNECT;
+	hc->caps = 0;
+	hc->size = 0;
+	/* the check's whole budget, connect included */
+	timer_set(&hc->w->wheel, &hc->timer, h->timeout, hc_timer);
+	if (conn_connect(hc->c, (const struct sockaddr *)&b->address.ss, b->address.len,
+			 h->timeout) < 0) {
+		hc_finish(hc, false, "socket failed");
+		return;
+	}
+	conn_recv_start(hc->c);
+	/* a backend that expects a PROXY header gets one saying "no client" */
+	if (b->handoff == CFG_HANDOFF_PROXY_V1)
+		n = proxy_v1_encode((char *)hdr, sizeof(hdr), NULL, NULL);
+	else if (b->handoff == CFG_HANDOFF_PROXY_V2)
+		n = proxy_v2_encode(hdr, sizeof(hdr), NULL, NULL, NULL);
+	if (n)
+		conn_send_copy(hc->c, hdr, n);
+}
+
+static void hc_timer(struct timer *t)
+{
+	struct hcheck *hc = hc_of_timer(t);
+
+	if (hc->step == HC_IDLE)
+		hc_begin(hc);
+	else
+		hc_finish(hc, false, "timeout");
+}
+
+void health_start(struct worker *w)
+{
+	const struct config *cfg = mxlb_rt->cfg;
+	size_t n = 0;
+
+	for (size_t i = 0; i < cfg->npools; i++)
+		if (cfg->pools[i].health.check != CFG_CHECK_NONE)
+			n += cfg->pools[i].nbackends;
+	if (!n)
+		return;
+	checks = calloc(n, sizeof(*checks));
+	if (!checks) {
+		log_error("health", "out of memory: no health checks");
+		return;
+	}
+	for (size_t i = 0; i < cfg->npools; i++) {
+		struct pool_rt *p = &mxlb_rt->pools[i];
+
+		if (p->cfg->health.check == CFG_CHECK_NONE)
+			continue;
+		for (size_t j = 0; j < p->nbackends; j++) {
+			struct hcheck *hc = calloc(1, sizeof(*hc));
+
+			if (!hc)
+				continue;
+			hc->w = w;
+			hc->p = p;
+			hc->i = j;
+			p->backends[j].hc = hc;
+			checks[nchecks++] = hc;
+			/* spread the first checks over a short while */
+			timer_set(&w->wheel, &hc->timer, (uint32_t)(1 + (nchecks * 7) % 20) * 10,
+				  hc_timer);
+		}
+	}
+}
+
+void health_stop(void)
+{
+	for (size_t i = 0; i < nchecks; i++) {
+		struct hcheck *hc = checks[i];
+
+		timer_del(&hc->timer);
+		conn_close(hc->c);
+		hc->c = NULL;
+		dbuf_free(&hc->in);
+		hc->p->backends[hc->i].hc = NULL;
+		free(hc);
+	}
+	free(checks);
+	checks = NULL;
+	nchecks = 0;
+}
+
+void health_passive_failure(struct pool_rt *p, int backend)
+{
+	if (p->cfg->health.check != CFG_CHECK_NONE)
+		atomic_fetch_add(&p->backends[backend].passive_failures, 1);
+}
