@@ -40,6 +40,9 @@ static struct runtime *runtime_new(struct config *cfg)
 	for (size_t i = 0; i < cfg->npools; i++)
 		if (pool_rt_init(&rt->pools[i], &cfg->pools[i]) < 0)
 			return NULL;
+	rt->lstats = calloc(cfg->nlisteners, sizeof(*rt->lstats));
+	if (!rt->lstats)
+		return NULL;
 	return rt;
 }
 
@@ -48,6 +51,7 @@ static void runtime_free(struct runtime *rt)
 	for (size_t i = 0; rt->pools && i < rt->cfg->npools; i++)
 		pool_rt_fini(&rt->pools[i]);
 	free(rt->pools);
+	free(rt->lstats);
 	config_free(rt->cfg);
 	free(rt);
 }

@@ -125,6 +125,7 @@ struct runtime {
 	struct pool_rt *pools; /* parallel to cfg->pools */
 	atomic_uint sessions; /* open sessions, all workers */
 	atomic_ulong next_id;
+	struct listener_stats *lstats; /* parallel to cfg->listeners */
 };
 
 extern struct runtime *mxlb_rt;
@@ -165,7 +166,30 @@ enum session_result {
 	R_TIMEOUT,
 	R_ERROR,
 	R_CLIENT_QUIT,
+	R_COUNT
 };
+
+const char *session_result_name(enum session_result r);
+
+/* ---- stats.c: counters for /metrics, shared by workers ---- */
+
+#define HIST_BUCKETS 14
+extern const double hist_bounds[HIST_BUCKETS]; /* seconds; +Inf follows */
+
+struct hist {
+	atomic_ulong count[HIST_BUCKETS + 1];
+	atomic_ulong sum_usec;
+};
+
+struct listener_stats {
+	atomic_ulong sessions[R_COUNT];
+	atomic_uint active;
+	atomic_ulong bytes_in, bytes_out; /* client -> backend, backend -> client */
+	struct hist duration, route;
+};
+
+void hist_observe(struct hist *h, uint64_t usec);
+struct listener_stats *listener_stats(const struct cfg_listener *l);
 
 /* A growable byte buffer: data is p[off..len). Freed when emptied. */
 struct dbuf {

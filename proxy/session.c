@@ -27,6 +27,11 @@ static const char *const result_names[] = {
 	[R_TIMEOUT] = "timeout", [R_ERROR] = "error", [R_CLIENT_QUIT] = "client_quit",
 };
 
+const char *session_result_name(enum session_result r)
+{
+	return result_names[r];
+}
+
 const char *session_state_name(enum session_state st)
 {
 	return state_names[st];
@@ -181,6 +186,19 @@ static void log_session(struct session *s)
 	log_end(&ll);
 }
 
+static void account(struct session *s)
+{
+	struct listener_stats *ls = listener_stats(s->l);
+
+	atomic_fetch_sub(&ls->active, 1);
+	atomic_fetch_add(&ls->sessions[s->result], 1);
+	atomic_fetch_add(&ls->bytes_in, s->bytes_in);
+	atomic_fetch_add(&ls->bytes_out, s->bytes_out);
+	hist_observe(&ls->duration, clock_usec() - s->t_accept);
+	if (s->t_routed)
+		hist_observe(&ls->route, s->t_routed - s->t_accept);
+}
+
 struct session *session_new(struct proxy_worker *pw, const struct cfg_listener *l, int fd)
 {
 	struct session *s = calloc(1, sizeof(*s));
@@ -203,6 +221,7 @@ struct session *session_new(struct proxy_worker *pw, const struct cfg_listener *
 	getpeername(fd, &s->peer.sa, &len);
 	len = sizeof(s->local);
 	getsockname(fd, &s->local.sa, &len);
+	atomic_fetch_add(&listener_stats(l)->active, 1);
 	s->next = pw->sessions;
 	if (s->next)
 		s->next->prev = s;
@@ -221,6 +240,7 @@ void session_close(struct session *s, enum session_result r, const char *reason)
 	session_set_state(s, S_CLOSED);
 	timer_del(&s->timer);
 	log_session(s);
+	account(s);
 	conn_close(s->client);
 	conn_close(s->back);
 	s->client = s->back = NULL;
