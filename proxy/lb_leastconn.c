@@ -15,10 +15,10 @@ static int lc_pass(struct pool_rt *p, const struct pick_ctx *ctx, bool backup)
 		struct backend_rt *b = &p->backends[i];
 		uint64_t load;
 
-		if (b->cfg->backup != backup || b->cfg->weight == 0 || !pool_eligible(p, i, ctx))
+		if (b->cfg->backup != backup || !pool_eligible(p, i, ctx))
 			continue;
 		/* active/weight compared without division: scale by a constant */
-		load = (uint64_t)atomic_load(&b->active) * 1000000u / b->cfg->weight;
+		load = (uint64_t)atomic_load(&b->active) * 1000000u / backend_weight(b);
 		if (best < 0 || load < best_load) {
 			best = (int)i;
 			best_load = load;

@@ -25,9 +25,9 @@ static int draw(struct pool_rt *p, const struct pick_ctx *ctx, bool backup, uint
 
 		if (b->cfg->backup != backup || !pool_eligible(p, i, ctx))
 			continue;
-		if (r < b->cfg->weight)
+		if (r < backend_weight(b))
 			return (int)i;
-		r -= b->cfg->weight;
+		r -= backend_weight(b);
 	}
 	return -1;
 }
@@ -39,15 +39,15 @@ static int rnd_pass(struct pool_rt *p, const struct pick_ctx *ctx, bool backup)
 
 	for (size_t i = 0; i < p->nbackends; i++)
 		if (p->backends[i].cfg->backup == backup && pool_eligible(p, i, ctx))
-			total += p->backends[i].cfg->weight;
+			total += backend_weight(&p->backends[i]);
 	if (!total)
 		return -1;
 	a = draw(p, ctx, backup, total);
 	b = draw(p, ctx, backup, total);
 	if (a < 0 || b < 0)
 		return a < 0 ? b : a;
-	return (uint64_t)atomic_load(&p->backends[b].active) * p->backends[a].cfg->weight <
-			       (uint64_t)atomic_load(&p->backends[a].active) * p->backends[b].cfg->weight
+	return (uint64_t)atomic_load(&p->backends[b].active) * backend_weight(&p->backends[a]) <
+			       (uint64_t)atomic_load(&p->backends[a].active) * backend_weight(&p->backends[b])
 		       ? b
 		       : a;
 }

@@ -13,10 +13,10 @@ static int rr_pass(struct pool_rt *p, const struct pick_ctx *ctx, bool backup)
 	for (size_t i = 0; i < p->nbackends; i++) {
 		struct backend_rt *b = &p->backends[i];
 
-		if (b->cfg->backup != backup || b->cfg->weight == 0 || !pool_eligible(p, i, ctx))
+		if (b->cfg->backup != backup || !pool_eligible(p, i, ctx))
 			continue;
-		b->cur_weight += (int)b->cfg->weight;
-		total += (int)b->cfg->weight;
+		b->cur_weight += (int)backend_weight(b);
+		total += (int)backend_weight(b);
 		if (best < 0 || b->cur_weight > p->backends[best].cur_weight)
 			best = (int)i;
 	}

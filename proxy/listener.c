@@ -96,6 +96,10 @@ static void accepted(struct worker *w, struct lsock *ls, int fd)
 	struct session *s;
 	unsigned n;
 
+	if (ls->owner == admin_listener) {
+		admin_accept(w, fd);
+		return;
+	}
 	sock_set_nodelay(fd);
 	n = atomic_fetch_add(&mxlb_rt->sessions, 1) + 1;
 	s = session_new(pw, l, fd);
@@ -125,8 +129,10 @@ static void stopping(struct worker *w)
 	struct proxy_worker *pw = w->proxy;
 	struct session *s, *next;
 
-	if (w->id == 0)
+	if (w->id == 0) {
 		health_stop();
+		admin_stop();
+	}
 	for (s = pw->sessions; s; s = next) {
 		next = s->next;
 		front_stop(s);

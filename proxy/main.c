@@ -104,6 +104,32 @@ static int worker_listen(struct worker *w, const struct config *cfg)
 	return 0;
 }
 
+/* The admin HTTP socket goes to worker 0 only. */
+static int admin_listen(struct worker *w, const struct config *cfg)
+{
+	struct lsock *ls;
+	int fd;
+
+	if (!cfg->server.has_admin)
+		return 0;
+	fd = listen_on(&cfg->server.admin);
+	ls = calloc(1, sizeof(*ls));
+	if (fd < 0 || !ls) {
+		fprintf(stderr, "mxlb: cannot listen on %s (admin): %s\n", cfg->server.admin.text,
+			strerror(fd < 0 ? -fd : ENOMEM));
+		free(ls);
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	ls->fd = fd;
+	ls->w = w;
+	ls->owner = (void *)admin_listener;
+	ls->next = w->lsocks;
+	w->lsocks = ls;
+	return 0;
+}
+
 static pthread_barrier_t started;
 
 static void *worker_main(void *arg)
@@ -229,6 +255,8 @@ int main(int argc, char **argv)
 		if (worker_listen(&workers[i], cfg) < 0)
 			return 2;
 	}
+	if (admin_listen(&workers[0], cfg) < 0)
+		return 2;
 	pthread_barrier_init(&started, NULL, n + 1);
 	for (uint32_t i = 0; i < n; i++) {
 		if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {

@@ -10,7 +10,8 @@ bool pool_eligible(struct pool_rt *p, size_t i, const struct pick_ctx *ctx)
 {
 	struct backend_rt *b = &p->backends[i];
 
-	if (!atomic_load(&b->up))
+	if (!atomic_load(&b->up) || atomic_load(&b->admin) != ADMIN_ENABLED ||
+	    backend_weight(b) == 0)
 		return false;
 	for (unsigned t = 0; t < ctx->ntried; t++)
 		if (ctx->tried[t] == i)
@@ -48,6 +49,7 @@ int pool_rt_init(struct pool_rt *p, const struct cfg_pool *cfg)
 	p->lb = lb_for(cfg->balance);
 	for (size_t j = 0; j < p->nbackends; j++) {
 		p->backends[j].cfg = &cfg->backends[j];
+		atomic_store(&p->backends[j].weight, cfg->backends[j].weight);
 		/* no health checks yet: every backend starts up */
 		atomic_store(&p->backends[j].up, true);
 	}

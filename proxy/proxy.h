@@ -52,12 +52,16 @@ union sockaddr_any {
 
 struct hcheck;
 
+enum { ADMIN_ENABLED, ADMIN_DRAIN, ADMIN_DISABLED };
+
 struct backend_rt {
 	const struct cfg_backend *cfg;
 	atomic_uint active;
 	atomic_ulong total;
 	atomic_ulong connect_failures;
 	atomic_bool up;
+	atomic_int admin;    /* ADMIN_*: set by POST /backends/... */
+	atomic_uint weight;  /* the configured weight until an admin sets one */
 	int cur_weight; /* smooth round robin state; under the pool's lock */
 	/* published by health.c for sessions, /status and /metrics */
 	atomic_uint passive_failures; /* real sessions' failures not yet counted */
@@ -106,8 +110,13 @@ const struct lb_ops *lb_for(enum cfg_balance b);
 int pool_rt_init(struct pool_rt *p, const struct cfg_pool *cfg);
 void pool_rt_fini(struct pool_rt *p);
 
-/* Whether backend i may take a new session (up, not tried, not full). */
+/* Whether backend i may take a new session (up, enabled, weighted, not
+ * tried, not full). */
 bool pool_eligible(struct pool_rt *p, size_t i, const struct pick_ctx *ctx);
+static inline unsigned backend_weight(struct backend_rt *b)
+{
+	return atomic_load_explicit(&b->weight, memory_order_relaxed);
+}
 
 /* ---- health.c: checks publish up/down; nothing else ---- */
 
@@ -117,6 +126,13 @@ void health_start(struct worker *w);
 void health_stop(void);
 /* A real session's connect or greeting failed on this backend. */
 void health_passive_failure(struct pool_rt *p, int backend);
+
+/* ---- admin.c ---- */
+
+/* The admin socket's lsock->owner, to tell it from mail listeners. */
+extern const char admin_listener[];
+void admin_accept(struct worker *w, int fd);
+void admin_stop(void);
 
 /* ---- main.c: the running proxy ---- */
 
