@@ -72,25 +72,30 @@ static bool relay_forward(struct session *s, int dir, char *p, size_t len, int b
 /* Run the client's kept bytes (s->in) through the guard. */
 static void guard_feed(struct session *s)
 {
-	size_t len = dbuf_used(&s->in), outlen = 0, used = 0;
-	char *out;
+	while (s->state == S_RELAY && dbuf_used(&s->in) && !smtp_guard_holding(s->guard) &&
+	       !relay_congested(s, 0)) {
+		size_t len = dbuf_used(&s->in), outlen = 0, used = 0;
+		char *out = malloc(len + SMTP_GUARD_SLACK);
 
-	if (!len || smtp_guard_holding(s->guard))
-		return;
-	out = malloc(len + SMTP_GUARD_SLACK);
-	if (!out) {
-		session_close(s, R_ERROR, "out of memory");
-		return;
+		if (!out) {
+			session_close(s, R_ERROR, "out of memory");
+			return;
+		}
+		smtp_guard_client(s->guard, dbuf_data(&s->in), len, out, &outlen, &used);
+		dbuf_consume(&s->in, used);
+		if (!outlen) {
+			free(out);
+		} else if (conn_send_heap(s->back, out, outlen) < 0) {
+			/* it freed out; with the congestion check above, a full
+			 * queue here means the backend side is dead */
+			session_close(s, R_ERROR, "backend send failed");
+			return;
+		}
+		if (!used)
+			break;
 	}
-	smtp_guard_client(s->guard, dbuf_data(&s->in), len, out, &outlen, &used);
-	dbuf_consume(&s->in, used);
-	if (outlen)
-		relay_forward(s, 0, out, outlen, -1);
-	free(out);
-	if (s->state != S_RELAY)
-		return;
-	if (dbuf_used(&s->in))
-		conn_recv_pause(s->client); /* held until the DATA reply */
+	if (s->state == S_RELAY && dbuf_used(&s->in))
+		conn_recv_pause(s->client); /* held: a DATA reply, or room to send */
 }
 
 static void relay_shutdown_if_done(struct session *s, int dir)
@@ -148,6 +153,11 @@ static void relay_drained(struct session *s, int dir)
 	if (dir == 1 && s->eof[1]) {
 		session_close_flush(s, R_RELAYED, "backend closed");
 		return;
+	}
+	if (dir == 0 && s->guard) {
+		guard_feed(s);
+		if (s->state != S_RELAY)
+			return;
 	}
 	relay_shutdown_if_done(s, dir);
 	relay_resume(s, dir);

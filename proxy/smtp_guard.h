@@ -24,19 +24,20 @@
 /* out of smtp_guard_client() must hold len + SMTP_GUARD_SLACK octets */
 #define SMTP_GUARD_SLACK 128
 
-struct smtp_guard {
-	int mode;              /* private */
-	uint64_t bdat_left;    /* octets of BDAT chunk still to pass */
-	uint64_t cmds_sent;    /* command lines (and data ends) passed */
-	uint64_t replies_seen; /* final reply lines seen from the backend */
-	uint64_t data_index;   /* reply number that answers the pending DATA */
-	char line[40];         /* start of the current command line */
-	size_t line_len;       /* octets of the current line seen so far */
-	bool line_decided;     /* the current line was already passed/rewritten */
-	int reply_state;       /* private: position in the current reply line */
+struct smtp_guard { /* private: use the functions below */
+	uint8_t mode;       /* command, waiting for the DATA reply, data, chunk */
+	uint8_t line_state; /* command mode: line start, passing, skipping */
+	uint8_t data_state; /* data mode: where the end-of-data line may be */
+	uint8_t reply_pos;  /* octets of the current reply line seen (max 4) */
 	char reply_code[3];
-	int reply_data_state;  /* private: position in the current data line */
-	unsigned refused;      /* lines rewritten so far (for the log) */
+	char reply_sep;
+	uint8_t line_len;     /* octets of the current line start held */
+	char line[40];        /* start of the current command line */
+	unsigned refused;     /* lines rewritten so far (for the log) */
+	uint64_t bdat_left;   /* octets of a BDAT chunk still to pass */
+	uint64_t cmds_sent;   /* command lines (and data ends) passed */
+	uint64_t replies_seen; /* final reply lines seen from the backend */
+	uint64_t data_index;  /* the reply number that answers the pending DATA */
 };
 
 void smtp_guard_init(struct smtp_guard *g);
