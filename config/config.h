@@ -175,4 +175,8 @@ bool config_cidr_match(const struct cfg_cidr *c, const struct sockaddr *sa);
 
 const char *config_handoff_name(enum cfg_handoff h);
 
+/* Refuse host names other than localhost instead of resolving them
+ * (for fuzzing: no DNS lookups). */
+void config_set_resolver_offline(bool offline);
+
 #endif

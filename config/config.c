@@ -1,0 +1,1375 @@
+/* config.c - see config.h. libyaml's document API gives every node its
+ * position, so each error names FILE:LINE:COLUMN of the node at fault.
+ * Sections are read in dependency order (server, tls, pools, listeners,
+ * alerts) whatever their order in the file, so references resolve as they
+ * are read.
+ */
+#include "config/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+/*
+ * Features this build does not have yet. Each is refused at its node with
+ * "... is not supported yet" instead of being silently ignored; remove a
+ * line when the feature lands.
+ */
+#define UNSUPPORTED_LISTENER_TLS 1   /* listeners[].tls: starttls | implicit */
+#define UNSUPPORTED_PASSTHROUGH 1    /* listeners[].tls_mode: passthrough */
+#define UNSUPPORTED_BACKEND_TLS 1    /* backends[].tls: starttls | implicit */
+#define UNSUPPORTED_ALERTS 1         /* the alerts section */
+#define UNSUPPORTED_USER 1           /* server.user */
+#define UNSUPPORTED_SPLICE 1         /* listeners[].relay: splice */
+
+#define CFG_FILE_MAX (4 << 20)
+#define CFG_NAME_MAX 128
+
+struct ctx {
+	const char *file;
+	yaml_document_t doc;
+	char *err;
+	size_t errlen;
+	struct config *cfg;
+	unsigned char *visited; /* per node: aliases are refused */
+};
+
+static bool resolver_offline;
+
+void config_set_resolver_offline(bool offline)
+{
+	resolver_offline = offline;
+}
+
+static int fail(struct ctx *c, const yaml_node_t *n, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(struct ctx *c, const yaml_node_t *n, const char *fmt, ...)
+{
+	char msg[CFG_ERR_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	snprintf(c->err, c->errlen, "%s:%zu:%zu: %s", c->file, n ? n->start_mark.line + 1 : 1,
+		 n ? n->start_mark.column + 1 : 1, msg);
+	return -1;
+}
+
+static yaml_node_t *node(struct ctx *c, int id)
+{
+	return yaml_document_get_node(&c->doc, id);
+}
+
+/* Every node is read once; a second visit means an alias. */
+static int visit(struct ctx *c, yaml_node_t *n)
+{
+	size_t i = (size_t)(n - c->doc.nodes.start);
+
+	if (c->visited[i])
+		return fail(c, n, "aliases are not supported");
+	c->visited[i] = 1;
+	return 0;
+}
+
+static const char *type_name(const yaml_node_t *n)
+{
+	switch (n->type) {
+	case YAML_SCALAR_NODE:
+		return "a scalar";
+	case YAML_SEQUENCE_NODE:
+		return "a list";
+	case YAML_MAPPING_NODE:
+		return "a mapping";
+	default:
+		return "nothing";
+	}
+}
+
+static int want(struct ctx *c, yaml_node_t *n, yaml_node_type_t t, const char *what)
+{
+	static const char *const names[] = { "", "a scalar", "a list", "a mapping" };
+
+	if (visit(c, n) < 0)
+		return -1;
+	if (n->type != t)
+		return fail(c, n, "%s: expected %s, found %s", what, names[t], type_name(n));
+	return 0;
+}
+
+static const char *scalar(const yaml_node_t *n)
+{
+	return (const char *)n->data.scalar.value;
+}
+
+/* A scalar with no NUL inside (libyaml allows "\0" escapes). */
+static int get_str(struct ctx *c, yaml_node_t *n, const char *what, char **out)
+{
+	if (want(c, n, YAML_SCALAR_NODE, what) < 0)
+		return -1;
+	if (strlen(scalar(n)) != n->data.scalar.length)
+		return fail(c, n, "%s: NUL character not allowed", what);
+	free(*out);
+	*out = strdup(scalar(n));
+	return *out ? 0 : fail(c, n, "out of memory");
+}
+
+static int get_bool(struct ctx *c, yaml_node_t *n, const char *what, bool *out)
+{
+	const char *s;
+
+	if (want(c, n, YAML_SCALAR_NODE, what) < 0)
+		return -1;
+	s = scalar(n);
+	if (!strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on"))
+		*out = true;
+	else if (!strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off"))
+		*out = false;
+	else
+		return fail(c, n, "%s: expected true or false, found \"%s\"", what, s);
+	return 0;
+}
+
+static int get_u32(struct ctx *c, yaml_node_t *n, const char *what, uint32_t min, uint32_t max,
+		   uint32_t *out)
+{
+	const char *s;
+	char *end;
+	unsigned long long v;
+
+	if (want(c, n, YAML_SCALAR_NODE, what) < 0)
+		return -1;
+	s = scalar(n);
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (!*s || *end || s[0] == '-' || s[0] == '+' || errno)
+		return fail(c, n, "%s: expected a whole number, found \"%s\"", what, s);
+	if (v < min || v > max)
+		return fail(c, n, "%s: %llu is out of range (%u to %u)", what, v, min, max);
+	*out = (uint32_t)v;
+	return 0;
+}
+
+int config_parse_duration(const char *s, uint32_t *ms)
+{
+	unsigned long long v = 0, mul;
+	const char *p = s;
+
+	if (*p < '0' || *p > '9')
+		return -1;
+	while (*p >= '0' && *p <= '9') {
+		v = v * 10 + (unsigned long long)(*p++ - '0');
+		if (v > UINT32_MAX)
+			return -1;
+	}
+	if (!strcmp(p, "ms"))
+		mul = 1;
+	else if (!strcmp(p, "s"))
+		mul = 1000;
+	else if (!strcmp(p, "m"))
+		mul = 60000;
+	else if (!strcmp(p, "h"))
+		mul = 3600000;
+	else
+		return -1;
+	if (v * mul > UINT32_MAX)
+		return -1;
+	*ms = (uint32_t)(v * mul);
+	return 0;
+}
+
+int config_parse_size(const char *s, uint64_t *bytes)
+{
+	unsigned long long v = 0, mul = 1;
+	const char *p = s;
+
+	if (*p < '0' || *p > '9')
+		return -1;
+	while (*p >= '0' && *p <= '9') {
+		if (v > (UINT64_MAX - 9) / 10)
+			return -1;
+		v = v * 10 + (unsigned long long)(*p++ - '0');
+	}
+	if (*p == 'k' || *p == 'K')
+		mul = 1024;
+	else if (*p == 'M')
+		mul = 1024 * 1024;
+	else if (*p == 'G')
+		mul = 1024ull * 1024 * 1024;
+	else if (*p)
+		return -1;
+	if (*p && p[1])
+		return -1;
+	if (v > UINT64_MAX / mul)
+		return -1;
+	*bytes = v * mul;
+	return 0;
+}
+
+static int get_duration(struct ctx *c, yaml_node_t *n, const char *what, uint32_t *ms)
+{
+	if (want(c, n, YAML_SCALAR_NODE, what) < 0)
+		return -1;
+	if (config_parse_duration(scalar(n), ms) < 0)
+		return fail(c, n, "%s: bad duration \"%s\" (use 250ms, 5s, 10m, 1h)", what,
+			    scalar(n));
+	return 0;
+}
+
+/* A value from a fixed list; *out gets its index. */
+static int get_enum(struct ctx *c, yaml_node_t *n, const char *what, const char *const *names,
+		    int *out)
+{
+	char allowed[256] = "";
+
+	if (want(c, n, YAML_SCALAR_NODE, what) < 0)
+		return -1;
+	for (int i = 0; names[i]; i++) {
+		if (!strcmp(scalar(n), names[i])) {
+			*out = i;
+			return 0;
+		}
+		snprintf(allowed + strlen(allowed), sizeof(allowed) - strlen(allowed), "%s%s",
+			 i ? ", " : "", names[i]);
+	}
+	return fail(c, n, "%s: \"%s\" is not one of %s", what, scalar(n), allowed);
+}
+
+int config_parse_addr(const char *s, struct cfg_addr *out)
+{
+	char host[256];
+	const char *colon, *port;
+	struct addrinfo hints, *res = NULL;
+	size_t hlen;
+	char *end;
+	unsigned long p;
+
+	memset(out, 0, sizeof(*out));
+	if (strlen(s) >= sizeof(out->text))
+		return -1;
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+
+		if (!rb || rb[1] != ':')
+			return -1;
+		hlen = (size_t)(rb - s - 1);
+		memcpy(host, s + 1, hlen < sizeof(host) ? hlen : 0);
+		port = rb + 2;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || strchr(s, ':') != colon)
+			return -1;
+		hlen = (size_t)(colon - s);
+		memcpy(host, s, hlen < sizeof(host) ? hlen : 0);
+		port = colon + 1;
+	}
+	if (hlen == 0 || hlen >= sizeof(host))
+		return -1;
+	host[hlen] = '\0';
+	errno = 0;
+	p = strtoul(port, &end, 10);
+	if (!*port || *end || port[0] == '-' || port[0] == '+' || errno || p == 0 || p > 65535)
+		return -1;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	if (s[0] == '[')
+		hints.ai_family = AF_INET6;
+	if (getaddrinfo(host, port, &hints, &res) != 0) {
+		if (s[0] == '[' || (resolver_offline && strcmp(host, "localhost")))
+			return -1;
+		hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+		if (getaddrinfo(host, port, &hints, &res) != 0)
+			return -1;
+	}
+	memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
+	out->len = res->ai_addrlen;
+	freeaddrinfo(res);
+	snprintf(out->text, sizeof(out->text), "%s", s);
+	snprintf(out->host, sizeof(out->host), "%s", host);
+	return 0;
+}
+
+int config_parse_cidr(const char *s, struct cfg_cidr *out)
+{
+	char addr[INET6_ADDRSTRLEN + 1];
+	const char *slash = strchr(s, '/');
+	size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+	unsigned long prefix;
+	char *end;
+
+	memset(out, 0, sizeof(*out));
+	if (alen == 0 || alen >= sizeof(addr))
+		return -1;
+	memcpy(addr, s, alen);
+	addr[alen] = '\0';
+	if (inet_pton(AF_INET, addr, out->addr) == 1) {
+		out->family = AF_INET;
+		prefix = 32;
+	} else if (inet_pton(AF_INET6, addr, out->addr) == 1) {
+		out->family = AF_INET6;
+		prefix = 128;
+	} else {
+		return -1;
+	}
+	if (slash) {
+		unsigned long max = prefix;
+
+		errno = 0;
+		prefix = strtoul(slash + 1, &end, 10);
+		if (!slash[1] || *end || slash[1] == '-' || slash[1] == '+' || errno || prefix > max)
+			return -1;
+	}
+	out->prefix = (unsigned)prefix;
+	for (unsigned i = 0; i < 16; i++) { /* mask the host bits */
+		unsigned keep = prefix > i * 8 ? (prefix - i * 8 >= 8 ? 8 : prefix - i * 8) : 0;
+
+		out->addr[i] &= (uint8_t)(0xff00u >> keep);
+	}
+	return 0;
+}
+
+bool config_cidr_match(const struct cfg_cidr *c, const struct sockaddr *sa)
+{
+	const uint8_t *a;
+	uint8_t mapped[16];
+
+	if (sa->sa_family == AF_INET && c->family == AF_INET) {
+		a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+	} else if (sa->sa_family == AF_INET6) {
+		a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+		if (c->family == AF_INET) { /* a v4-mapped client on a v6 socket */
+			if (!IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a))
+				return false;
+			a += 12;
+		}
+	} else if (sa->sa_family == AF_INET && c->family == AF_INET6) {
+		memset(mapped, 0, 10);
+		mapped[10] = mapped[11] = 0xff;
+		memcpy(mapped + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		a = mapped;
+	} else {
+		return false;
+	}
+	for (unsigned i = 0; i < 16 && i * 8 < c->prefix; i++) {
+		unsigned bits = c->prefix - i * 8 >= 8 ? 8 : c->prefix - i * 8;
+		uint8_t mask = (uint8_t)(0xff00u >> bits);
+
+		if ((a[i] & mask) != c->addr[i])
+			return false;
+	}
+	return true;
+}
+
+static int get_addr(struct ctx *c, yaml_node_t *n, const char *what, struct cfg_addr *out)
+{
+	if (want(c, n, YAML_SCALAR_NODE, what) < 0)
+		return -1;
+	if (config_parse_addr(scalar(n), out) < 0)
+		return fail(c, n, "%s: bad address \"%s\" (host:port or [v6]:port, a name that resolves)",
+			    what, scalar(n));
+	return 0;
+}
+
+const char *config_handoff_name(enum cfg_handoff h)
+{
+	static const char *const names[] = { "none", "proxy_v1", "proxy_v2", "xclient" };
+
+	return names[h];
+}
+
+static const char *const tls_kinds[] = { "none", "starttls", "implicit", NULL };
+static const char *const tls_modes[] = { "terminate", "passthrough", NULL };
+static const char *const handoffs[] = { "none", "proxy_v1", "proxy_v2", "xclient", NULL };
+static const char *const balances[] = { "roundrobin", "leastconn", "source", "ehlo", "random",
+					NULL };
+static const char *const checks[] = { "smtp", "tcp", "none", NULL };
+static const char *const relays[] = { "auto", "copy", "splice", NULL };
+static const char *const levels[] = { "error", "warn", "info", "debug", NULL };
+static const char *const formats[] = { "text", "json", NULL };
+
+/*
+ * Walk a mapping: for each key, fn(c, key, value, arg) returns 0, -1
+ * (error reported) or 1 (unknown key). Duplicate keys are errors.
+ */
+typedef int pair_fn(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg);
+
+static int each_pair(struct ctx *c, yaml_node_t *map, const char *section, pair_fn *fn,
+		     void *arg)
+{
+	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+	     p++) {
+		yaml_node_t *k = node(c, p->key), *v = node(c, p->value);
+		int r;
+
+		if (want(c, k, YAML_SCALAR_NODE, "key") < 0)
+			return -1;
+		for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++)
+			if (!strcmp(scalar(node(c, q->key)), scalar(k)))
+				return fail(c, k, "duplicate key \"%s\" in %s", scalar(k), section);
+		r = fn(c, scalar(k), k, v, arg);
+		if (r < 0)
+			return -1;
+		if (r > 0)
+			return fail(c, k, "unknown key \"%s\" in %s", scalar(k), section);
+	}
+	return 0;
+}
+
+static bool has_key(struct ctx *c, yaml_node_t *map, const char *key)
+{
+	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+	     p++) {
+		yaml_node_t *k = node(c, p->key);
+
+		if (k->type == YAML_SCALAR_NODE && !strcmp(scalar(k), key))
+			return true;
+	}
+	return false;
+}
+
+static int need(struct ctx *c, yaml_node_t *map, const char *section, const char *const *keys)
+{
+	for (int i = 0; keys[i]; i++)
+		if (!has_key(c, map, keys[i]))
+			return fail(c, map, "%s: missing required key \"%s\"", section, keys[i]);
+	return 0;
+}
+
+static int unsupported(struct ctx *c, yaml_node_t *n, const char *what)
+{
+	return fail(c, n, "%s is not supported yet", what);
+}
+
+static int check_name(struct ctx *c, yaml_node_t *n, const char *what, const char *s)
+{
+	if (!*s || strlen(s) > CFG_NAME_MAX)
+		return fail(c, n, "%s: a name of 1 to %d characters is needed", what, CFG_NAME_MAX);
+	for (const char *p = s; *p; p++)
+		if ((unsigned char)*p < 0x21 || *p == '/' || *p == '"' || *p == '\\' || *p == 0x7f)
+			return fail(c, n, "%s: \"%s\" has a character not allowed in names "
+					  "(space, control, / \" \\)",
+				    what, s);
+	return 0;
+}
+
+/* ---- server ---- */
+
+static int log_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+	struct cfg_server *s = arg;
+	int i;
+
+	(void)k;
+	if (!strcmp(key, "level")) {
+		if (get_enum(c, v, "server.log.level", levels, &i) < 0)
+			return -1;
+		s->log_level = (enum cfg_log_level)i;
+	} else if (!strcmp(key, "format")) {
+		if (get_enum(c, v, "server.log.format", formats, &i) < 0)
+			return -1;
+		s->log_format = (enum cfg_log_format)i;
+	} else {
+		return 1;
+	}
+	return 0;
+}
+
+static int admin_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+	struct cfg_server *s = arg;
+
+	(void)k;
+	if (strcmp(key, "listen"))
+		return 1;
+	if (want(c, v, YAML_SCALAR_NODE, "server.admin.listen") < 0)
+		return -1;
+	s->has_admin = *scalar(v) != '\0';
+	if (!s->has_admin)
+		return 0;
+	c->visited[v - c->doc.nodes.start] = 0;
+	return get_addr(c, v, "server.admin.listen", &s->admin);
+}
+
+static int server_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+	struct cfg_server *s = arg;
+
+	(void)k;
+	if (!strcmp(key, "hostname")) {
+		if (get_str(c, v, "server.hostname", &s->hostname) < 0)
+			return -1;
+		return check_name(c, v, "server.hostname", s->hostname);
+	}
+	if (!strcmp(key, "workers"))
+		return get_u32(c, v, "server.workers", 0, 64, &s->workers);
+	if (!strcmp(key, "user")) {
+		if (get_str(c, v, "server.user", &s->user) < 0)
+			return -1;
+		if (UNSUPPORTED_USER && *s->user)
+			return unsupported(c, v, "server.user (dropping privileges)");
+		return 0;
+	}
+	if (!strcmp(key, "max_sessions"))
+		return get_u32(c, v, "server.max_sessions", 1, 10000000, &s->max_sessions);
+	if (!strcmp(key, "shutdown_timeout"))
+		return get_duration(c, v, "server.shutdown_timeout", &s->shutdown_timeout);
+	if (!strcmp(key, "log")) {
+		if (want(c, v, YAML_MAPPING_NODE, "server.log") < 0)
+			return -1;
+		return each_pair(c, v, "server.log", log_pair, s);
+	}
+	if (!strcmp(key, "admin")) {
+		if (want(c, v, YAML_MAPPING_NODE, "server.admin") < 0)
+			return -1;
+		return each_pair(c, v, "server.admin", admin_pair, s);
+	}
+	return 1;
+}
+
+/* ---- tls contexts ---- */
+
+static int check_file(struct ctx *c, yaml_node_t *n, const char *what, const char *path)
+{
+	if (access(path, R_OK) < 0)
+		return fail(c, n, "%s: cannot read %s: %s", what, path, strerror(errno));
+	return 0;
+}
+
+static int cert_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+	struct cfg_tls_cert *tc = arg;
+
+	(void)k;
+	if (!strcmp(key, "cert")) {
+		if (get_str(c, v, "certificates[].cert", &tc->cert) < 0)
+			return -1;
+		return check_file(c, v, "certificates[].cert", tc->cert);
+	}
+	if (!strcmp(key, "key")) {
+		if (get_str(c, v, "certificates[].key", &tc->key) < 0)
+			return -1;
+		return check_file(c, v, "certificates[].key", tc->key);
+	}
+	return 1;
+}
+
+static int tls_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+	struct cfg_tls *t = arg;
+	static const char *const versions[] = { "1.2", "1.3", NULL };
+	static const char *const cert_keys[] = { "cert", "key", NULL };
+	int i;
+
+	(void)k;
+	if (!strcmp(key, "certificates")) {
+		size_t n;
+
+		if (want(c, v, YAML_SEQUENCE_NODE, "certificates") < 0)
+			return -1;
+		n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+		t->certs = calloc(n ? n : 1, sizeof(*t->certs));
+		if (!t->certs)
+			return fail(c, v, "out of memory");
+		for (size_t j = 0; j < n; j++) {
+			yaml_node_t *item = node(c, v->data.sequence.items.start[j]);
+
+			if (want(c, item, YAML_MAPPING_NODE, "certificates[]") < 0)
+				return -1;
+			t->ncerts++;
+			if (need(c, item, "certificates[]", cert_keys) < 0 ||
+			    each_pair(c, item, "certificates[]", cert_pair, &t->certs[j]) < 0)
+				return -1;
+		}
+		return 0;
+	}
+	if (!strcmp(key, "min_version")) {
+		if (get_enum(c, v, "min_version", versions, &i) < 0)
+			return -1;
+		t->min_version = i ? 0x0304 : 0x0303;
+		return 0;
+	}
+	if (!strcmp(key, "ciphers"))
+		return get_str(c, v, "ciphers", &t->ciphers);
+	if (!strcmp(key, "session_tickets"))
+		return get_bool(c, v, "session_tickets", &t->session_tickets);
+	if (!strcmp(key, "ca")) {
+		if (get_str(c, v, "ca", &t->ca) < 0)
+			return -1;
+		return check_file(c, v, "ca", t->ca);
+	}
+	if (!strcmp(key, "verify"))
+		return get_bool(c, v, "verify", &t->verify);
+	if (!strcmp(key, "server_name"))
+		return get_str(c, v, "server_name", &t->server_name);
+	return 1;
+}
+
+static int parse_tls(struct ctx *c, yaml_node_t *map)
+{
+	size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
+	struct config *cfg = c->cfg;
+
+	cfg->tls = calloc(n ? n : 1, sizeof(*cfg->tls));
+	if (!cfg->tls)
+		return fail(c, map, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		yaml_node_pair_t *p = &map->data.mapping.pairs.start[i];
+		yaml_node_t *k = node(c, p->key), *v = node(c, p->value);
+		struct cfg_tls *t = &cfg->tls[i];
+
+		if (get_str(c, k, "tls context name", &t->name) < 0 ||
+		    check_name(c, k, "tls context name", t->name) < 0)
+			return -1;
+		cfg->ntls++;
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(cfg->tls[j].name, t->name))
+				return fail(c, k, "duplicate tls context \"%s\"", t->name);
+		t->min_version = 0x0303;
+		t->session_tickets = true;
+		t->verify = true;
+		t->ciphers = strdup("");
+		t->server_name = strdup("");
+		t->line = (int)k->start_mark.line + 1;
+		t->column = (int)k->start_mark.column + 1;
+		if (!t->ciphers || !t->server_name)
+			return fail(c, k, "out of memory");
+		if (want(c, v, YAML_MAPPING_NODE, "tls context") < 0 ||
+		    each_pair(c, v, "tls context", tls_pair, t) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static struct cfg_tls *find_tls(struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->ntls; i++)
+		if (!strcmp(cfg->tls[i].name, name))
+			return &cfg->tls[i];
+	return NULL;
+}
+
+static int get_tls_ref(struct ctx *c, yaml_node_t *v, const char *what, struct cfg_tls **out)
+{
+	char *name = NULL;
+
+	if (get_str(c, v, what, &name) < 0)
+		return -1;
+	*out = find_tls(c->cfg, name);
+	if (!*out) {
+		fail(c, v, "%s: no tls context named \"%s\"", what, name);
+		free(name);
+		return -1;
+	}
+	free(name);
+	return 0;
+}
+
+/* ---- pools ---- */
+
+static int health_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+	struct cfg_health *h = arg;
+	int i;
+
+	(void)k;
+	if (!strcmp(key, "check")) {
+		if (get_enum(c, v, "health.check", checks, &i) < 0)
+			return -1;
+		h->check = (enum cfg_check)i;
+		return 0;
+	}
+	if (!strcmp(key, "interval"))
+		return get_duration(c, v, "health.interval", &h->interval);
+	if (!strcmp(key, "timeout"))
+		return get_duration(c, v, "health.timeout", &h->timeout);
+	if (!strcmp(key, "rise"))
+		return get_u32(c, v, "health.rise", 1, 1000, &h->rise);
+	if (!strcmp(key, "fall"))
+		return get_u32(c, v, "health.fall", 1, 1000, &h->fall);
+	if (!strcmp(key, "ehlo"))
+		return get_str(c, v, "health.ehlo", &h->ehlo);
+	return 1;
+}
+
+struct backend_arg {
+	struct cfg_backend *b;
+	bool handoff_set;
+};
+
+static int backend_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v,
+			void *arg)
+{
+	struct backend_arg *ba = arg;
+	struct cfg_backend *b = ba->b;
+	int i;
+
+	(void)k;
+	if (!strcmp(key, "name")) {
+		if (get_str(c, v, "backend name", &b->name) < 0)
+			return -1;
+		return check_name(c, v, "backend name", b->name);
+	}
+	if (!strcmp(key, "address"))
+		return get_addr(c, v, "backend address", &b->address);
+	if (!strcmp(key, "weight"))
+		return get_u32(c, v, "backend weight", 0, 1000000, &b->weight);
+	if (!strcmp(key, "max_sessions"))
+		return get_u32(c, v, "backend max_sessions", 0, 10000000, &b->max_sessions);
+	if (!strcmp(key, "backup"))
+		return get_bool(c, v, "backend backup", &b->backup);
+	if (!strcmp(key, "tls")) {
+		if (get_enum(c, v, "backend tls", tls_kinds, &i) < 0)
+			return -1;
+		b->tls = (enum cfg_tls_kind)i;
+		if (UNSUPPORTED_BACKEND_TLS && b->tls != CFG_TLS_NONE)
+			return unsupported(c, v, "TLS to backends");
+		return 0;
+	}
+	if (!strcmp(key, "tls_context"))
+		return get_tls_ref(c, v, "backend tls_context", &b->tls_context);
+	if (!strcmp(key, "handoff")) {
+		if (get_enum(c, v, "backend handoff", handoffs, &i) < 0)
+			return -1;
+		b->handoff = (enum cfg_handoff)i;
+		ba->handoff_set = true;
+		return 0;
+	}
+	return 1;
+}
+
+struct pool_arg {
+	struct cfg_pool *p;
+	yaml_node_t *backends;
+};
+
+static int pool_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+	struct pool_arg *pa = arg;
+	struct cfg_pool *p = pa->p;
+	int i;
+
+	(void)k;
+	if (!strcmp(key, "name")) {
+		if (get_str(c, v, "pool name", &p->name) < 0)
+			return -1;
+		return check_name(c, v, "pool name", p->name);
+	}
+	if (!strcmp(key, "balance")) {
+		if (get_enum(c, v, "balance", balances, &i) < 0)
+			return -1;
+		p->balance = (enum cfg_balance)i;
+		return 0;
+	}
+	if (!strcmp(key, "retries"))
+		return get_u32(c, v, "retries", 0, 15, &p->retries);
+	if (!strcmp(key, "handoff")) {
+		if (get_enum(c, v, "handoff", handoffs, &i) < 0)
+			return -1;
+		p->handoff = (enum cfg_handoff)i;
+		return 0;
+	}
+	if (!strcmp(key, "health")) {
+		if (want(c, v, YAML_MAPPING_NODE, "health") < 0)
+			return -1;
+		return each_pair(c, v, "health", health_pair, &p->health);
+	}
+	if (!strcmp(key, "backends")) {
+		pa->backends = v; /* read after the pool's own keys: handoff applies */
+		return 0;
+	}
+	return 1;
+}
+
+static int parse_backends(struct ctx *c, struct cfg_pool *p, yaml_node_t *seq)
+{
+	static const char *const required[] = { "name", "address", NULL };
+	size_t n;
+
+	if (want(c, seq, YAML_SEQUENCE_NODE, "backends") < 0)
+		return -1;
+	n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+	if (!n)
+		return fail(c, seq, "pool \"%s\" has no backends", p->name);
+	p->backends = calloc(n, sizeof(*p->backends));
+	if (!p->backends)
+		return fail(c, seq, "out of memory");
+	for (size_t j = 0; j < n; j++) {
+		yaml_node_t *item = node(c, seq->data.sequence.items.start[j]);
+		struct backend_arg ba = { .b = &p->backends[j] };
+
+		if (want(c, item, YAML_MAPPING_NODE, "backends[]") < 0)
+			return -1;
+		p->nbackends++;
+		ba.b->weight = 1;
+		if (need(c, item, "backend", required) < 0 ||
+		    each_pair(c, item, "backend", backend_pair, &ba) < 0)
+			return -1;
+		if (!ba.handoff_set)
+			ba.b->handoff = p->handoff;
+		if (ba.b->tls != CFG_TLS_NONE && !ba.b->tls_context)
+			return fail(c, item, "backend \"%s\": tls needs a tls_context", ba.b->name);
+		for (size_t q = 0; q < j; q++)
+			if (!strcmp(p->backends[q].name, ba.b->name))
+				return fail(c, item, "duplicate backend \"%s\" in pool \"%s\"",
+					    ba.b->name, p->name);
+	}
+	return 0;
+}
+
+static int parse_pools(struct ctx *c, yaml_node_t *seq)
+{
+	static const char *const required[] = { "name", "backends", NULL };
+	struct config *cfg = c->cfg;
+	size_t n;
+
+	if (want(c, seq, YAML_SEQUENCE_NODE, "pools") < 0)
+		return -1;
+	n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+	cfg->pools = calloc(n ? n : 1, sizeof(*cfg->pools));
+	if (!cfg->pools)
+		return fail(c, seq, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		yaml_node_t *item = node(c, seq->data.sequence.items.start[i]);
+		struct cfg_pool *p = &cfg->pools[i];
+		struct pool_arg pa = { .p = p };
+
+		if (want(c, item, YAML_MAPPING_NODE, "pools[]") < 0)
+			return -1;
+		cfg->npools++;
+		p->index = i;
+		p->retries = 2;
+		p->health = (struct cfg_health){ CFG_CHECK_SMTP, 2000, 2000, 2, 3, NULL };
+		if (need(c, item, "pool", required) < 0 ||
+		    each_pair(c, item, "pool", pool_pair, &pa) < 0 ||
+		    parse_backends(c, p, pa.backends) < 0)
+			return -1;
+		if (!p->health.ehlo || !*p->health.ehlo) {
+			free(p->health.ehlo);
+			p->health.ehlo = strdup(cfg->server.hostname);
+			if (!p->health.ehlo)
+				return fail(c, item, "out of memory");
+		}
+		for (size_t q = 0; q < i; q++)
+			if (!strcmp(cfg->pools[q].name, p->name))
+				return fail(c, item, "duplicate pool \"%s\"", p->name);
+	}
+	return 0;
+}
+
+static struct cfg_pool *find_pool(struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->npools; i++)
+		if (!strcmp(cfg->pools[i].name, name))
+			return &cfg->pools[i];
+	return NULL;
+}
+
+static int get_pool_ref(struct ctx *c, yaml_node_t *v, const char *what, struct cfg_pool **out)
+{
+	char *name = NULL;
+
+	if (get_str(c, v, what, &name) < 0)
+		return -1;
+	*out = find_pool(c->cfg, name);
+	if (!*out) {
+		fail(c, v, "%s: no pool named \"%s\"", what, name);
+		free(name);
+		return -1;
+	}
+	free(name);
+	return 0;
+}
+
+/* ---- listeners ---- */
+
+static int timeout_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v,
+			void *arg)
+{
+	struct cfg_timeouts *t = arg;
+	static const struct {
+		const char *name;
+		size_t off;
+	} keys[] = {
+		{ "proxy_header", offsetof(struct cfg_timeouts, proxy_header) },
+		{ "tls_handshake", offsetof(struct cfg_timeouts, tls_handshake) },
+		{ "command", offsetof(struct cfg_timeouts, command) },
+		{ "connect", offsetof(struct cfg_timeouts, connect) },
+		{ "backend_reply", offsetof(struct cfg_timeouts, backend_reply) },
+		{ "idle", offsetof(struct cfg_timeouts, idle) },
+	};
+
+	(void)k;
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		if (strcmp(key, keys[i].name))
+			continue;
+		if (get_duration(c, v, key, (uint32_t *)((char *)t + keys[i].off)) < 0)
+			return -1;
+		if (!*(uint32_t *)((char *)t + keys[i].off))
+			return fail(c, v, "%s: a timeout must be more than 0", key);
+		return 0;
+	}
+	return 1;
+}
+
+static int route_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+	struct cfg_route *r = arg;
+
+	(void)k;
+	if (!strcmp(key, "ehlo"))
+		return get_str(c, v, "route ehlo", &r->ehlo);
+	if (!strcmp(key, "client")) {
+		if (want(c, v, YAML_SCALAR_NODE, "route client") < 0)
+			return -1;
+		if (config_parse_cidr(scalar(v), &r->client) < 0)
+			return fail(c, v, "route client: bad CIDR \"%s\"", scalar(v));
+		r->has_client = true;
+		return 0;
+	}
+	if (!strcmp(key, "sni"))
+		return get_str(c, v, "route sni", &r->sni);
+	if (!strcmp(key, "pool"))
+		return get_pool_ref(c, v, "route pool", &r->pool);
+	return 1;
+}
+
+static int parse_listen(struct ctx *c, struct cfg_listener *l, yaml_node_t *v)
+{
+	yaml_node_item_t *items = NULL;
+	size_t n = 1;
+	int one;
+
+	if (v->type == YAML_SEQUENCE_NODE) {
+		if (visit(c, v) < 0)
+			return -1;
+		items = v->data.sequence.items.start;
+		n = (size_t)(v->data.sequence.items.top - items);
+		if (!n)
+			return fail(c, v, "listen: at least one address is needed");
+	}
+	l->listen = calloc(n, sizeof(*l->listen));
+	if (!l->listen)
+		return fail(c, v, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		yaml_node_t *a = items ? node(c, items[i]) : v;
+
+		one = get_addr(c, a, "listen", &l->listen[i]);
+		if (one < 0)
+			return -1;
+		l->nlisten++;
+	}
+	return 0;
+}
+
+struct listener_arg {
+	struct cfg_listener *l;
+	yaml_node_t *tls_node;
+};
+
+static int listener_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v,
+			 void *arg)
+{
+	struct listener_arg *la = arg;
+	struct cfg_listener *l = la->l;
+	int i;
+
+	(void)k;
+	if (!strcmp(key, "name")) {
+		if (get_str(c, v, "listener name", &l->name) < 0)
+			return -1;
+		return check_name(c, v, "listener name", l->name);
+	}
+	if (!strcmp(key, "listen"))
+		return parse_listen(c, l, v);
+	if (!strcmp(key, "tls")) {
+		if (get_enum(c, v, "listener tls", tls_kinds, &i) < 0)
+			return -1;
+		l->tls = (enum cfg_tls_kind)i;
+		la->tls_node = v;
+		if (UNSUPPORTED_LISTENER_TLS && l->tls != CFG_TLS_NONE)
+			return unsupported(c, v, "TLS on listeners (starttls, implicit)");
+		return 0;
+	}
+	if (!strcmp(key, "tls_context"))
+		return get_tls_ref(c, v, "listener tls_context", &l->tls_context);
+	if (!strcmp(key, "tls_mode")) {
+		if (get_enum(c, v, "tls_mode", tls_modes, &i) < 0)
+			return -1;
+		l->tls_mode = (enum cfg_tls_mode)i;
+		if (UNSUPPORTED_PASSTHROUGH && l->tls_mode == CFG_TLS_PASSTHROUGH)
+			return unsupported(c, v, "tls_mode: passthrough");
+		return 0;
+	}
+	if (!strcmp(key, "require_tls"))
+		return get_bool(c, v, "require_tls", &l->require_tls);
+	if (!strcmp(key, "accept_proxy"))
+		return get_bool(c, v, "accept_proxy", &l->accept_proxy);
+	if (!strcmp(key, "banner")) {
+		if (get_str(c, v, "banner", &l->banner) < 0)
+			return -1;
+		for (const char *p = l->banner; *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				return fail(c, v, "banner: control characters are not allowed");
+		if (strlen(l->banner) > 200)
+			return fail(c, v, "banner: at most 200 characters");
+		return 0;
+	}
+	if (!strcmp(key, "pool"))
+		return get_pool_ref(c, v, "listener pool", &l->pool);
+	if (!strcmp(key, "routes")) {
+		size_t n;
+
+		if (want(c, v, YAML_SEQUENCE_NODE, "routes") < 0)
+			return -1;
+		n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+		l->routes = calloc(n ? n : 1, sizeof(*l->routes));
+		if (!l->routes)
+			return fail(c, v, "out of memory");
+		for (size_t j = 0; j < n; j++) {
+			yaml_node_t *item = node(c, v->data.sequence.items.start[j]);
+			static const char *const required[] = { "pool", NULL };
+
+			if (want(c, item, YAML_MAPPING_NODE, "routes[]") < 0)
+				return -1;
+			l->nroutes++;
+			if (need(c, item, "route", required) < 0 ||
+			    each_pair(c, item, "route", route_pair, &l->routes[j]) < 0)
+				return -1;
+		}
+		return 0;
+	}
+	if (!strcmp(key, "max_sessions_per_client"))
+		return get_u32(c, v, "max_sessions_per_client", 0, 10000000,
+			       &l->max_sessions_per_client);
+	if (!strcmp(key, "relay")) {
+		if (get_enum(c, v, "relay", relays, &i) < 0)
+			return -1;
+		l->relay = (enum cfg_relay)i;
+		if (UNSUPPORTED_SPLICE && l->relay == CFG_RELAY_SPLICE)
+			return unsupported(c, v, "relay: splice");
+		return 0;
+	}
+	if (!strcmp(key, "timeouts")) {
+		if (want(c, v, YAML_MAPPING_NODE, "timeouts") < 0)
+			return -1;
+		return each_pair(c, v, "timeouts", timeout_pair, &l->timeouts);
+	}
+	return 1;
+}
+
+static bool same_addr(const struct cfg_addr *a, const struct cfg_addr *b)
+{
+	return a->len == b->len && !memcmp(&a->ss, &b->ss, a->len);
+}
+
+static int parse_listeners(struct ctx *c, yaml_node_t *seq)
+{
+	static const char *const required[] = { "name", "listen", "pool", NULL };
+	struct config *cfg = c->cfg;
+	size_t n;
+
+	if (want(c, seq, YAML_SEQUENCE_NODE, "listeners") < 0)
+		return -1;
+	n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+	if (!n)
+		return fail(c, seq, "listeners: at least one listener is needed");
+	cfg->listeners = calloc(n, sizeof(*cfg->listeners));
+	if (!cfg->listeners)
+		return fail(c, seq, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		yaml_node_t *item = node(c, seq->data.sequence.items.start[i]);
+		struct cfg_listener *l = &cfg->listeners[i];
+		struct listener_arg la = { .l = l };
+
+		if (want(c, item, YAML_MAPPING_NODE, "listeners[]") < 0)
+			return -1;
+		cfg->nlisteners++;
+		l->timeouts = (struct cfg_timeouts){ 5000, 10000, 300000, 5000, 30000, 600000 };
+		if (need(c, item, "listener", required) < 0 ||
+		    each_pair(c, item, "listener", listener_pair, &la) < 0)
+			return -1;
+		if (!l->banner && !(l->banner = strdup("ESMTP")))
+			return fail(c, item, "out of memory");
+		if (l->tls != CFG_TLS_NONE && !l->tls_context)
+			return fail(c, la.tls_node, "listener \"%s\": tls needs a tls_context",
+				    l->name);
+		for (size_t q = 0; q < i; q++) {
+			if (!strcmp(cfg->listeners[q].name, l->name))
+				return fail(c, item, "duplicate listener \"%s\"", l->name);
+			for (size_t a = 0; a < l->nlisten; a++)
+				for (size_t b = 0; b < cfg->listeners[q].nlisten; b++)
+					if (same_addr(&l->listen[a], &cfg->listeners[q].listen[b]))
+						return fail(c, item, "%s is listened on twice",
+							    l->listen[a].text);
+		}
+		for (size_t a = 0; a < l->nlisten; a++)
+			for (size_t b = 0; b < a; b++)
+				if (same_addr(&l->listen[a], &l->listen[b]))
+					return fail(c, item, "%s is listened on twice",
+						    l->listen[a].text);
+	}
+	return 0;
+}
+
+/* ---- alerts ---- */
+
+static int alerts_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+	struct cfg_alerts *a = arg;
+	static const char *const events[] = { "backend_down", "backend_up", "pool_down", NULL };
+
+	(void)k;
+	if (!strcmp(key, "smtp"))
+		return get_addr(c, v, "alerts.smtp", &a->smtp);
+	if (!strcmp(key, "from"))
+		return get_str(c, v, "alerts.from", &a->from);
+	if (!strcmp(key, "to") || !strcmp(key, "events")) {
+		bool to = !strcmp(key, "to");
+		size_t n;
+
+		if (want(c, v, YAML_SEQUENCE_NODE, key) < 0)
+			return -1;
+		n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+		if (to && !(a->to = calloc(n ? n : 1, sizeof(*a->to))))
+			return fail(c, v, "out of memory");
+		for (size_t i = 0; i < n; i++) {
+			yaml_node_t *item = node(c, v->data.sequence.items.start[i]);
+			int e;
+
+			if (to) {
+				if (get_str(c, item, "alerts.to", &a->to[i]) < 0)
+					return -1;
+				a->nto++;
+			} else {
+				if (get_enum(c, item, "alerts.events", events, &e) < 0)
+					return -1;
+				a->events |= 1u << e;
+			}
+		}
+		return 0;
+	}
+	return 1;
+}
+
+/* ---- the document ---- */
+
+struct top {
+	yaml_node_t *server, *tls, *listeners, *pools, *alerts;
+};
+
+static int top_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+	struct top *t = arg;
+
+	(void)c;
+	(void)k;
+	if (!strcmp(key, "server"))
+		t->server = v;
+	else if (!strcmp(key, "tls"))
+		t->tls = v;
+	else if (!strcmp(key, "listeners"))
+		t->listeners = v;
+	else if (!strcmp(key, "pools"))
+		t->pools = v;
+	else if (!strcmp(key, "alerts"))
+		t->alerts = v;
+	else
+		return 1;
+	return 0;
+}
+
+static int load_doc(struct ctx *c, yaml_node_t *root)
+{
+	struct config *cfg = c->cfg;
+	struct top t = { 0 };
+	char host[256];
+
+	if (!root || (root->type == YAML_SCALAR_NODE && !root->data.scalar.length))
+		return fail(c, root, "no configuration");
+	if (want(c, root, YAML_MAPPING_NODE, "configuration") < 0 ||
+	    each_pair(c, root, "the top level", top_pair, &t) < 0)
+		return -1;
+	cfg->server.max_sessions = 50000;
+	cfg->server.shutdown_timeout = 30000;
+	cfg->server.log_level = CFG_LOG_INFO;
+	cfg->server.has_admin = true;
+	config_parse_addr("127.0.0.1:8025", &cfg->server.admin);
+	if (t.server) {
+		if (want(c, t.server, YAML_MAPPING_NODE, "server") < 0 ||
+		    each_pair(c, t.server, "server", server_pair, &cfg->server) < 0)
+			return -1;
+	}
+	if (!cfg->server.hostname) {
+		if (gethostname(host, sizeof(host)) < 0)
+			snprintf(host, sizeof(host), "localhost");
+		host[sizeof(host) - 1] = '\0';
+		cfg->server.hostname = strdup(host);
+	}
+	if (!cfg->server.user)
+		cfg->server.user = strdup("");
+	if (!cfg->server.hostname || !cfg->server.user)
+		return fail(c, root, "out of memory");
+	if (!cfg->server.workers) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		cfg->server.workers = n > 0 ? (uint32_t)(n > 64 ? 64 : n) : 1;
+	}
+	if (t.tls && (want(c, t.tls, YAML_MAPPING_NODE, "tls") < 0 || parse_tls(c, t.tls) < 0))
+		return -1;
+	if (!t.pools)
+		return fail(c, root, "missing required key \"pools\"");
+	if (parse_pools(c, t.pools) < 0)
+		return -1;
+	if (!t.listeners)
+		return fail(c, root, "missing required key \"listeners\"");
+	if (parse_listeners(c, t.listeners) < 0)
+		return -1;
+	if (t.alerts) {
+		static const char *const required[] = { "smtp", "from", "to", NULL };
+
+		if (UNSUPPORTED_ALERTS)
+			return unsupported(c, t.alerts, "alerts");
+		if (want(c, t.alerts, YAML_MAPPING_NODE, "alerts") < 0 ||
+		    need(c, t.alerts, "alerts", required) < 0 ||
+		    each_pair(c, t.alerts, "alerts", alerts_pair, &cfg->alerts) < 0)
+			return -1;
+		cfg->alerts.enabled = true;
+		if (!cfg->alerts.events)
+			cfg->alerts.events = CFG_EV_BACKEND_DOWN | CFG_EV_BACKEND_UP | CFG_EV_POOL_DOWN;
+	}
+	return 0;
+}
+
+struct config *config_load_buffer(const char *name, const char *text, size_t len, char *err,
+				  size_t errlen)
+{
+	struct ctx c = { .file = name, .err = err, .errlen = errlen };
+	yaml_parser_t parser;
+	int ok;
+
+	c.cfg = calloc(1, sizeof(*c.cfg));
+	if (!c.cfg || !(c.cfg->path = strdup(name))) {
+		snprintf(err, errlen, "%s: out of memory", name);
+		free(c.cfg);
+		return NULL;
+	}
+	if (!yaml_parser_initialize(&parser)) {
+		snprintf(err, errlen, "%s: out of memory", name);
+		config_free(c.cfg);
+		return NULL;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	if (!yaml_parser_load(&parser, &c.doc)) {
+		snprintf(err, errlen, "%s:%zu:%zu: %s%s%s", name, parser.problem_mark.line + 1,
+			 parser.problem_mark.column + 1, parser.problem ? parser.problem : "bad YAML",
+			 parser.context ? " " : "", parser.context ? parser.context : "");
+		yaml_parser_delete(&parser);
+		config_free(c.cfg);
+		return NULL;
+	}
+	yaml_parser_delete(&parser);
+	c.visited = calloc((size_t)(c.doc.nodes.top - c.doc.nodes.start) + 1, 1);
+	ok = c.visited && load_doc(&c, yaml_document_get_root_node(&c.doc)) == 0;
+	if (!c.visited)
+		snprintf(err, errlen, "%s: out of memory", name);
+	free(c.visited);
+	yaml_document_delete(&c.doc);
+	if (!ok) {
+		config_free(c.cfg);
+		return NULL;
+	}
+	return c.cfg;
+}
+
+struct config *config_load(const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	struct config *cfg;
+	struct stat st;
+	char *text;
+	size_t n;
+
+	if (!f) {
+		snprintf(err, errlen, "%s:1:1: cannot open: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fileno(f), &st) < 0 || st.st_size > CFG_FILE_MAX) {
+		snprintf(err, errlen, "%s:1:1: not a readable file of at most %d bytes", path,
+			 CFG_FILE_MAX);
+		fclose(f);
+		return NULL;
+	}
+	text = malloc((size_t)st.st_size + 1);
+	if (!text) {
+		fclose(f);
+		snprintf(err, errlen, "%s: out of memory", path);
+		return NULL;
+	}
+	n = fread(text, 1, (size_t)st.st_size, f);
+	fclose(f);
+	text[n] = '\0';
+	cfg = config_load_buffer(path, text, n, err, errlen);
+	free(text);
+	return cfg;
+}
+
+void config_free(struct config *cfg)
+{
+	if (!cfg)
+		return;
+	free(cfg->path);
+	free(cfg->server.hostname);
+	free(cfg->server.user);
+	for (size_t i = 0; i < cfg->ntls; i++) {
+		struct cfg_tls *t = &cfg->tls[i];
+
+		for (size_t j = 0; j < t->ncerts; j++) {
+			free(t->certs[j].cert);
+			free(t->certs[j].key);
+		}
+		free(t->certs);
+		free(t->name);
+		free(t->ciphers);
+		free(t->ca);
+		free(t->server_name);
+	}
+	free(cfg->tls);
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		struct cfg_listener *l = &cfg->listeners[i];
+
+		free(l->name);
+		free(l->listen);
+		free(l->banner);
+		for (size_t j = 0; j < l->nroutes; j++) {
+			free(l->routes[j].ehlo);
+			free(l->routes[j].sni);
+		}
+		free(l->routes);
+	}
+	free(cfg->listeners);
+	for (size_t i = 0; i < cfg->npools; i++) {
+		struct cfg_pool *p = &cfg->pools[i];
+
+		free(p->name);
+		free(p->health.ehlo);
+		for (size_t j = 0; j < p->nbackends; j++)
+			free(p->backends[j].name);
+		free(p->backends);
+	}
+	free(cfg->pools);
+	free(cfg->alerts.from);
+	for (size_t i = 0; i < cfg->alerts.nto; i++)
+		free(cfg->alerts.to[i]);
+	free(cfg->alerts.to);
+	free(cfg);
+}
