@@ -114,4 +114,7 @@ clean:
 
 FORCE:
 
+# keep objects make would see as intermediate
+.SECONDARY:
+
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
