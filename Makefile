@@ -91,7 +91,7 @@ FUZZ_CFLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -I. $(SSL_CFLAGS) -fsanitize=fuzz
 FUZZ_DEPS_fuzz_command := proxy/smtp_parse.c
 FUZZ_DEPS_fuzz_reply := proxy/smtp_parse.c
 FUZZ_DEPS_fuzz_proxy := proxy/proxy_proto.c
-FUZZ_DEPS_fuzz_guard := proxy/smtp_guard.c proxy/smtp_parse.c
+FUZZ_DEPS_fuzz_guard := proxy/smtp_guard.c
 FUZZ_DEPS_fuzz_config := config/config.c
 $(BUILD)/fuzz/%: tests/fuzz/%.c $$(FUZZ_DEPS_$$*)
 	@mkdir -p $(dir $@)

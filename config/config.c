@@ -627,10 +627,10 @@ static int parse_tls(struct ctx *c, yaml_node_t *map)
 		yaml_node_t *k = node(c, p->key), *v = node(c, p->value);
 		struct cfg_tls *t = &cfg->tls[i];
 
+		cfg->ntls++;
 		if (get_str(c, k, "tls context name", &t->name) < 0 ||
 		    check_name(c, k, "tls context name", t->name) < 0)
 			return -1;
-		cfg->ntls++;
 		for (size_t j = 0; j < i; j++)
 			if (!strcmp(cfg->tls[j].name, t->name))
 				return fail(c, k, "duplicate tls context \"%s\"", t->name);

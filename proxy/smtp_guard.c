@@ -29,13 +29,17 @@ static bool verb_is(const char *line, size_t vlen, const char *verb)
 	return strlen(verb) == vlen && !strncasecmp(line, verb, vlen);
 }
 
-/* The verb's length if the line start decides it, else 0 (need more). */
-static size_t verb_len(const struct smtp_guard *g, bool complete)
+/* Whether the line start held tells the verb; its length in *v. */
+static bool verb_known(const struct smtp_guard *g, size_t *v)
 {
-	for (size_t i = 0; i < g->line_len; i++)
-		if (g->line[i] == ' ' || g->line[i] == '\r' || g->line[i] == '\n')
-			return i;
-	return complete || g->line_len == sizeof(g->line) ? g->line_len : 0;
+	for (size_t i = 0; i < g->line_len; i++) {
+		if (g->line[i] == ' ' || g->line[i] == '\r' || g->line[i] == '\n') {
+			*v = i;
+			return true;
+		}
+	}
+	*v = g->line_len;
+	return g->line_len == sizeof(g->line);
 }
 
 /* "BDAT <size> [LAST]" with a plain decimal size, else -1. */
@@ -59,10 +63,16 @@ static int64_t bdat_size(const char *line, size_t len)
 static bool decide(struct smtp_guard *g, char *out, size_t *o)
 {
 	bool complete = g->line_len && g->line[g->line_len - 1] == '\n';
-	size_t v = verb_len(g, complete);
-	size_t arg = v, end = g->line_len;
+	size_t v, arg, end = g->line_len;
 
-	if (!v && !complete)
+	if (!verb_known(g, &v) && !complete)
+		return false;
+	arg = v;
+	/* DATA and BDAT change the mode: they are judged on the whole line
+	 * (one too long to hold is passed as a plain command, which errs on
+	 * the side of watching more) */
+	if (!complete && g->line_len < sizeof(g->line) &&
+	    (verb_is(g->line, v, "DATA") || verb_is(g->line, v, "BDAT")))
 		return false;
 	if (verb_is(g->line, v, "XCLIENT") || verb_is(g->line, v, "XFORWARD") ||
 	    verb_is(g->line, v, "STARTTLS")) {
@@ -160,10 +170,7 @@ void smtp_guard_client(struct smtp_guard *g, const char *in, size_t len, char *o
 			continue;
 		}
 		g->line[g->line_len++] = in[i++];
-		if (g->line[g->line_len - 1] == '\n' || g->line_len == sizeof(g->line))
-			decide(g, out, &o);
-		else if (verb_len(g, false))
-			decide(g, out, &o);
+		decide(g, out, &o);
 	}
 	*outlen = o;
 	*consumed = i;
