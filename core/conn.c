@@ -302,10 +302,11 @@ void conn_close_after_flush(struct conn *c, uint32_t linger_ms)
 	linger_add(c, linger_ms);
 }
 
-/* A lingering conn is done when its queue is sent and the peer closed. */
+/* A lingering conn is done when its queue is sent and the peer closed,
+ * or, when the worker stops, as soon as its queue is sent. */
 static bool linger_done(const struct conn *c)
 {
-	return c->seg_count == 0 && (c->flags & (CONN_F_EOF | CONN_F_DEAD));
+	return c->seg_count == 0 && ((c->flags & (CONN_F_EOF | CONN_F_DEAD)) || c->w->stopping);
 }
 
 void conn_expire_lingering(struct worker *w, uint64_t now_ms)

@@ -31,6 +31,10 @@
 #define FRONT_IN_MAX (64 * 1024)
 /* Backend reply bytes kept while mxlb talks to the backend itself. */
 #define BACK_IN_MAX (64 * 1024)
+/* mxlb's own replies not yet sent (a client that sends without reading). */
+#define SESSION_OUT_MAX (64 * 1024)
+/* Client send segments past which the command phase stops reading. */
+#define FRONT_SEGS_HIGH 4
 /* Relay backpressure: stop reading one side when the other side's send
  * queue holds this much. */
 #define RELAY_HIGH (128 * 1024)
@@ -228,6 +232,7 @@ struct session {
 	bool counted_client;            /* holds a max_sessions_per_client slot */
 
 	struct dbuf in;  /* client bytes not yet handled or relayed */
+	struct dbuf out; /* replies of mxlb's own, sent by session_flush() */
 	struct dbuf bin; /* backend replies during the backend dialogue */
 	bool discarding; /* skipping the rest of an over-long line */
 	uint8_t errors;
@@ -265,8 +270,10 @@ void session_close_reply(struct session *s, enum session_result r, const char *r
 /* End after the client's queued bytes are sent. */
 void session_close_flush(struct session *s, enum session_result r, const char *reason);
 void session_timeout(struct session *s, uint32_t ms);
-/* Queue a reply to the client, printf-style, CRLF added. */
+/* Queue a reply to the client, printf-style, CRLF added; session_flush()
+ * sends what is queued (once per batch of commands). */
 void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void session_flush(struct session *s);
 const char *session_hostname(void);
 
 int dbuf_append(struct dbuf *b, const char *p, size_t len, size_t max);

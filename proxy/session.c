@@ -137,8 +137,29 @@ void session_reply(struct session *s, const char *fmt, ...)
 	line[n++] = '\r';
 	line[n++] = '\n';
 	s->bytes_out += (uint64_t)n;
-	if (conn_send_copy(s->client, line, (size_t)n) < 0)
-		session_close(s, R_ERROR, "client send queue full");
+	if (dbuf_append(&s->out, line, (size_t)n, SESSION_OUT_MAX) < 0)
+		session_close(s, R_ERROR, "too many replies unread");
+}
+
+void session_flush(struct session *s)
+{
+	size_t n = dbuf_used(&s->out);
+
+	if (!n || s->state == S_CLOSED)
+		return;
+	/* the replies of a whole batch of commands go in one segment */
+	if (s->out.off == 0) {
+		char *p = s->out.p;
+
+		s->out.p = NULL;
+		s->out.len = s->out.cap = 0;
+		if (conn_send_heap(s->client, p, n) < 0)
+			session_close(s, R_ERROR, "client send queue full");
+	} else {
+		if (conn_send_copy(s->client, dbuf_data(&s->out), n) < 0)
+			session_close(s, R_ERROR, "client send queue full");
+		dbuf_free(&s->out);
+	}
 }
 
 static void format_addr(const union sockaddr_any *a, char *out, size_t cap)
@@ -239,16 +260,17 @@ void session_close(struct session *s, enum session_result r, const char *reason)
 		s->reason = reason;
 	session_set_state(s, S_CLOSED);
 	timer_del(&s->timer);
-	log_session(s);
-	account(s);
-	conn_close(s->client);
-	conn_close(s->back);
-	s->client = s->back = NULL;
+	/* limits first: once the line is logged, the slot is free */
 	if (s->pool && s->backend >= 0)
 		pool_drop(s->pool, s->backend);
 	if (s->counted_client)
 		client_limit_drop(&s->peer);
 	atomic_fetch_sub(&mxlb_rt->sessions, 1);
+	account(s);
+	log_session(s);
+	conn_close(s->client);
+	conn_close(s->back);
+	s->client = s->back = NULL;
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -257,6 +279,7 @@ void session_close(struct session *s, enum session_result r, const char *reason)
 		s->next->prev = s->prev;
 	s->pw->nsessions--;
 	dbuf_free(&s->in);
+	dbuf_free(&s->out);
 	dbuf_free(&s->bin);
 	dbuf_free(&s->stash[0]);
 	dbuf_free(&s->stash[1]);
@@ -294,6 +317,7 @@ void session_close_reply(struct session *s, enum session_result r, const char *r
 	va_end(ap);
 	if (n > (int)sizeof(line) - 3)
 		n = (int)sizeof(line) - 3;
+	session_flush(s);
 	if (n > 0) {
 		line[n++] = '\r';
 		line[n++] = '\n';

@@ -239,6 +239,11 @@ static void back_ehlo_reply(struct session *s, int code, size_t len)
 		memcpy(out, dbuf_data(&s->bin), len);
 	dbuf_consume(&s->bin, len);
 	s->bytes_out += n;
+	session_flush(s);
+	if (s->state == S_CLOSED) {
+		free(out);
+		return;
+	}
 	if (conn_send_heap(s->client, out, n) < 0) {
 		session_close(s, R_ERROR, "client send queue full");
 		return;

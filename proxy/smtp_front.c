@@ -248,6 +248,7 @@ void front_start(struct session *s)
 		session_timeout(s, s->l->timeouts.proxy_header);
 	} else {
 		front_greet(s);
+		session_flush(s);
 	}
 	if (s->state != S_CLOSED)
 		conn_recv_start(s->client);
@@ -287,7 +288,19 @@ static bool front_data(struct conn *c, char *p, size_t len, uint16_t bid)
 			conn_recv_pause(c);
 		break;
 	}
+	session_flush(s);
+	/* a client that does not read its replies is not read either */
+	if (s->state == S_COMMAND && s->client->seg_count >= FRONT_SEGS_HIGH)
+		conn_recv_pause(s->client);
 	return false;
+}
+
+static void front_drained(struct conn *c)
+{
+	struct session *s = c->owner;
+
+	if (s->state == S_COMMAND)
+		conn_recv_start(c);
 }
 
 static void front_eof(struct conn *c)
@@ -315,4 +328,5 @@ const struct conn_handler front_handler = {
 	.data = front_data,
 	.eof = front_eof,
 	.error = front_error,
+	.drained = front_drained,
 };

@@ -91,8 +91,8 @@ class Sink:
 
 
 class Mxlb:
-    def __init__(self, proc, port, admin_port, cfg_path):
-        self.proc, self.port, self.admin_port, self.cfg_path = proc, port, admin_port, cfg_path
+    def __init__(self, proc, port, admin, cfg_path):
+        self.proc, self.port, self.admin_port, self.cfg_path = proc, port, admin, cfg_path
 
     def log(self):
         return self.proc.log()
