@@ -148,7 +148,13 @@ static void stop_accepting(struct worker *w)
 			io_uring_prep_cancel64(sqe, op_data(ls, OP_ACCEPT), 0);
 			io_uring_sqe_set_data64(sqe, OP_IGNORE);
 		}
+		/* The socket stops listening once the accept lets go of it; the
+		 * cancel names the accept by user_data, so the number is free. */
+		if (ls->fd >= 0)
+			close(ls->fd);
+		ls->fd = -1;
 	}
+	io_uring_submit(&w->ring);
 }
 
 static void on_accept(struct lsock *ls, struct io_uring_cqe *cqe)
@@ -183,6 +189,14 @@ static void on_wake(struct worker *w, int res)
 		w->ops->stopping(w);
 	}
 	arm_wake(w);
+}
+
+static bool accepting_any(const struct worker *w)
+{
+	for (const struct lsock *ls = w->lsocks; ls; ls = ls->next)
+		if (ls->accepting)
+			return true;
+	return false;
 }
 
 static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
@@ -241,7 +255,9 @@ void worker_run(struct worker *w)
 		io_uring_cq_advance(&w->ring, n);
 		w->ops->reap(w);
 		if (w->stopping) {
-			if (!w->ops->active(w) && !w->nconns)
+			/* the accepts must be gone too: until their completions are
+			 * reaped, the kernel keeps the sockets listening */
+			if (!w->ops->active(w) && !w->nconns && !accepting_any(w))
 				break;
 			if (worker_now_ms() >= w->stop_deadline_ms) {
 				w->ops->abort_all(w);
