@@ -30,7 +30,8 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 20
 
-BINS := $(BUILD)/mxlb $(BUILD)/mxlb-sink $(BUILD)/mxlb-bench
+# mxlb-bench (the load generator) is built once its source exists.
+BINS := $(BUILD)/mxlb $(BUILD)/mxlb-sink $(if $(wildcard bench/bench.c),$(BUILD)/mxlb-bench)
 
 .PHONY: all run test unit integration fuzz bench compare clean deps deps-test FORCE
 all: deps $(BINS)
@@ -56,7 +57,7 @@ $(LIBA): $(LIB_OBJS)
 $(BUILD)/mxlb: $(OBJ)/proxy/main.o $(LIBA) $(BUILD)/.variant
 	$(CC) $(LDFLAGS) -o $@ $(OBJ)/proxy/main.o $(LIBA) $(LIBS)
 # Tools and tests link only the objects they use, so each builds on its own.
-SINK_OBJS := bench/sink.o proxy/proxy_proto.o proxy/smtp_parse.o
+SINK_OBJS := bench/sink.o proxy/proxy_proto.o
 BENCH_OBJS := bench/bench.o proxy/smtp_parse.o
 $(BUILD)/mxlb-sink: $(SINK_OBJS:%=$(OBJ)/%) $(BUILD)/.variant
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS)

@@ -4,7 +4,7 @@
 set -e
 need="liburing-dev android-libboringssl-dev libyaml-dev"
 case "${1:-build}" in
-test) need="$need libcmocka-dev python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl postfix openssl" ;;
+test) need="$need libcmocka-dev python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl postfix openssl prometheus curl" ;;
 fuzz) need="$need clang libclang-rt-14-dev" ;;
 bench) need="$need postfix" ;;
 esac
