@@ -9,6 +9,7 @@ cat > "$dir/mxlb.yaml" <<YAML
 server:
   hostname: mxlb.localhost
   workers: 1
+  admin: { listen: "127.0.0.1:8025" }
 listeners:
   - name: quickstart
     listen: ["127.0.0.1:2525"]
@@ -16,7 +17,6 @@ listeners:
 pools:
   - name: local
     handoff: xclient
-    health: { check: none }
     backends:
       - { name: sink1, address: "127.0.0.1:2601" }
       - { name: sink2, address: "127.0.0.1:2602" }
@@ -44,6 +44,7 @@ Send a test mail from another terminal:
 
 Each accepted message lands as one file in $dir/mail (.eml with the bytes, .json with the envelope
 and the client identity the backend learnt by XCLIENT). mxlb logs one line per session below.
+Admin: curl 127.0.0.1:8025/status   curl 127.0.0.1:8025/metrics
 Ctrl-C stops all three.
 
 MSG
