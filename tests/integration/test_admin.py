@@ -121,7 +121,7 @@ def test_health_checks_see_a_backend_die_and_return(env):
     port = a.port
     a.proc.stop()
     wait_for(lambda: up("b0") == "down", timeout=5, what="b0 down")
-    assert "state=down" in mx.log()
+    wait_for(lambda: "state=down" in mx.log())
     assert 'mxlb_backend_up{pool="main",backend="b0"} 0' in get(mx, "/metrics")[1]
     before = mx.log().count("event=backend_error")
     for _ in range(4):

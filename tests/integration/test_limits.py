@@ -31,7 +31,7 @@ def test_accept_proxy_takes_the_client_address(env, header):
     c.cmd(b"QUIT")
     e = wait_for(sink.messages)[0][1]
     assert e["xclient"]["ADDR"] == "198.51.100.7" and e["xclient"]["PORT"] == "40000"
-    assert "client=198.51.100.7:40000" in mx.log()
+    wait_for(lambda: "client=198.51.100.7:40000" in mx.log(), what="the session line")
     assert mx.stop() == 0
 
 

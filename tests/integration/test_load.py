@@ -28,8 +28,8 @@ def test_smtp_source_5000_messages_all_counted(env):
     total = lambda: a.stats().get("messages", 0) + b.stats().get("messages", 0)
     wait_for(lambda: total() == MESSAGES, timeout=30, what=f"{MESSAGES} messages")
     assert a.stats()["messages"] > 0 and b.stats()["messages"] > 0
-    sessions = [s for s in mx.sessions() if s["result"] == "relayed"]
-    assert len(sessions) == MESSAGES
+    wait_for(lambda: sum(s["result"] == "relayed" for s in mx.sessions()) == MESSAGES,
+             what="every session line")
     assert mx.stop() == 0
     figures = (f"smtp-source -m {MESSAGES} -s 20 -l 1024 through mxlb (1 worker) to two mxlb-sink: "
                f"{MESSAGES / elapsed:.0f} messages/s, mxlb CPU {cpu * 1e6 / MESSAGES:.0f} us "

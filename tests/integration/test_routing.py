@@ -54,7 +54,8 @@ def test_routes_by_ehlo_and_client(env):
     assert deliver(mx.port, ehlo="loopback.test") == {}
     assert deliver(mx.port, ehlo="other.test") == {}
     wait_for(lambda: main.messages() and partner.messages() and local.messages())
-    assert [s["pool"] for s in mx.sessions() if s["result"] == "relayed"] == ["partner", "local", "main"]
+    pools = lambda: [s["pool"] for s in mx.sessions() if s["result"] == "relayed"]
+    assert wait_for(lambda: len(pools()) == 3 and pools()) == ["partner", "local", "main"]
     assert mx.stop() == 0
 
 
