@@ -15,7 +15,7 @@
 struct fixture {
 	struct cfg_pool cfg;
 	struct cfg_backend backends[MAXB];
-	char names[MAXB][8];
+	char names[MAXB][24];
 	struct pool_rt p;
 };
 
