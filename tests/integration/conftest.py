@@ -186,6 +186,8 @@ class Env:
         m = Mxlb(proc, port, admin, cfg_path)
         if wait:
             wait_port(port)
+            # the probe's own session must be over before a test counts sessions
+            wait_for(lambda: "event=session" in m.log(), what="the probe session to end")
         return m
 
     def stop_all(self):
