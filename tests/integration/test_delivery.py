@@ -147,3 +147,24 @@ def test_postfix_smtp_sink_backend(env, tmp_path):
     assert text.count(b"via postfix smtp-sink") == 3
     assert mx.stop() == 0
     shutil.rmtree(dump)
+
+
+def test_impatient_client_half_closes_after_quit(env):
+    """EHLO ... QUIT in one write, then shutdown(SHUT_WR): the kept bytes
+    are relayed in order, the backend's replies still come back."""
+    import socket
+
+    sink = env.sink("--greeting-delay", "200ms")
+    mx = env.mxlb([sink.port])
+    c = Client(mx.port)
+    c.reply()
+    c.send(b"EHLO eager.test\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
+    assert c.reply()[0] == 250
+    assert [c.reply()[0] for _ in range(3)] == [250, 250, 354]
+    c.send(b"half-closed\r\n.\r\nQUIT\r\n")
+    c.sock.shutdown(socket.SHUT_WR)
+    assert c.reply()[0] == 250
+    assert c.reply()[0] == 221
+    assert c.eof()
+    assert wait_for(sink.messages)[0][0] == b"half-closed\r\n"
+    assert mx.stop() == 0
