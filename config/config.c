@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,6 @@
 #define UNSUPPORTED_PASSTHROUGH 1    /* listeners[].tls_mode: passthrough */
 #define UNSUPPORTED_BACKEND_TLS 1    /* backends[].tls: starttls | implicit */
 #define UNSUPPORTED_ALERTS 1         /* the alerts section */
-#define UNSUPPORTED_USER 1           /* server.user */
 #define UNSUPPORTED_SPLICE 1         /* listeners[].relay: splice */
 
 #define CFG_FILE_MAX (4 << 20)
@@ -515,8 +515,8 @@ static int server_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node
 	if (!strcmp(key, "user")) {
 		if (get_str(c, v, "server.user", &s->user) < 0)
 			return -1;
-		if (UNSUPPORTED_USER && *s->user)
-			return unsupported(c, v, "server.user (dropping privileges)");
+		if (*s->user && !getpwnam(s->user))
+			return fail(c, v, "server.user: no user named \"%s\"", s->user);
 		return 0;
 	}
 	if (!strcmp(key, "max_sessions"))

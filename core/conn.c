@@ -265,11 +265,10 @@ static void linger_add(struct conn *c, uint32_t linger_ms)
 	c->w->lingering = c;
 }
 
-void conn_close(struct conn *c)
+/* Drop the queue and cancel whatever is in flight; the completions free. */
+static void abort_io(struct conn *c)
 {
-	if (!c || (c->flags & CONN_F_ORPHAN))
-		return;
-	c->flags |= CONN_F_ORPHAN | CONN_F_DEAD;
+	c->flags |= CONN_F_DEAD;
 	drop_queue(c);
 	if ((c->ops & CONN_OP_RECV) && !(c->flags & CONN_F_CANCELING)) {
 		cancel_op(c, OP_RECV);
@@ -279,6 +278,14 @@ void conn_close(struct conn *c)
 		cancel_op(c, OP_SEND);
 	if (c->ops & CONN_OP_CONNECT)
 		cancel_op(c, OP_CONNECT);
+}
+
+void conn_close(struct conn *c)
+{
+	if (!c || (c->flags & CONN_F_ORPHAN))
+		return;
+	c->flags |= CONN_F_ORPHAN;
+	abort_io(c);
 	maybe_free(c);
 }
 
@@ -321,16 +328,8 @@ void conn_expire_lingering(struct worker *w, uint64_t now_ms)
 			continue;
 		}
 		*pp = c->next;
-		c->flags &= (uint16_t)~CONN_F_LINGER;
-		c->flags |= CONN_F_DEAD;
-		c->flags &= (uint16_t)~CONN_F_FLUSH;
-		drop_queue(c);
-		if ((c->ops & CONN_OP_RECV) && !(c->flags & CONN_F_CANCELING)) {
-			cancel_op(c, OP_RECV);
-			c->flags |= CONN_F_CANCELING;
-		}
-		if (c->ops & CONN_OP_SEND)
-			cancel_op(c, OP_SEND);
+		c->flags &= (uint16_t)~(CONN_F_LINGER | CONN_F_FLUSH);
+		abort_io(c);
 		maybe_free(c);
 	}
 }

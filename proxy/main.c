@@ -3,6 +3,8 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,45 +79,16 @@ static int listen_on(const struct cfg_addr *a)
 	return fd;
 }
 
-static int worker_listen(struct worker *w, const struct config *cfg)
+/* A listening socket on addr for worker w; owner tells mail listeners
+ * (their cfg_listener) from the admin socket. */
+static int add_lsock(struct worker *w, const struct cfg_addr *a, const void *owner,
+		     const char *what)
 {
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		const struct cfg_listener *l = &cfg->listeners[i];
+	struct lsock *ls = calloc(1, sizeof(*ls));
+	int fd = listen_on(a);
 
-		for (size_t j = 0; j < l->nlisten; j++) {
-			struct lsock *ls = calloc(1, sizeof(*ls));
-			int fd = listen_on(&l->listen[j]);
-
-			if (fd < 0 || !ls) {
-				fprintf(stderr, "mxlb: cannot listen on %s: %s\n", l->listen[j].text,
-					strerror(fd < 0 ? -fd : ENOMEM));
-				free(ls);
-				if (fd >= 0)
-					close(fd);
-				return -1;
-			}
-			ls->fd = fd;
-			ls->w = w;
-			ls->owner = (void *)l;
-			ls->next = w->lsocks;
-			w->lsocks = ls;
-		}
-	}
-	return 0;
-}
-
-/* The admin HTTP socket goes to worker 0 only. */
-static int admin_listen(struct worker *w, const struct config *cfg)
-{
-	struct lsock *ls;
-	int fd;
-
-	if (!cfg->server.has_admin)
-		return 0;
-	fd = listen_on(&cfg->server.admin);
-	ls = calloc(1, sizeof(*ls));
 	if (fd < 0 || !ls) {
-		fprintf(stderr, "mxlb: cannot listen on %s (admin): %s\n", cfg->server.admin.text,
+		fprintf(stderr, "mxlb: cannot listen on %s (%s): %s\n", a->text, what,
 			strerror(fd < 0 ? -fd : ENOMEM));
 		free(ls);
 		if (fd >= 0)
@@ -124,9 +97,45 @@ static int admin_listen(struct worker *w, const struct config *cfg)
 	}
 	ls->fd = fd;
 	ls->w = w;
-	ls->owner = (void *)admin_listener;
+	ls->owner = (void *)owner;
 	ls->next = w->lsocks;
 	w->lsocks = ls;
+	return 0;
+}
+
+static int worker_listen(struct worker *w, const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct cfg_listener *l = &cfg->listeners[i];
+
+		for (size_t j = 0; j < l->nlisten; j++)
+			if (add_lsock(w, &l->listen[j], l, l->name) < 0)
+				return -1;
+	}
+	/* the admin HTTP socket goes to worker 0 only */
+	if (w->id == 0 && cfg->server.has_admin)
+		return add_lsock(w, &cfg->server.admin, admin_listener, "admin");
+	return 0;
+}
+
+/* After binding: the ports below 1024 are open, root is no longer needed. */
+static int drop_privileges(const char *user)
+{
+	struct passwd *pw = getpwnam(user);
+
+	if (!pw) {
+		fprintf(stderr, "mxlb: no user named %s\n", user);
+		return -1;
+	}
+	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+		fprintf(stderr, "mxlb: cannot become %s: %s\n", user, strerror(errno));
+		return -1;
+	}
+	if (pw->pw_uid != 0 && setuid(0) == 0) {
+		fprintf(stderr, "mxlb: could regain root after becoming %s\n", user);
+		return -1;
+	}
+	log_info("user", "running as %s (uid %u)", user, (unsigned)pw->pw_uid);
 	return 0;
 }
 
@@ -255,7 +264,7 @@ int main(int argc, char **argv)
 		if (worker_listen(&workers[i], cfg) < 0)
 			return 2;
 	}
-	if (admin_listen(&workers[0], cfg) < 0)
+	if (*cfg->server.user && drop_privileges(cfg->server.user) < 0)
 		return 2;
 	pthread_barrier_init(&started, NULL, n + 1);
 	for (uint32_t i = 0; i < n; i++) {

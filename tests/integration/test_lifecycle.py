@@ -106,3 +106,17 @@ def test_io_uring_disabled_is_one_line_and_exit_2(env):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "io_uring is unavailable" in lines[0]
+
+
+def test_server_user_drops_privileges(env):
+    import pwd
+
+    if os.getuid() != 0:
+        pytest.skip("needs root to drop privileges")
+    sink = env.sink()
+    mx = env.mxlb([sink.port], server={"user": "nobody"})
+    uid = int([l for l in open(f"/proc/{mx.proc.pid}/status") if l.startswith("Uid:")][0].split()[1])
+    assert uid == pwd.getpwnam("nobody").pw_uid
+    assert deliver(mx.port) == {}
+    assert "running as nobody" in mx.log()
+    assert mx.stop() == 0

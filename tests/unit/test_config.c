@@ -117,7 +117,7 @@ static const struct bad {
 	{ "server:\n  log: {level: loud}\n", "t.yaml:2:16:", "error, warn, info, debug" },
 	{ "server:\n  admin: {listen: \"127.0.0.1:0\"}\n", "t.yaml:2:19:", "bad address" },
 	{ "server:\n  hostname: a\n  hostname: b\n", "t.yaml:3:3:", "duplicate key" },
-	{ "server:\n  user: mail\n", "t.yaml:2:9:", "not supported yet" },
+	{ "server:\n  user: no-such-user-here\n", "t.yaml:2:9:", "no user named" },
 	{ "pools:\n  - name: p\n    backends:\n      - {name: b, address: \"300.1.1.1:25\"}\n",
 	  "t.yaml:4:28:", "bad address" },
 	{ "pools:\n  - name: p\n    backends: []\n", "t.yaml:3:15:", "no backends" },
