@@ -27,7 +27,6 @@
 #define UNSUPPORTED_LISTENER_TLS 1   /* listeners[].tls: starttls | implicit */
 #define UNSUPPORTED_PASSTHROUGH 1    /* listeners[].tls_mode: passthrough */
 #define UNSUPPORTED_BACKEND_TLS 1    /* backends[].tls: starttls | implicit */
-#define UNSUPPORTED_ALERTS 1         /* the alerts section */
 #define UNSUPPORTED_SPLICE 1         /* listeners[].relay: splice */
 
 #define CFG_FILE_MAX (4 << 20)
@@ -1123,6 +1122,17 @@ static int parse_listeners(struct ctx *c, yaml_node_t *seq)
 
 /* ---- alerts ---- */
 
+/* An address that goes between <> in MAIL FROM / RCPT TO as it is. */
+static int check_mailbox(struct ctx *c, yaml_node_t *n, const char *what, const char *s)
+{
+	if (!*s || strlen(s) > 254 || !strchr(s, '@'))
+		return fail(c, n, "%s: \"%s\" is not a mail address", what, s);
+	for (const char *p = s; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == '<' || *p == '>' || *p == 0x7f)
+			return fail(c, n, "%s: \"%s\" is not a mail address", what, s);
+	return 0;
+}
+
 static int alerts_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
 	struct cfg_alerts *a = arg;
@@ -1131,8 +1141,11 @@ static int alerts_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node
 	(void)k;
 	if (!strcmp(key, "smtp"))
 		return get_addr(c, v, "alerts.smtp", &a->smtp);
-	if (!strcmp(key, "from"))
-		return get_str(c, v, "alerts.from", &a->from);
+	if (!strcmp(key, "from")) {
+		if (get_str(c, v, "alerts.from", &a->from) < 0)
+			return -1;
+		return check_mailbox(c, v, "alerts.from", a->from);
+	}
 	if (!strcmp(key, "to") || !strcmp(key, "events")) {
 		bool to = !strcmp(key, "to");
 		size_t n;
@@ -1147,9 +1160,10 @@ static int alerts_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node
 			int e;
 
 			if (to) {
-				if (get_str(c, item, "alerts.to", &a->to[i]) < 0)
-					return -1;
 				a->nto++;
+				if (get_str(c, item, "alerts.to", &a->to[i]) < 0 ||
+				    check_mailbox(c, item, "alerts.to", a->to[i]) < 0)
+					return -1;
 			} else {
 				if (get_enum(c, item, "alerts.events", events, &e) < 0)
 					return -1;
@@ -1237,12 +1251,12 @@ static int load_doc(struct ctx *c, yaml_node_t *root)
 	if (t.alerts) {
 		static const char *const required[] = { "smtp", "from", "to", NULL };
 
-		if (UNSUPPORTED_ALERTS)
-			return unsupported(c, t.alerts, "alerts");
 		if (want(c, t.alerts, YAML_MAPPING_NODE, "alerts") < 0 ||
 		    need(c, t.alerts, "alerts", required) < 0 ||
 		    each_pair(c, t.alerts, "alerts", alerts_pair, &cfg->alerts) < 0)
 			return -1;
+		if (!cfg->alerts.nto)
+			return fail(c, t.alerts, "alerts.to: at least one recipient is needed");
 		cfg->alerts.enabled = true;
 		if (!cfg->alerts.events)
 			cfg->alerts.events = CFG_EV_BACKEND_DOWN | CFG_EV_BACKEND_UP | CFG_EV_POOL_DOWN;

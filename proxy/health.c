@@ -93,11 +93,22 @@ static void hc_result(struct hcheck *hc, bool ok, const char *why)
 		hc->ok_run = 0;
 	}
 	if (up && hc->fail_run >= h->fall) {
+		const char *reason = ok ? "failed sessions" : why;
+		bool any_up = false;
+
 		atomic_store(&b->up, false);
-		log_state(hc, false, ok ? "failed sessions" : why);
+		log_state(hc, false, reason);
+		alerts_event(CFG_EV_BACKEND_DOWN, hc->p->cfg->name, b->cfg->name, reason);
+		for (size_t i = 0; i < hc->p->nbackends; i++)
+			any_up |= atomic_load(&hc->p->backends[i].up);
+		if (!any_up) {
+			log_warn("pool_down", "pool %s: no backend is up", hc->p->cfg->name);
+			alerts_event(CFG_EV_POOL_DOWN, hc->p->cfg->name, NULL, "every backend is down");
+		}
 	} else if (!up && hc->ok_run >= h->rise) {
 		atomic_store(&b->up, true);
 		log_state(hc, true, "checks passed");
+		alerts_event(CFG_EV_BACKEND_UP, hc->p->cfg->name, b->cfg->name, "checks passed");
 	}
 	if (!ok)
 		log_debug("health", "%s/%s: %s: %s", hc->p->cfg->name, b->cfg->name,

@@ -120,8 +120,10 @@ static void accepted(struct worker *w, struct lsock *ls, int fd)
 
 static void started(struct worker *w)
 {
-	if (w->id == 0)
+	if (w->id == 0) {
 		health_start(w);
+		alerts_start(w);
+	}
 }
 
 static void stopping(struct worker *w)
@@ -132,6 +134,7 @@ static void stopping(struct worker *w)
 	if (w->id == 0) {
 		health_stop();
 		admin_stop();
+		alerts_stop();
 	}
 	for (s = pw->sessions; s; s = next) {
 		next = s->next;

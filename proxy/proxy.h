@@ -131,6 +131,13 @@ void health_stop(void);
 /* A real session's connect or greeting failed on this backend. */
 void health_passive_failure(struct pool_rt *p, int backend);
 
+/* ---- alerts.c: mail on backend state changes ---- */
+
+void alerts_start(struct worker *w);
+/* event is one CFG_EV_*; backend is NULL for pool_down. */
+void alerts_event(unsigned event, const char *pool, const char *backend, const char *reason);
+void alerts_stop(void);
+
 /* ---- admin.c ---- */
 
 /* The admin socket's lsock->owner, to tell it from mail listeners. */

@@ -154,7 +154,7 @@ class Env:
         return Sink(p, port, save, stats)
 
     def mxlb(self, backends, pool=None, listener=None, server=None, pools=None, check=True,
-             wait=True):
+             wait=True, extra=None):
         """Start mxlb with one listener in front of `backends` (ports, or dicts of
         backend keys). `pools` replaces the default single pool entirely."""
         port = free_port()
@@ -172,7 +172,7 @@ class Env:
         srv = {"hostname": HOST, "workers": 2, "shutdown_timeout": "5s",
                "admin": {"listen": f"127.0.0.1:{admin}"}}
         srv.update(server or {})
-        cfg = {"server": srv, "listeners": [lst], "pools": pools or [p]}
+        cfg = {"server": srv, "listeners": [lst], "pools": pools or [p], **(extra or {})}
         d = self._name("mxlb")
         d.mkdir()
         cfg_path = d / "mxlb.yaml"

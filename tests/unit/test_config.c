@@ -175,8 +175,15 @@ static const struct bad {
 	  "t.yaml:", "" },
 	{ "pools: [{name: p, backends: [{name: b, address: \"1.2.3.4:25\"}]}]\n"
 	  "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p}]\n"
-	  "alerts: {smtp: \"127.0.0.1:25\", from: a@b, to: [c@d]}\n", "t.yaml:3:9:",
-	  "not supported yet" },
+	  "alerts: {smtp: \"127.0.0.1:25\", from: a@b, to: [\"c d@e\"]}\n", "t.yaml:3:48:",
+	  "not a mail address" },
+	{ "pools: [{name: p, backends: [{name: b, address: \"1.2.3.4:25\"}]}]\n"
+	  "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p}]\n"
+	  "alerts: {smtp: \"127.0.0.1:25\", from: a@b, to: [c@d], events: [boom]}\n",
+	  "t.yaml:3:63:", "backend_down, backend_up, pool_down" },
+	{ "pools: [{name: p, backends: [{name: b, address: \"1.2.3.4:25\"}]}]\n"
+	  "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p}]\n"
+	  "alerts: {from: a@b, to: [c@d]}\n", "t.yaml:3:9:", "\"smtp\"" },
 	{ "pools:\n  - {name: p, backends: [{name: b, address: \"1.2.3.4:25\"}]}\n",
 	  "t.yaml:1:1:", "\"listeners\"" },
 };
