@@ -120,3 +120,14 @@ def test_server_user_drops_privileges(env):
     assert deliver(mx.port) == {}
     assert "running as nobody" in mx.log()
     assert mx.stop() == 0
+
+
+def test_shipped_examples_pass_check():
+    from pathlib import Path
+
+    top = Path(__file__).resolve().parents[2]
+    examples = sorted((top / "config" / "examples").glob("*.yaml"))
+    assert examples
+    for ex in examples:
+        r = subprocess.run([str(MXLB), "-c", str(ex), "--check"], capture_output=True, text=True)
+        assert r.returncode == 0, f"{ex}: {r.stderr}"
