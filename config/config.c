@@ -1291,6 +1291,34 @@ struct config *config_load_buffer(const char *name, const char *text, size_t len
 		config_free(c.cfg);
 		return NULL;
 	}
+	/* libyaml reads one document per call: what follows must parse too,
+	 * and be nothing */
+	{
+		yaml_document_t rest;
+
+		if (!yaml_parser_load(&parser, &rest)) {
+			snprintf(err, errlen, "%s:%zu:%zu: %s%s%s", name, parser.problem_mark.line + 1,
+				 parser.problem_mark.column + 1,
+				 parser.problem ? parser.problem : "bad YAML", parser.context ? " " : "",
+				 parser.context ? parser.context : "");
+			yaml_document_delete(&c.doc);
+			yaml_parser_delete(&parser);
+			config_free(c.cfg);
+			return NULL;
+		}
+		if (yaml_document_get_root_node(&rest)) {
+			yaml_node_t *n = yaml_document_get_root_node(&rest);
+
+			snprintf(err, errlen, "%s:%zu:%zu: only one YAML document is allowed", name,
+				 n->start_mark.line + 1, n->start_mark.column + 1);
+			yaml_document_delete(&rest);
+			yaml_document_delete(&c.doc);
+			yaml_parser_delete(&parser);
+			config_free(c.cfg);
+			return NULL;
+		}
+		yaml_document_delete(&rest);
+	}
 	yaml_parser_delete(&parser);
 	c.visited = calloc((size_t)(c.doc.nodes.top - c.doc.nodes.start) + 1, 1);
 	ok = c.visited && load_doc(&c, yaml_document_get_root_node(&c.doc)) == 0;

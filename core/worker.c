@@ -131,12 +131,80 @@ int worker_init(struct worker *w)
 	return 0;
 }
 
-void worker_request_stop(struct worker *w)
+void worker_setup(struct worker *w)
+{
+	pthread_mutex_init(&w->msg_lock, NULL);
+	pthread_cond_init(&w->msg_done, NULL);
+	w->wake_fd = -1;
+}
+
+static void wake(struct worker *w)
 {
 	uint64_t one = 1;
 	ssize_t r = write(w->wake_fd, &one, sizeof(one));
 
 	(void)r;
+}
+
+void worker_request_stop(struct worker *w)
+{
+	pthread_mutex_lock(&w->msg_lock);
+	w->stop_req = true;
+	pthread_mutex_unlock(&w->msg_lock);
+	wake(w);
+}
+
+void worker_reload(struct worker *w, void *arg)
+{
+	pthread_mutex_lock(&w->msg_lock);
+	w->reload_req = true;
+	w->reload_arg = arg;
+	wake(w);
+	while (w->reload_req)
+		pthread_cond_wait(&w->msg_done, &w->msg_lock);
+	pthread_mutex_unlock(&w->msg_lock);
+}
+
+void worker_retire_lsock(struct worker *w, struct lsock *ls)
+{
+	if (ls->accepting) {
+		struct io_uring_sqe *sqe = worker_sqe(w);
+
+		io_uring_prep_cancel64(sqe, op_data(ls, OP_ACCEPT), 0);
+		io_uring_sqe_set_data64(sqe, OP_IGNORE);
+	}
+	if (ls->fd >= 0)
+		close(ls->fd);
+	ls->fd = -1;
+	ls->retired = true;
+	if (!ls->accepting) {
+		free(ls);
+		return;
+	}
+	ls->next = w->retired;
+	w->retired = ls;
+}
+
+static void arm_accept(struct lsock *ls);
+
+void worker_add_lsock(struct worker *w, struct lsock *ls)
+{
+	ls->w = w;
+	ls->next = w->lsocks;
+	w->lsocks = ls;
+	if (!w->stopping)
+		arm_accept(ls);
+}
+
+static void reap_retired(struct worker *w, struct lsock *done)
+{
+	for (struct lsock **pp = &w->retired; *pp; pp = &(*pp)->next) {
+		if (*pp == done) {
+			*pp = done->next;
+			free(done);
+			return;
+		}
+	}
 }
 
 static void stop_accepting(struct worker *w)
@@ -161,6 +229,14 @@ static void on_accept(struct lsock *ls, struct io_uring_cqe *cqe)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		ls->accepting = false;
+	if (ls->retired) {
+		/* a listener the reload removed: what raced in is turned away */
+		if (cqe->res >= 0)
+			close(cqe->res);
+		if (!ls->accepting)
+			reap_retired(ls->w, ls);
+		return;
+	}
 	if (cqe->res >= 0) {
 		if (ls->w->stopping)
 			close(cqe->res);
@@ -181,8 +257,19 @@ static void on_accept(struct lsock *ls, struct io_uring_cqe *cqe)
 
 static void on_wake(struct worker *w, int res)
 {
+	bool stop;
+
 	(void)res;
-	if (!w->stopping) {
+	pthread_mutex_lock(&w->msg_lock);
+	if (w->reload_req) {
+		w->ops->reload(w, w->reload_arg);
+		io_uring_submit(&w->ring);
+		w->reload_req = false;
+		pthread_cond_broadcast(&w->msg_done);
+	}
+	stop = w->stop_req;
+	pthread_mutex_unlock(&w->msg_lock);
+	if (stop && !w->stopping) {
 		w->stopping = true;
 		w->stop_deadline_ms = worker_now_ms() + w->shutdown_timeout_ms;
 		stop_accepting(w);
@@ -257,7 +344,7 @@ void worker_run(struct worker *w)
 		if (w->stopping) {
 			/* the accepts must be gone too: until their completions are
 			 * reaped, the kernel keeps the sockets listening */
-			if (!w->ops->active(w) && !w->nconns && !accepting_any(w))
+			if (!w->ops->active(w) && !w->nconns && !accepting_any(w) && !w->retired)
 				break;
 			if (worker_now_ms() >= w->stop_deadline_ms) {
 				w->ops->abort_all(w);
@@ -287,4 +374,12 @@ void worker_fini(struct worker *w)
 			close(ls->fd);
 		free(ls);
 	}
+	while (w->retired) {
+		struct lsock *ls = w->retired;
+
+		w->retired = ls->next;
+		free(ls);
+	}
+	pthread_mutex_destroy(&w->msg_lock);
+	pthread_cond_destroy(&w->msg_done);
 }

@@ -44,15 +44,19 @@ struct worker_ops {
 	void (*abort_all)(struct worker *w);  /* shutdown_timeout passed */
 	void (*reap)(struct worker *w);       /* after each batch of completions */
 	void (*started)(struct worker *w);    /* the ring runs: arm what the proxy needs */
+	void (*reload)(struct worker *w, void *arg); /* worker_request_reload()'s arg */
 };
 
 /* A listening socket owned by one worker. */
 struct lsock {
 	int fd;
 	bool accepting;
+	bool retired; /* closed by a reload; freed when its accept is reaped */
 	struct worker *w;
 	void *owner; /* the proxy's listener */
 	struct lsock *next;
+	struct sockaddr_storage addr; /* what it is bound to */
+	socklen_t addrlen;
 };
 
 struct worker {
@@ -75,8 +79,17 @@ struct worker {
 	uint32_t shutdown_timeout_ms;
 	pthread_t thread;
 	int init_err;
+	/* requests from the main thread, under msg_lock */
+	pthread_mutex_t msg_lock;
+	pthread_cond_t msg_done;
+	bool stop_req;
+	bool reload_req;
+	void *reload_arg;
+	struct lsock *retired; /* lsocks whose accept is still being cancelled */
 };
 
+/* Locks and fields a worker needs before its thread starts. */
+void worker_setup(struct worker *w);
 /* Create the ring and buffer ring; call from the worker's own thread. */
 int worker_init(struct worker *w);
 /* Run until stopped and every session is gone. */
@@ -85,6 +98,12 @@ void worker_fini(struct worker *w);
 
 /* Ask a worker (from any thread) to stop. */
 void worker_request_stop(struct worker *w);
+/* Run ops->reload(w, arg) on the worker's thread; returns when it ran. */
+void worker_reload(struct worker *w, void *arg);
+/* From ops->reload: stop accepting on ls and free it once reaped. */
+void worker_retire_lsock(struct worker *w, struct lsock *ls);
+/* From ops->reload: start accepting on a new socket. */
+void worker_add_lsock(struct worker *w, struct lsock *ls);
 
 /* An SQE, submitting first when the queue is full. Never NULL. */
 struct io_uring_sqe *worker_sqe(struct worker *w);

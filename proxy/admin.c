@@ -233,7 +233,7 @@ static void render_status(struct dbuf *b)
 
 	out(b, "{\"hostname\":\"");
 	out_str(b, cfg->server.hostname);
-	out(b, "\",\"sessions\":%u,\"pools\":[", atomic_load(&mxlb_rt->sessions));
+	out(b, "\",\"sessions\":%u,\"pools\":[", atomic_load(&mxlb_sessions));
 	for (size_t i = 0; i < cfg->npools; i++) {
 		struct pool_rt *p = &mxlb_rt->pools[i];
 

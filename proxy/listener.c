@@ -101,10 +101,10 @@ static void accepted(struct worker *w, struct lsock *ls, int fd)
 		return;
 	}
 	sock_set_nodelay(fd);
-	n = atomic_fetch_add(&mxlb_rt->sessions, 1) + 1;
+	n = atomic_fetch_add(&mxlb_sessions, 1) + 1;
 	s = session_new(pw, l, fd);
 	if (!s) {
-		atomic_fetch_sub(&mxlb_rt->sessions, 1);
+		atomic_fetch_sub(&mxlb_sessions, 1);
 		log_error("accept", "out of memory: connection dropped");
 		close(fd);
 		return;
@@ -157,6 +157,60 @@ static void abort_all(struct worker *w)
 		session_close(pw->sessions, R_ERROR, "shutdown timeout");
 }
 
+static bool same_addr(const struct lsock *ls, const struct cfg_addr *a)
+{
+	return ls->addrlen == a->len && !memcmp(&ls->addr, &a->ss, a->len);
+}
+
+/* What a socket this worker has becomes in the new configuration: its
+ * listener, the admin marker, or NULL (it is closed). */
+static const void *new_owner(const struct config *cfg, const struct lsock *ls, int worker)
+{
+	if (ls->owner == admin_listener)
+		return worker == 0 && cfg->server.has_admin && same_addr(ls, &cfg->server.admin)
+			       ? admin_listener
+			       : NULL;
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		for (size_t j = 0; j < cfg->listeners[i].nlisten; j++)
+			if (same_addr(ls, &cfg->listeners[i].listen[j]))
+				return &cfg->listeners[i];
+	return NULL;
+}
+
+/* On the worker's thread: switch to the new runtime. Sessions in progress
+ * keep the one they started with. */
+static void reload(struct worker *w, void *arg)
+{
+	struct reload_arg *ra = arg;
+	struct proxy_worker *pw = w->proxy;
+	struct runtime *old = pw->rt;
+	struct lsock **pp = &w->lsocks, *ls, *next;
+
+	while ((ls = *pp)) {
+		const void *owner = new_owner(ra->rt->cfg, ls, w->id);
+
+		if (owner) {
+			ls->owner = (void *)owner;
+			pp = &ls->next;
+		} else {
+			*pp = ls->next;
+			worker_retire_lsock(w, ls);
+		}
+	}
+	for (ls = ra->fresh; ls; ls = next) {
+		next = ls->next;
+		worker_add_lsock(w, ls);
+	}
+	runtime_ref(ra->rt);
+	pw->rt = ra->rt;
+	mxlb_rt = ra->rt;
+	if (w->id == 0) {
+		health_stop();
+		health_start(w);
+	}
+	runtime_unref(old);
+}
+
 static void reap(struct worker *w)
 {
 	session_reap(w->proxy);
@@ -164,6 +218,7 @@ static void reap(struct worker *w)
 
 const struct worker_ops proxy_worker_ops = {
 	.reap = reap,
+	.reload = reload,
 	.started = started,
 	.accepted = accepted,
 	.stopping = stopping,

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proxy/proxy.h"
@@ -17,7 +18,7 @@
 #define MXLB_VERSION "0.1.0"
 #define LISTEN_BACKLOG 4096
 
-struct runtime *mxlb_rt;
+_Thread_local struct runtime *mxlb_rt;
 
 static void usage(FILE *f)
 {
@@ -26,36 +27,6 @@ static void usage(FILE *f)
 		   "      --check        validate the configuration and exit (0 valid, 1 invalid)\n"
 		   "      --version      print the version\n"
 		   "  -h, --help         this text\n");
-}
-
-static struct runtime *runtime_new(struct config *cfg)
-{
-	struct runtime *rt = calloc(1, sizeof(*rt));
-
-	if (!rt)
-		return NULL;
-	rt->cfg = cfg;
-	rt->next_id = ((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8);
-	rt->pools = calloc(cfg->npools, sizeof(*rt->pools));
-	if (!rt->pools)
-		return NULL;
-	for (size_t i = 0; i < cfg->npools; i++)
-		if (pool_rt_init(&rt->pools[i], &cfg->pools[i]) < 0)
-			return NULL;
-	rt->lstats = calloc(cfg->nlisteners, sizeof(*rt->lstats));
-	if (!rt->lstats)
-		return NULL;
-	return rt;
-}
-
-static void runtime_free(struct runtime *rt)
-{
-	for (size_t i = 0; rt->pools && i < rt->cfg->npools; i++)
-		pool_rt_fini(&rt->pools[i]);
-	free(rt->pools);
-	free(rt->lstats);
-	config_free(rt->cfg);
-	free(rt);
 }
 
 static int listen_on(const struct cfg_addr *a)
@@ -98,6 +69,8 @@ static int add_lsock(struct worker *w, const struct cfg_addr *a, const void *own
 	ls->fd = fd;
 	ls->w = w;
 	ls->owner = (void *)owner;
+	memcpy(&ls->addr, &a->ss, a->len);
+	ls->addrlen = a->len;
 	ls->next = w->lsocks;
 	w->lsocks = ls;
 	return 0;
@@ -139,12 +112,102 @@ static int drop_privileges(const char *user)
 	return 0;
 }
 
+static bool listened_on(const struct config *cfg, const struct cfg_addr *a)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		for (size_t j = 0; j < cfg->listeners[i].nlisten; j++) {
+			const struct cfg_addr *b = &cfg->listeners[i].listen[j];
+
+			if (a->len == b->len && !memcmp(&a->ss, &b->ss, a->len))
+				return true;
+		}
+	return false;
+}
+
+static void free_lsocks(struct lsock *ls)
+{
+	while (ls) {
+		struct lsock *next = ls->next;
+
+		close(ls->fd);
+		free(ls);
+		ls = next;
+	}
+}
+
+/*
+ * SIGHUP: read the file again. An invalid file changes nothing. Sockets are
+ * bound here for addresses that are new, so a bind error also changes
+ * nothing; then every worker switches on its own thread, and the old
+ * runtime goes when its last session ends.
+ */
+static void reload(struct worker *workers, uint32_t n, const char *path)
+{
+	char err[CFG_ERR_MAX];
+	struct config *cfg = config_load(path, err, sizeof(err));
+	struct runtime *rt, *old = mxlb_rt;
+	struct reload_arg *args;
+	const struct cfg_server *os = &old->cfg->server;
+
+	if (!cfg) {
+		log_error("reload", "%s; the configuration is unchanged", err);
+		return;
+	}
+	if (cfg->server.workers != n || strcmp(cfg->server.user, os->user))
+		log_warn("reload", "server.workers and server.user change only at a restart");
+	rt = runtime_new(cfg);
+	args = calloc(n, sizeof(*args));
+	if (!rt || !args) {
+		log_error("reload", "out of memory; the configuration is unchanged");
+		free(args);
+		if (rt)
+			runtime_unref(rt);
+		else
+			config_free(cfg);
+		return;
+	}
+	runtime_carry(rt, old);
+	for (uint32_t i = 0; i < n; i++) {
+		struct worker tmp = { .id = (int)i };
+		int bad = 0;
+
+		for (size_t l = 0; !bad && l < cfg->nlisteners; l++)
+			for (size_t j = 0; !bad && j < cfg->listeners[l].nlisten; j++)
+				if (!listened_on(old->cfg, &cfg->listeners[l].listen[j]))
+					bad = add_lsock(&tmp, &cfg->listeners[l].listen[j],
+							&cfg->listeners[l], cfg->listeners[l].name);
+		if (!bad && i == 0 && cfg->server.has_admin &&
+		    (!os->has_admin || os->admin.len != cfg->server.admin.len ||
+		     memcmp(&os->admin.ss, &cfg->server.admin.ss, os->admin.len)))
+			bad = add_lsock(&tmp, &cfg->server.admin, admin_listener, "admin");
+		args[i].rt = rt;
+		args[i].fresh = tmp.lsocks;
+		if (bad) {
+			log_error("reload", "cannot listen on a new address; the configuration is "
+					    "unchanged");
+			for (uint32_t k = 0; k <= i; k++)
+				free_lsocks(args[k].fresh);
+			free(args);
+			runtime_unref(rt);
+			return;
+		}
+	}
+	for (uint32_t i = 0; i < n; i++)
+		worker_reload(&workers[i], &args[i]);
+	free(args);
+	mxlb_rt = rt;
+	runtime_unref(old);
+	log_info("reload", "configuration reloaded from %s: %zu listeners, %zu pools", path,
+		 cfg->nlisteners, cfg->npools);
+}
+
 static pthread_barrier_t started;
 
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 
+	mxlb_rt = ((struct proxy_worker *)w->proxy)->rt;
 	w->init_err = worker_init(w);
 	pthread_barrier_wait(&started);
 	if (w->init_err < 0)
@@ -236,6 +299,7 @@ int main(int argc, char **argv)
 	probe_io_uring();
 	raise_nofile();
 	mxlb_rt = runtime_new(cfg);
+	session_seed_ids(((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8));
 	if (!mxlb_rt) {
 		fprintf(stderr, "mxlb: out of memory\n");
 		return 2;
@@ -255,12 +319,14 @@ int main(int argc, char **argv)
 	if (!workers || !pws)
 		return 2;
 	for (uint32_t i = 0; i < n; i++) {
+		worker_setup(&workers[i]);
 		workers[i].id = (int)i;
-		workers[i].wake_fd = -1;
 		workers[i].ops = &proxy_worker_ops;
 		workers[i].proxy = &pws[i];
 		workers[i].shutdown_timeout_ms = cfg->server.shutdown_timeout;
 		pws[i].w = &workers[i];
+		pws[i].rt = mxlb_rt;
+		runtime_ref(mxlb_rt);
 		if (worker_listen(&workers[i], cfg) < 0)
 			return 2;
 	}
@@ -293,7 +359,7 @@ int main(int argc, char **argv)
 		if (sig == SIGTERM || sig == SIGINT)
 			break;
 		if (sig == SIGHUP)
-			log_warn("reload", "reload is not supported yet: configuration unchanged");
+			reload(workers, n, path);
 	}
 	log_info("stop", "stopping: no new sessions; relaying sessions have %u ms to finish",
 		 cfg->server.shutdown_timeout);
@@ -302,11 +368,12 @@ int main(int argc, char **argv)
 	for (uint32_t i = 0; i < n; i++) {
 		pthread_join(workers[i].thread, NULL);
 		worker_fini(&workers[i]);
+		runtime_unref(pws[i].rt);
 	}
 	log_info("stop", "stopped");
 	free(workers);
 	free(pws);
-	runtime_free(mxlb_rt);
+	runtime_unref(mxlb_rt);
 	mxlb_rt = NULL;
 	return 0;
 }

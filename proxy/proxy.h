@@ -147,26 +147,47 @@ void admin_stop(void);
 
 /* ---- main.c: the running proxy ---- */
 
+/* A configuration with its run-time state. A reload makes a new one; the
+ * old one lives on while sessions that started with it do: each session,
+ * each worker and the main thread hold a reference. */
 struct runtime {
 	struct config *cfg;
 	struct pool_rt *pools; /* parallel to cfg->pools */
-	atomic_uint sessions; /* open sessions, all workers */
-	atomic_ulong next_id;
 	struct listener_stats *lstats; /* parallel to cfg->listeners */
+	atomic_uint refs;
 };
 
-extern struct runtime *mxlb_rt;
+/* The runtime new sessions of this thread use (per thread: a worker
+ * switches at a reload, on its own thread). */
+extern _Thread_local struct runtime *mxlb_rt;
+extern atomic_uint mxlb_sessions; /* open sessions, all workers */
+
+struct runtime *runtime_new(struct config *cfg);
+void runtime_ref(struct runtime *rt);
+void runtime_unref(struct runtime *rt);
+/* Carry backend state (up/down, admin actions, learned capabilities)
+ * from old to new for backends of the same pool, name and address. */
+void runtime_carry(struct runtime *to, const struct runtime *from);
 
 /* ---- listener.c ---- */
 
 struct proxy_worker {
 	struct worker *w;
+	struct runtime *rt; /* holds a reference */
 	struct session *sessions; /* every open session of this worker */
 	unsigned nsessions;
 	struct session *dead; /* closed in this batch; freed by reap */
 };
 
 extern const struct worker_ops proxy_worker_ops;
+
+/* What a worker gets at a reload: the new runtime (it takes its own
+ * reference) and sockets for addresses the old configuration did not
+ * listen on. Sockets on addresses both listen on are kept as they are. */
+struct reload_arg {
+	struct runtime *rt;
+	struct lsock *fresh;
+};
 
 /* Per-client session counts (max_sessions_per_client), shared by workers. */
 bool client_limit_take(const union sockaddr_any *a, uint32_t limit);
@@ -216,7 +237,7 @@ struct listener_stats {
 };
 
 void hist_observe(struct hist *h, uint64_t usec);
-struct listener_stats *listener_stats(const struct cfg_listener *l);
+struct listener_stats *listener_stats(const struct runtime *rt, const struct cfg_listener *l);
 
 /* A growable byte buffer: data is p[off..len). Freed when emptied. */
 struct dbuf {
@@ -228,6 +249,7 @@ struct session {
 	struct session *next, *prev; /* on the worker's list */
 	struct proxy_worker *pw;
 	struct worker *w;
+	struct runtime *rt; /* the configuration it started with; a reference */
 	uint64_t id;
 	const struct cfg_listener *l;
 	struct conn *client, *back;
@@ -267,6 +289,7 @@ struct session {
 struct session *session_new(struct proxy_worker *pw, const struct cfg_listener *l, int fd);
 void session_set_state(struct session *s, enum session_state st);
 void session_reap(struct proxy_worker *pw);
+void session_seed_ids(uint64_t seed);
 const char *session_state_name(enum session_state st);
 /* End the session: close both sides at once; logs the session line.
  * Idempotent. */

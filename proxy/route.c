@@ -26,7 +26,7 @@ struct pool_rt *route_pick_pool(const struct session *s)
 			break;
 		}
 	}
-	return &mxlb_rt->pools[p->index];
+	return &s->rt->pools[p->index];
 }
 
 int pool_take(struct pool_rt *p, struct session *s)

@@ -15,6 +15,14 @@
 
 #include "proxy/proxy.h"
 
+atomic_uint mxlb_sessions;
+static atomic_ulong session_next_id;
+
+void session_seed_ids(uint64_t seed)
+{
+	atomic_store(&session_next_id, seed);
+}
+
 static const char *const state_names[] = {
 	[S_PROXY_HEADER] = "proxy_header", [S_COMMAND] = "command", [S_CONNECT] = "connect",
 	[S_B_GREETING] = "backend_greeting", [S_B_HELO] = "backend_helo",
@@ -209,7 +217,7 @@ static void log_session(struct session *s)
 
 static void account(struct session *s)
 {
-	struct listener_stats *ls = listener_stats(s->l);
+	struct listener_stats *ls = listener_stats(s->rt, s->l);
 
 	atomic_fetch_sub(&ls->active, 1);
 	atomic_fetch_add(&ls->sessions[s->result], 1);
@@ -235,14 +243,16 @@ struct session *session_new(struct proxy_worker *pw, const struct cfg_listener *
 	s->pw = pw;
 	s->w = pw->w;
 	s->l = l;
-	s->id = atomic_fetch_add(&mxlb_rt->next_id, 1);
+	s->rt = pw->rt;
+	runtime_ref(s->rt);
+	s->id = atomic_fetch_add(&session_next_id, 1);
 	s->backend = -1;
 	s->t_accept = clock_usec();
 	len = sizeof(s->peer);
 	getpeername(fd, &s->peer.sa, &len);
 	len = sizeof(s->local);
 	getsockname(fd, &s->local.sa, &len);
-	atomic_fetch_add(&listener_stats(l)->active, 1);
+	atomic_fetch_add(&listener_stats(s->rt, l)->active, 1);
 	s->next = pw->sessions;
 	if (s->next)
 		s->next->prev = s;
@@ -265,7 +275,7 @@ void session_close(struct session *s, enum session_result r, const char *reason)
 		pool_drop(s->pool, s->backend);
 	if (s->counted_client)
 		client_limit_drop(&s->peer);
-	atomic_fetch_sub(&mxlb_rt->sessions, 1);
+	atomic_fetch_sub(&mxlb_sessions, 1);
 	account(s);
 	log_session(s);
 	conn_close(s->client);
@@ -298,6 +308,7 @@ void session_reap(struct proxy_worker *pw)
 		free(s->ehlo_line);
 		free(s->ehlo_name);
 		free(s->guard);
+		runtime_unref(s->rt);
 		free(s);
 	}
 }

@@ -19,7 +19,7 @@ void hist_observe(struct hist *h, uint64_t usec)
 	atomic_fetch_add(&h->sum_usec, usec);
 }
 
-struct listener_stats *listener_stats(const struct cfg_listener *l)
+struct listener_stats *listener_stats(const struct runtime *rt, const struct cfg_listener *l)
 {
-	return &mxlb_rt->lstats[l - mxlb_rt->cfg->listeners];
+	return &rt->lstats[l - rt->cfg->listeners];
 }

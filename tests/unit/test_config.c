@@ -106,6 +106,8 @@ static const struct bad {
 } bads[] = {
 	{ "listeners: [\n  {name: a\n", "t.yaml:3:1:", "" }, /* YAML syntax */
 	{ "", "t.yaml:1:1:", "no configuration" },
+	{ "server: {}\nnonsense: [\n", "t.yaml:", "" },
+	{ "server: {}\n---\nserver: {}\n", "t.yaml:3:1:", "only one YAML document" },
 	{ "- a\n", "t.yaml:1:1:", "mapping" },
 	{ "server:\n  hostnam: x\n", "t.yaml:2:3:", "unknown key \"hostnam\"" },
 	{ "server:\n  workers: many\n", "t.yaml:2:12:", "whole number" },
