@@ -204,6 +204,7 @@ static void reload(struct worker *w, void *arg)
 	runtime_ref(ra->rt);
 	pw->rt = ra->rt;
 	mxlb_rt = ra->rt;
+	w->shutdown_timeout_ms = ra->rt->cfg->server.shutdown_timeout;
 	if (w->id == 0) {
 		health_stop();
 		health_start(w);

@@ -361,8 +361,9 @@ int main(int argc, char **argv)
 		if (sig == SIGHUP)
 			reload(workers, n, path);
 	}
+	cfg = NULL; /* a reload may have freed it: mxlb_rt->cfg is current */
 	log_info("stop", "stopping: no new sessions; relaying sessions have %u ms to finish",
-		 cfg->server.shutdown_timeout);
+		 mxlb_rt->cfg->server.shutdown_timeout);
 	for (uint32_t i = 0; i < n; i++)
 		worker_request_stop(&workers[i]);
 	for (uint32_t i = 0; i < n; i++) {

@@ -77,8 +77,10 @@ class Sink:
 
     def messages(self):
         """[(bytes, envelope dict)] of every saved message, oldest first."""
+        # the sink writes .tmp-* files and renames them into place
+        done = [j for j in self.save_dir.glob("*.json") if not j.name.startswith(".")]
         out = []
-        for j in sorted(self.save_dir.glob("*.json"), key=lambda p: p.stat().st_mtime_ns):
+        for j in sorted(done, key=lambda p: p.stat().st_mtime_ns):
             out.append((j.with_suffix(".eml").read_bytes(), json.loads(j.read_text())))
         return out
 
