@@ -165,7 +165,10 @@ void worker_reload(struct worker *w, void *arg)
 	pthread_mutex_unlock(&w->msg_lock);
 }
 
-void worker_retire_lsock(struct worker *w, struct lsock *ls)
+/* Cancel the accept and close the socket. The socket stops listening once
+ * the accept lets go of it; the cancel names the accept by user_data, so
+ * the fd number is free at once. */
+static void lsock_close(struct worker *w, struct lsock *ls)
 {
 	if (ls->accepting) {
 		struct io_uring_sqe *sqe = worker_sqe(w);
@@ -176,6 +179,11 @@ void worker_retire_lsock(struct worker *w, struct lsock *ls)
 	if (ls->fd >= 0)
 		close(ls->fd);
 	ls->fd = -1;
+}
+
+void worker_retire_lsock(struct worker *w, struct lsock *ls)
+{
+	lsock_close(w, ls);
 	ls->retired = true;
 	if (!ls->accepting) {
 		free(ls);
@@ -185,7 +193,6 @@ void worker_retire_lsock(struct worker *w, struct lsock *ls)
 	w->retired = ls;
 }
 
-static void arm_accept(struct lsock *ls);
 
 void worker_add_lsock(struct worker *w, struct lsock *ls)
 {
@@ -209,19 +216,8 @@ static void reap_retired(struct worker *w, struct lsock *done)
 
 static void stop_accepting(struct worker *w)
 {
-	for (struct lsock *ls = w->lsocks; ls; ls = ls->next) {
-		if (ls->accepting) {
-			struct io_uring_sqe *sqe = worker_sqe(w);
-
-			io_uring_prep_cancel64(sqe, op_data(ls, OP_ACCEPT), 0);
-			io_uring_sqe_set_data64(sqe, OP_IGNORE);
-		}
-		/* The socket stops listening once the accept lets go of it; the
-		 * cancel names the accept by user_data, so the number is free. */
-		if (ls->fd >= 0)
-			close(ls->fd);
-		ls->fd = -1;
-	}
+	for (struct lsock *ls = w->lsocks; ls; ls = ls->next)
+		lsock_close(w, ls);
 	io_uring_submit(&w->ring);
 }
 

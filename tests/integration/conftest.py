@@ -34,6 +34,15 @@ def wait_port(port, timeout=10.0, host="127.0.0.1"):
     raise TimeoutError(f"nothing listens on {host}:{port}")
 
 
+def refused(port, host="127.0.0.1"):
+    """True when nothing listens on the port any more."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return False
+    except OSError:
+        return True
+
+
 def wait_for(pred, timeout=10.0, what="condition"):
     end = time.time() + timeout
     while time.time() < end:

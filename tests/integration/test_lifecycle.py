@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import MXLB, Client, HOST, deliver, wait_for
+from conftest import refused, MXLB, Client, HOST, deliver, wait_for
 
 
 def test_version_help_and_check(env, tmp_path):
@@ -53,22 +53,12 @@ def test_sigterm_refuses_waiting_sessions_and_lets_relaying_finish(env):
     assert waiting.reply() == (421, [f"4.3.2 {HOST} Service shutting down"])
     assert waiting.eof()
     # new connections are refused once the listeners are closed
-    wait_for(lambda: _refused(mx.port), what="the listener to close")
+    wait_for(lambda: refused(mx.port), what="the listener to close")
     relaying.send(b"Subject: late\r\n\r\nfinished after SIGTERM\r\n.\r\n")
     assert relaying.reply()[0] == 250
     assert relaying.cmd(b"QUIT")[0] == 221
     assert mx.proc.proc.wait(10) == 0
     assert b"finished after SIGTERM" in sink.messages()[0][0]
-
-
-def _refused(port):
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return False
-    except OSError:
-        return True
 
 
 def test_shutdown_timeout_bounds_the_stop(env):

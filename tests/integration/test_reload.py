@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from conftest import Client, deliver, free_port, wait_for
+from conftest import refused, Client, deliver, free_port, wait_for
 
 
 def rewrite(mx, change):
@@ -60,18 +60,8 @@ def test_listeners_added_and_removed(env):
     rewrite(mx, lambda d: d["listeners"][0].__setitem__("listen", [f"127.0.0.1:{new_port}"]))
     reload(mx, 1)
     assert deliver(new_port) == {}
-    wait_for(lambda: _refused(mx.port), what="the old listener to close")
+    wait_for(lambda: refused(mx.port), what="the old listener to close")
     assert mx.stop() == 0
-
-
-def _refused(port):
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return False
-    except OSError:
-        return True
 
 
 def test_three_reloads_during_smtp_source_lose_nothing(env):
