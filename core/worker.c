@@ -193,7 +193,6 @@ void worker_retire_lsock(struct worker *w, struct lsock *ls)
 	w->retired = ls;
 }
 
-
 void worker_add_lsock(struct worker *w, struct lsock *ls)
 {
 	ls->w = w;
