@@ -69,6 +69,7 @@ UNIT_DEPS_test_config := config/config.o
 UNIT_DEPS_test_smtp_parse := proxy/smtp_parse.o
 UNIT_DEPS_test_proxy_proto := proxy/proxy_proto.o
 UNIT_DEPS_test_smtp_guard := proxy/smtp_guard.o proxy/smtp_parse.o
+UNIT_DEPS_test_clienthello := tls/clienthello.o
 UNIT_DEPS_test_balance := proxy/pool.o proxy/lb_roundrobin.o proxy/lb_leastconn.o proxy/lb_chash.o \
 	proxy/lb_random.o
 $(OBJ)/tests/%: $(OBJ)/tests/unit/%.o $$(addprefix $(OBJ)/,$$(UNIT_DEPS_$$*))
@@ -94,6 +95,7 @@ FUZZ_DEPS_fuzz_reply := proxy/smtp_parse.c
 FUZZ_DEPS_fuzz_proxy := proxy/proxy_proto.c
 FUZZ_DEPS_fuzz_guard := proxy/smtp_guard.c
 FUZZ_DEPS_fuzz_config := config/config.c
+FUZZ_DEPS_fuzz_clienthello := tls/clienthello.c
 $(BUILD)/fuzz/%: tests/fuzz/%.c $$(FUZZ_DEPS_$$*)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^) $(LIBS)
