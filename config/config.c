@@ -2,12 +2,14 @@
  * position, so each error names FILE:LINE:COLUMN of the node at fault.
  * Sections are read in dependency order (server, tls, pools, listeners,
  * alerts) whatever their order in the file, so references resolve as they
- * are read.
+ * are read. A first pass over the events refuses aliases and further
+ * documents, so the tree that is walked has no shared nodes and no cycles.
  */
 #include "config/config.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -20,17 +22,24 @@
 #include <yaml.h>
 
 /*
- * Features this build does not have yet. Each is refused at its node with
- * "... is not supported yet" instead of being silently ignored; remove a
- * line when the feature lands.
+ * NOT BUILT YET. Values this build parses but cannot act on yet; each is
+ * refused at its node with "<what> is not supported yet" instead of being
+ * silently ignored. When a feature lands, delete its rows.
  */
-#define UNSUPPORTED_LISTENER_TLS 1   /* listeners[].tls: starttls | implicit */
-#define UNSUPPORTED_PASSTHROUGH 1    /* listeners[].tls_mode: passthrough */
-#define UNSUPPORTED_BACKEND_TLS 1    /* backends[].tls: starttls | implicit */
-#define UNSUPPORTED_SPLICE 1         /* listeners[].relay: splice */
+static const struct unbuilt {
+	const char *key; /* the key as get_enum() names it */
+	const char *value;
+	const char *what;
+} unbuilt[] = {
+	{ "relay", "splice", "relay: splice" },
+};
 
 #define CFG_FILE_MAX (4 << 20)
+#define CFG_DEPTH_MAX 64 /* the schema needs 6; libyaml slows quadratically with depth */
 #define CFG_NAME_MAX 128
+#define CFG_WORKERS_MAX 64
+#define CFG_BANNER_MAX 200
+#define CFG_MAILBOX_MAX 254
 
 struct ctx {
 	const char *file;
@@ -38,7 +47,6 @@ struct ctx {
 	char *err;
 	size_t errlen;
 	struct config *cfg;
-	unsigned char *visited; /* per node: aliases are refused */
 };
 
 static bool resolver_offline;
@@ -69,17 +77,6 @@ static yaml_node_t *node(struct ctx *c, int id)
 	return yaml_document_get_node(&c->doc, id);
 }
 
-/* Every node is read once; a second visit means an alias. */
-static int visit(struct ctx *c, yaml_node_t *n)
-{
-	size_t i = (size_t)(n - c->doc.nodes.start);
-
-	if (c->visited[i])
-		return fail(c, n, "aliases are not supported");
-	c->visited[i] = 1;
-	return 0;
-}
-
 static const char *type_name(const yaml_node_t *n)
 {
 	switch (n->type) {
@@ -94,29 +91,28 @@ static const char *type_name(const yaml_node_t *n)
 	}
 }
 
-static int want(struct ctx *c, yaml_node_t *n, yaml_node_type_t t, const char *what)
-{
-	static const char *const names[] = { "", "a scalar", "a list", "a mapping" };
-
-	if (visit(c, n) < 0)
-		return -1;
-	if (n->type != t)
-		return fail(c, n, "%s: expected %s, found %s", what, names[t], type_name(n));
-	return 0;
-}
-
 static const char *scalar(const yaml_node_t *n)
 {
 	return (const char *)n->data.scalar.value;
 }
 
-/* A scalar with no NUL inside (libyaml allows "\0" escapes). */
+/* n must be of type t; a scalar must also hold no NUL (libyaml allows
+ * "\0" escapes), so every scalar read after want() is a whole C string. */
+static int want(struct ctx *c, yaml_node_t *n, yaml_node_type_t t, const char *what)
+{
+	static const char *const names[] = { "", "a scalar", "a list", "a mapping" };
+
+	if (n->type != t)
+		return fail(c, n, "%s: expected %s, found %s", what, names[t], type_name(n));
+	if (t == YAML_SCALAR_NODE && strlen(scalar(n)) != n->data.scalar.length)
+		return fail(c, n, "%s: NUL character not allowed", what);
+	return 0;
+}
+
 static int get_str(struct ctx *c, yaml_node_t *n, const char *what, char **out)
 {
 	if (want(c, n, YAML_SCALAR_NODE, what) < 0)
 		return -1;
-	if (strlen(scalar(n)) != n->data.scalar.length)
-		return fail(c, n, "%s: NUL character not allowed", what);
 	free(*out);
 	*out = strdup(scalar(n));
 	return *out ? 0 : fail(c, n, "out of memory");
@@ -138,26 +134,38 @@ static int get_bool(struct ctx *c, yaml_node_t *n, const char *what, bool *out)
 	return 0;
 }
 
+/* Decimal digits only: no sign, no space, no 0x. */
+static bool all_digits(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
 static int get_u32(struct ctx *c, yaml_node_t *n, const char *what, uint32_t min, uint32_t max,
 		   uint32_t *out)
 {
 	const char *s;
-	char *end;
 	unsigned long long v;
 
 	if (want(c, n, YAML_SCALAR_NODE, what) < 0)
 		return -1;
 	s = scalar(n);
 	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (!*s || *end || s[0] == '-' || s[0] == '+' || errno)
+	if (!all_digits(s))
 		return fail(c, n, "%s: expected a whole number, found \"%s\"", what, s);
-	if (v < min || v > max)
-		return fail(c, n, "%s: %llu is out of range (%u to %u)", what, v, min, max);
+	v = strtoull(s, NULL, 10);
+	if (errno || v < min || v > max)
+		return fail(c, n, "%s: %s is out of range (%u to %u)", what, s, min, max);
 	*out = (uint32_t)v;
 	return 0;
 }
 
+/* "250ms", "5s", "10m", "1h": digits then exactly one unit; the result
+ * must fit in 32 bits of milliseconds (about 49 days). */
 int config_parse_duration(const char *s, uint32_t *ms)
 {
 	unsigned long long v = 0, mul;
@@ -186,6 +194,7 @@ int config_parse_duration(const char *s, uint32_t *ms)
 	return 0;
 }
 
+/* "512", "64k" (or "64K"), "10M", "1G": powers of 1024. */
 int config_parse_size(const char *s, uint64_t *bytes)
 {
 	unsigned long long v = 0, mul = 1;
@@ -194,9 +203,11 @@ int config_parse_size(const char *s, uint64_t *bytes)
 	if (*p < '0' || *p > '9')
 		return -1;
 	while (*p >= '0' && *p <= '9') {
-		if (v > (UINT64_MAX - 9) / 10)
+		unsigned d = (unsigned)(*p++ - '0');
+
+		if (v > (UINT64_MAX - d) / 10)
 			return -1;
-		v = v * 10 + (unsigned long long)(*p++ - '0');
+		v = v * 10 + d;
 	}
 	if (*p == 'k' || *p == 'K')
 		mul = 1024;
@@ -243,52 +254,71 @@ static int get_enum(struct ctx *c, yaml_node_t *n, const char *what, const char 
 	return fail(c, n, "%s: \"%s\" is not one of %s", what, scalar(n), allowed);
 }
 
+/* The value n (a scalar already read by get_enum() as key) when this build
+ * cannot act on it yet: see the table at the top. */
+static int refuse_unbuilt(struct ctx *c, yaml_node_t *n, const char *key)
+{
+	for (size_t i = 0; i < sizeof(unbuilt) / sizeof(unbuilt[0]); i++)
+		if (!strcmp(unbuilt[i].key, key) && !strcmp(unbuilt[i].value, scalar(n)))
+			return fail(c, n, "%s is not supported yet", unbuilt[i].what);
+	return 0;
+}
+
+/* Splits "host:port" or "[v6]:port"; host gets the host without brackets.
+ * Pure: no resolution. */
+static int split_addr(const char *s, char host[256], const char **port)
+{
+	const char *end;
+	size_t hlen;
+
+	if (s[0] == '[') {
+		end = strchr(s, ']');
+		if (!end || end[1] != ':')
+			return -1;
+		hlen = (size_t)(end - s - 1);
+		s++;
+	} else {
+		end = strchr(s, ':');
+		if (!end || strchr(end + 1, ':'))
+			return -1; /* a bare v6 address needs brackets */
+		hlen = (size_t)(end - s);
+	}
+	if (hlen == 0 || hlen >= 256)
+		return -1;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	*port = strchr(end, ':') + 1;
+	return 0;
+}
+
 int config_parse_addr(const char *s, struct cfg_addr *out)
 {
 	char host[256];
-	const char *colon, *port;
+	const char *port;
 	struct addrinfo hints, *res = NULL;
-	size_t hlen;
-	char *end;
 	unsigned long p;
 
 	memset(out, 0, sizeof(*out));
-	if (strlen(s) >= sizeof(out->text))
+	if (strlen(s) >= sizeof(out->text) || split_addr(s, host, &port) < 0)
 		return -1;
-	if (s[0] == '[') {
-		const char *rb = strchr(s, ']');
-
-		if (!rb || rb[1] != ':')
-			return -1;
-		hlen = (size_t)(rb - s - 1);
-		memcpy(host, s + 1, hlen < sizeof(host) ? hlen : 0);
-		port = rb + 2;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon || strchr(s, ':') != colon)
-			return -1;
-		hlen = (size_t)(colon - s);
-		memcpy(host, s, hlen < sizeof(host) ? hlen : 0);
-		port = colon + 1;
-	}
-	if (hlen == 0 || hlen >= sizeof(host))
-		return -1;
-	host[hlen] = '\0';
-	errno = 0;
-	p = strtoul(port, &end, 10);
-	if (!*port || *end || port[0] == '-' || port[0] == '+' || errno || p == 0 || p > 65535)
+	if (!all_digits(port) || strlen(port) > 5 || (p = strtoul(port, NULL, 10)) == 0 ||
+	    p > 65535)
 		return -1;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-	if (s[0] == '[')
-		hints.ai_family = AF_INET6;
+	hints.ai_family = s[0] == '[' ? AF_INET6 : AF_UNSPEC;
 	if (getaddrinfo(host, port, &hints, &res) != 0) {
+		/* a name: never in brackets, and not looked up when offline */
 		if (s[0] == '[' || (resolver_offline && strcmp(host, "localhost")))
 			return -1;
-		hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+		hints.ai_flags = AI_NUMERICSERV;
 		if (getaddrinfo(host, port, &hints, &res) != 0)
 			return -1;
+	}
+	if (res->ai_addrlen > sizeof(out->ss)) {
+		freeaddrinfo(res);
+		return -1;
 	}
 	memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
 	out->len = res->ai_addrlen;
@@ -304,7 +334,6 @@ int config_parse_cidr(const char *s, struct cfg_cidr *out)
 	const char *slash = strchr(s, '/');
 	size_t alen = slash ? (size_t)(slash - s) : strlen(s);
 	unsigned long prefix;
-	char *end;
 
 	memset(out, 0, sizeof(*out));
 	if (alen == 0 || alen >= sizeof(addr))
@@ -323,9 +352,10 @@ int config_parse_cidr(const char *s, struct cfg_cidr *out)
 	if (slash) {
 		unsigned long max = prefix;
 
-		errno = 0;
-		prefix = strtoul(slash + 1, &end, 10);
-		if (!slash[1] || *end || slash[1] == '-' || slash[1] == '+' || errno || prefix > max)
+		if (!all_digits(slash + 1) || strlen(slash + 1) > 3)
+			return -1;
+		prefix = strtoul(slash + 1, NULL, 10);
+		if (prefix > max)
 			return -1;
 	}
 	out->prefix = (unsigned)prefix;
@@ -337,6 +367,8 @@ int config_parse_cidr(const char *s, struct cfg_cidr *out)
 	return 0;
 }
 
+/* A v4 CIDR also matches v4-mapped v6 addresses (clients of a "[::]"
+ * listener), and a v6 CIDR matches v4 addresses in their mapped form. */
 bool config_cidr_match(const struct cfg_cidr *c, const struct sockaddr *sa)
 {
 	const uint8_t *a;
@@ -346,7 +378,7 @@ bool config_cidr_match(const struct cfg_cidr *c, const struct sockaddr *sa)
 		a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
 	} else if (sa->sa_family == AF_INET6) {
 		a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-		if (c->family == AF_INET) { /* a v4-mapped client on a v6 socket */
+		if (c->family == AF_INET) {
 			if (!IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a))
 				return false;
 			a += 12;
@@ -369,21 +401,28 @@ bool config_cidr_match(const struct cfg_cidr *c, const struct sockaddr *sa)
 	return true;
 }
 
+/* n: a scalar already checked by want(). */
+static int addr_of(struct ctx *c, yaml_node_t *n, const char *what, struct cfg_addr *out)
+{
+	if (config_parse_addr(scalar(n), out) < 0)
+		return fail(c, n, "%s: bad address \"%s\" (host:port or [v6]:port with a port "
+				  "of 1 to 65535, and a host name that resolves)",
+			    what, scalar(n));
+	return 0;
+}
+
 static int get_addr(struct ctx *c, yaml_node_t *n, const char *what, struct cfg_addr *out)
 {
 	if (want(c, n, YAML_SCALAR_NODE, what) < 0)
 		return -1;
-	if (config_parse_addr(scalar(n), out) < 0)
-		return fail(c, n, "%s: bad address \"%s\" (host:port or [v6]:port, a name that resolves)",
-			    what, scalar(n));
-	return 0;
+	return addr_of(c, n, what, out);
 }
 
 const char *config_handoff_name(enum cfg_handoff h)
 {
 	static const char *const names[] = { "none", "proxy_v1", "proxy_v2", "xclient" };
 
-	return names[h];
+	return (unsigned)h < sizeof(names) / sizeof(names[0]) ? names[h] : "?";
 }
 
 static const char *const tls_kinds[] = { "none", "starttls", "implicit", NULL };
@@ -444,11 +483,6 @@ static int need(struct ctx *c, yaml_node_t *map, const char *section, const char
 	return 0;
 }
 
-static int unsupported(struct ctx *c, yaml_node_t *n, const char *what)
-{
-	return fail(c, n, "%s is not supported yet", what);
-}
-
 static int check_name(struct ctx *c, yaml_node_t *n, const char *what, const char *s)
 {
 	if (!*s || strlen(s) > CFG_NAME_MAX)
@@ -492,11 +526,10 @@ static int admin_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_
 		return 1;
 	if (want(c, v, YAML_SCALAR_NODE, "server.admin.listen") < 0)
 		return -1;
-	s->has_admin = *scalar(v) != '\0';
+	s->has_admin = *scalar(v) != '\0'; /* "" turns the admin server off */
 	if (!s->has_admin)
 		return 0;
-	c->visited[v - c->doc.nodes.start] = 0;
-	return get_addr(c, v, "server.admin.listen", &s->admin);
+	return addr_of(c, v, "server.admin.listen", &s->admin);
 }
 
 static int server_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
@@ -510,7 +543,7 @@ static int server_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node
 		return check_name(c, v, "server.hostname", s->hostname);
 	}
 	if (!strcmp(key, "workers"))
-		return get_u32(c, v, "server.workers", 0, 64, &s->workers);
+		return get_u32(c, v, "server.workers", 0, CFG_WORKERS_MAX, &s->workers);
 	if (!strcmp(key, "user")) {
 		if (get_str(c, v, "server.user", &s->user) < 0)
 			return -1;
@@ -537,10 +570,21 @@ static int server_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node
 
 /* ---- tls contexts ---- */
 
+/* The files are only opened here; reading certificates and keys is the
+ * TLS layer's work. O_NONBLOCK: a FIFO named by mistake must not hang. */
 static int check_file(struct ctx *c, yaml_node_t *n, const char *what, const char *path)
 {
-	if (access(path, R_OK) < 0)
+	struct stat st;
+	int fd;
+
+	if (stat(path, &st) < 0)
 		return fail(c, n, "%s: cannot read %s: %s", what, path, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return fail(c, n, "%s: %s is not a regular file", what, path);
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return fail(c, n, "%s: cannot read %s: %s", what, path, strerror(errno));
+	close(fd);
 	return 0;
 }
 
@@ -585,8 +629,8 @@ static int tls_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t 
 			if (want(c, item, YAML_MAPPING_NODE, "certificates[]") < 0)
 				return -1;
 			t->ncerts++;
-			if (need(c, item, "certificates[]", cert_keys) < 0 ||
-			    each_pair(c, item, "certificates[]", cert_pair, &t->certs[j]) < 0)
+			if (each_pair(c, item, "certificates[]", cert_pair, &t->certs[j]) < 0 ||
+			    need(c, item, "certificates[]", cert_keys) < 0)
 				return -1;
 		}
 		return 0;
@@ -703,6 +747,7 @@ static int health_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node
 struct backend_arg {
 	struct cfg_backend *b;
 	bool handoff_set;
+	yaml_node_t *name_node, *tls_node;
 };
 
 static int backend_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v,
@@ -714,6 +759,7 @@ static int backend_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_nod
 
 	(void)k;
 	if (!strcmp(key, "name")) {
+		ba->name_node = v;
 		if (get_str(c, v, "backend name", &b->name) < 0)
 			return -1;
 		return check_name(c, v, "backend name", b->name);
@@ -730,8 +776,7 @@ static int backend_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_nod
 		if (get_enum(c, v, "backend tls", tls_kinds, &i) < 0)
 			return -1;
 		b->tls = (enum cfg_tls_kind)i;
-		if (UNSUPPORTED_BACKEND_TLS && b->tls != CFG_TLS_NONE)
-			return unsupported(c, v, "TLS to backends");
+		ba->tls_node = v; /* checked once tls_context is known */
 		return 0;
 	}
 	if (!strcmp(key, "tls_context"))
@@ -748,7 +793,7 @@ static int backend_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_nod
 
 struct pool_arg {
 	struct cfg_pool *p;
-	yaml_node_t *backends;
+	yaml_node_t *backends, *name_node;
 };
 
 static int pool_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
@@ -759,6 +804,7 @@ static int pool_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t
 
 	(void)k;
 	if (!strcmp(key, "name")) {
+		pa->name_node = v;
 		if (get_str(c, v, "pool name", &p->name) < 0)
 			return -1;
 		return check_name(c, v, "pool name", p->name);
@@ -810,16 +856,19 @@ static int parse_backends(struct ctx *c, struct cfg_pool *p, yaml_node_t *seq)
 			return -1;
 		p->nbackends++;
 		ba.b->weight = 1;
-		if (need(c, item, "backend", required) < 0 ||
-		    each_pair(c, item, "backend", backend_pair, &ba) < 0)
+		if (each_pair(c, item, "backend", backend_pair, &ba) < 0 ||
+		    need(c, item, "backend", required) < 0)
 			return -1;
 		if (!ba.handoff_set)
 			ba.b->handoff = p->handoff;
 		if (ba.b->tls != CFG_TLS_NONE && !ba.b->tls_context)
-			return fail(c, item, "backend \"%s\": tls needs a tls_context", ba.b->name);
+			return fail(c, ba.tls_node, "backend \"%s\": tls: %s needs a tls_context",
+				    ba.b->name, scalar(ba.tls_node));
+		if (ba.tls_node && refuse_unbuilt(c, ba.tls_node, "backend tls") < 0)
+			return -1;
 		for (size_t q = 0; q < j; q++)
 			if (!strcmp(p->backends[q].name, ba.b->name))
-				return fail(c, item, "duplicate backend \"%s\" in pool \"%s\"",
+				return fail(c, ba.name_node, "duplicate backend \"%s\" in pool \"%s\"",
 					    ba.b->name, p->name);
 	}
 	return 0;
@@ -847,10 +896,20 @@ static int parse_pools(struct ctx *c, yaml_node_t *seq)
 		cfg->npools++;
 		p->index = i;
 		p->retries = 2;
-		p->health = (struct cfg_health){ CFG_CHECK_SMTP, 2000, 2000, 2, 3, NULL };
-		if (need(c, item, "pool", required) < 0 ||
-		    each_pair(c, item, "pool", pool_pair, &pa) < 0 ||
-		    parse_backends(c, p, pa.backends) < 0)
+		p->health = (struct cfg_health){
+			.check = CFG_CHECK_SMTP,
+			.interval = 2000,
+			.timeout = 2000,
+			.rise = 2,
+			.fall = 3,
+		};
+		if (each_pair(c, item, "pool", pool_pair, &pa) < 0 ||
+		    need(c, item, "pool", required) < 0)
+			return -1;
+		for (size_t q = 0; q < i; q++)
+			if (!strcmp(cfg->pools[q].name, p->name))
+				return fail(c, pa.name_node, "duplicate pool \"%s\"", p->name);
+		if (parse_backends(c, p, pa.backends) < 0)
 			return -1;
 		if (!p->health.ehlo || !*p->health.ehlo) {
 			free(p->health.ehlo);
@@ -858,9 +917,6 @@ static int parse_pools(struct ctx *c, yaml_node_t *seq)
 			if (!p->health.ehlo)
 				return fail(c, item, "out of memory");
 		}
-		for (size_t q = 0; q < i; q++)
-			if (!strcmp(cfg->pools[q].name, p->name))
-				return fail(c, item, "duplicate pool \"%s\"", p->name);
 	}
 	return 0;
 }
@@ -942,15 +998,35 @@ static int route_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_
 	return 1;
 }
 
+static bool same_addr(const struct cfg_addr *a, const struct cfg_addr *b)
+{
+	return a->len == b->len && !memcmp(&a->ss, &b->ss, a->len);
+}
+
+/* An address already taken by an earlier listener, or earlier in l's list
+ * (l is the last of c->cfg->listeners). */
+static const struct cfg_addr *listened(struct ctx *c, const struct cfg_listener *l,
+				       const struct cfg_addr *a)
+{
+	for (size_t q = 0; q < c->cfg->nlisteners; q++) {
+		const struct cfg_listener *o = &c->cfg->listeners[q];
+
+		for (size_t i = 0; i < o->nlisten; i++)
+			if (&o->listen[i] != a && same_addr(&o->listen[i], a))
+				return &o->listen[i];
+		if (o == l)
+			break;
+	}
+	return NULL;
+}
+
+/* listen: one address or a list of them. */
 static int parse_listen(struct ctx *c, struct cfg_listener *l, yaml_node_t *v)
 {
 	yaml_node_item_t *items = NULL;
 	size_t n = 1;
-	int one;
 
 	if (v->type == YAML_SEQUENCE_NODE) {
-		if (visit(c, v) < 0)
-			return -1;
 		items = v->data.sequence.items.start;
 		n = (size_t)(v->data.sequence.items.top - items);
 		if (!n)
@@ -961,19 +1037,68 @@ static int parse_listen(struct ctx *c, struct cfg_listener *l, yaml_node_t *v)
 		return fail(c, v, "out of memory");
 	for (size_t i = 0; i < n; i++) {
 		yaml_node_t *a = items ? node(c, items[i]) : v;
+		const struct cfg_addr *dup;
 
-		one = get_addr(c, a, "listen", &l->listen[i]);
-		if (one < 0)
+		if (get_addr(c, a, "listen", &l->listen[i]) < 0)
 			return -1;
 		l->nlisten++;
+		dup = listened(c, l, &l->listen[i]);
+		if (dup)
+			return fail(c, a, "%s is listened on twice (as %s)", l->listen[i].text,
+				    dup->text);
 	}
 	return 0;
 }
 
 struct listener_arg {
 	struct cfg_listener *l;
-	yaml_node_t *tls_node;
+	yaml_node_t *name_node, *tls_node, *mode_node;
 };
+
+/* A pool a listener can send sessions to: its own and its routes'. */
+static int check_passthrough_pool(struct ctx *c, yaml_node_t *n, const struct cfg_listener *l,
+				  const struct cfg_pool *p)
+{
+	for (size_t i = 0; i < p->nbackends; i++) {
+		const struct cfg_backend *b = &p->backends[i];
+
+		if (b->handoff == CFG_HANDOFF_XCLIENT)
+			return fail(c, n,
+				    "listener \"%s\": passthrough cannot guard XCLIENT inside the "
+				    "client's TLS (pool \"%s\", backend \"%s\"); use proxy_v1 or "
+				    "proxy_v2",
+				    l->name, p->name, b->name);
+		if (l->tls == CFG_TLS_IMPLICIT && b->tls != CFG_TLS_NONE)
+			return fail(c, n,
+				    "listener \"%s\": passthrough forwards the client's TLS as it "
+				    "is, so backend \"%s\" of pool \"%s\" must have tls: none",
+				    l->name, b->name, p->name);
+	}
+	return 0;
+}
+
+static int check_listener_tls(struct ctx *c, struct listener_arg *la, yaml_node_t *item)
+{
+	const struct cfg_listener *l = la->l;
+	yaml_node_t *n = la->mode_node ? la->mode_node : item;
+
+	if (l->tls_mode == CFG_TLS_PASSTHROUGH) {
+		if (l->tls == CFG_TLS_NONE)
+			return fail(c, n, "listener \"%s\": tls_mode: passthrough needs tls: "
+					  "starttls or implicit", l->name);
+		if (check_passthrough_pool(c, n, l, l->pool) < 0)
+			return -1;
+		for (size_t i = 0; i < l->nroutes; i++)
+			if (check_passthrough_pool(c, n, l, l->routes[i].pool) < 0)
+				return -1;
+		return 0;
+	}
+	if (l->tls != CFG_TLS_NONE && l->tls_context->ncerts == 0)
+		return fail(c, la->tls_node,
+			    "listener \"%s\": tls_context \"%s\" has no certificates to "
+			    "terminate TLS with", l->name, l->tls_context->name);
+	return 0;
+}
 
 static int listener_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v,
 			 void *arg)
@@ -984,6 +1109,7 @@ static int listener_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_no
 
 	(void)k;
 	if (!strcmp(key, "name")) {
+		la->name_node = v;
 		if (get_str(c, v, "listener name", &l->name) < 0)
 			return -1;
 		return check_name(c, v, "listener name", l->name);
@@ -994,9 +1120,7 @@ static int listener_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_no
 		if (get_enum(c, v, "listener tls", tls_kinds, &i) < 0)
 			return -1;
 		l->tls = (enum cfg_tls_kind)i;
-		la->tls_node = v;
-		if (UNSUPPORTED_LISTENER_TLS && l->tls != CFG_TLS_NONE)
-			return unsupported(c, v, "TLS on listeners (starttls, implicit)");
+		la->tls_node = v; /* checked once tls_context is known */
 		return 0;
 	}
 	if (!strcmp(key, "tls_context"))
@@ -1005,8 +1129,7 @@ static int listener_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_no
 		if (get_enum(c, v, "tls_mode", tls_modes, &i) < 0)
 			return -1;
 		l->tls_mode = (enum cfg_tls_mode)i;
-		if (UNSUPPORTED_PASSTHROUGH && l->tls_mode == CFG_TLS_PASSTHROUGH)
-			return unsupported(c, v, "tls_mode: passthrough");
+		la->mode_node = v;
 		return 0;
 	}
 	if (!strcmp(key, "require_tls"))
@@ -1019,8 +1142,8 @@ static int listener_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_no
 		for (const char *p = l->banner; *p; p++)
 			if ((unsigned char)*p < 0x20 || *p == 0x7f)
 				return fail(c, v, "banner: control characters are not allowed");
-		if (strlen(l->banner) > 200)
-			return fail(c, v, "banner: at most 200 characters");
+		if (strlen(l->banner) > CFG_BANNER_MAX)
+			return fail(c, v, "banner: at most %d characters", CFG_BANNER_MAX);
 		return 0;
 	}
 	if (!strcmp(key, "pool"))
@@ -1041,8 +1164,8 @@ static int listener_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_no
 			if (want(c, item, YAML_MAPPING_NODE, "routes[]") < 0)
 				return -1;
 			l->nroutes++;
-			if (need(c, item, "route", required) < 0 ||
-			    each_pair(c, item, "route", route_pair, &l->routes[j]) < 0)
+			if (each_pair(c, item, "route", route_pair, &l->routes[j]) < 0 ||
+			    need(c, item, "route", required) < 0)
 				return -1;
 		}
 		return 0;
@@ -1054,9 +1177,7 @@ static int listener_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_no
 		if (get_enum(c, v, "relay", relays, &i) < 0)
 			return -1;
 		l->relay = (enum cfg_relay)i;
-		if (UNSUPPORTED_SPLICE && l->relay == CFG_RELAY_SPLICE)
-			return unsupported(c, v, "relay: splice");
-		return 0;
+		return refuse_unbuilt(c, v, "relay");
 	}
 	if (!strcmp(key, "timeouts")) {
 		if (want(c, v, YAML_MAPPING_NODE, "timeouts") < 0)
@@ -1064,11 +1185,6 @@ static int listener_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_no
 		return each_pair(c, v, "timeouts", timeout_pair, &l->timeouts);
 	}
 	return 1;
-}
-
-static bool same_addr(const struct cfg_addr *a, const struct cfg_addr *b)
-{
-	return a->len == b->len && !memcmp(&a->ss, &b->ss, a->len);
 }
 
 static int parse_listeners(struct ctx *c, yaml_node_t *seq)
@@ -1093,29 +1209,27 @@ static int parse_listeners(struct ctx *c, yaml_node_t *seq)
 		if (want(c, item, YAML_MAPPING_NODE, "listeners[]") < 0)
 			return -1;
 		cfg->nlisteners++;
-		l->timeouts = (struct cfg_timeouts){ 5000, 10000, 300000, 5000, 30000, 600000 };
-		if (need(c, item, "listener", required) < 0 ||
-		    each_pair(c, item, "listener", listener_pair, &la) < 0)
+		l->timeouts = (struct cfg_timeouts){
+			.proxy_header = 5000,
+			.tls_handshake = 10000,
+			.command = 300000,
+			.connect = 5000,
+			.backend_reply = 30000,
+			.idle = 600000,
+		};
+		if (each_pair(c, item, "listener", listener_pair, &la) < 0 ||
+		    need(c, item, "listener", required) < 0)
 			return -1;
 		if (!l->banner && !(l->banner = strdup("ESMTP")))
 			return fail(c, item, "out of memory");
-		if (l->tls != CFG_TLS_NONE && !l->tls_context)
-			return fail(c, la.tls_node, "listener \"%s\": tls needs a tls_context",
-				    l->name);
-		for (size_t q = 0; q < i; q++) {
+		if (l->tls != CFG_TLS_NONE && l->tls_mode == CFG_TLS_TERMINATE && !l->tls_context)
+			return fail(c, la.tls_node, "listener \"%s\": tls: %s needs a tls_context",
+				    l->name, scalar(la.tls_node));
+		if (check_listener_tls(c, &la, item) < 0)
+			return -1;
+		for (size_t q = 0; q < i; q++)
 			if (!strcmp(cfg->listeners[q].name, l->name))
-				return fail(c, item, "duplicate listener \"%s\"", l->name);
-			for (size_t a = 0; a < l->nlisten; a++)
-				for (size_t b = 0; b < cfg->listeners[q].nlisten; b++)
-					if (same_addr(&l->listen[a], &cfg->listeners[q].listen[b]))
-						return fail(c, item, "%s is listened on twice",
-							    l->listen[a].text);
-		}
-		for (size_t a = 0; a < l->nlisten; a++)
-			for (size_t b = 0; b < a; b++)
-				if (same_addr(&l->listen[a], &l->listen[b]))
-					return fail(c, item, "%s is listened on twice",
-						    l->listen[a].text);
+				return fail(c, la.name_node, "duplicate listener \"%s\"", l->name);
 	}
 	return 0;
 }
@@ -1125,7 +1239,7 @@ static int parse_listeners(struct ctx *c, yaml_node_t *seq)
 /* An address that goes between <> in MAIL FROM / RCPT TO as it is. */
 static int check_mailbox(struct ctx *c, yaml_node_t *n, const char *what, const char *s)
 {
-	if (!*s || strlen(s) > 254 || !strchr(s, '@'))
+	if (!*s || strlen(s) > CFG_MAILBOX_MAX || !strchr(s, '@'))
 		return fail(c, n, "%s: \"%s\" is not a mail address", what, s);
 	for (const char *p = s; *p; p++)
 		if ((unsigned char)*p <= ' ' || *p == '<' || *p == '>' || *p == 0x7f)
@@ -1208,7 +1322,10 @@ static int load_doc(struct ctx *c, yaml_node_t *root)
 	struct top t = { 0 };
 	char host[256];
 
-	if (!root || (root->type == YAML_SCALAR_NODE && !root->data.scalar.length))
+	if (!root || (root->type == YAML_SCALAR_NODE &&
+		      root->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+		      (!strcmp(scalar(root), "") || !strcmp(scalar(root), "~") ||
+		       !strcasecmp(scalar(root), "null"))))
 		return fail(c, root, "no configuration");
 	if (want(c, root, YAML_MAPPING_NODE, "configuration") < 0 ||
 	    each_pair(c, root, "the top level", top_pair, &t) < 0)
@@ -1236,7 +1353,7 @@ static int load_doc(struct ctx *c, yaml_node_t *root)
 	if (!cfg->server.workers) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 
-		cfg->server.workers = n > 0 ? (uint32_t)(n > 64 ? 64 : n) : 1;
+		cfg->server.workers = n < 1 ? 1 : n > CFG_WORKERS_MAX ? CFG_WORKERS_MAX : (uint32_t)n;
 	}
 	if (t.tls && (want(c, t.tls, YAML_MAPPING_NODE, "tls") < 0 || parse_tls(c, t.tls) < 0))
 		return -1;
@@ -1252,8 +1369,8 @@ static int load_doc(struct ctx *c, yaml_node_t *root)
 		static const char *const required[] = { "smtp", "from", "to", NULL };
 
 		if (want(c, t.alerts, YAML_MAPPING_NODE, "alerts") < 0 ||
-		    need(c, t.alerts, "alerts", required) < 0 ||
-		    each_pair(c, t.alerts, "alerts", alerts_pair, &cfg->alerts) < 0)
+		    each_pair(c, t.alerts, "alerts", alerts_pair, &cfg->alerts) < 0 ||
+		    need(c, t.alerts, "alerts", required) < 0)
 			return -1;
 		if (!cfg->alerts.nto)
 			return fail(c, t.alerts, "alerts.to: at least one recipient is needed");
@@ -1264,80 +1381,127 @@ static int load_doc(struct ctx *c, yaml_node_t *root)
 	return 0;
 }
 
+/* libyaml's reader (encoding, control characters) reports a byte offset
+ * instead of a mark: count lines and characters up to it. */
+static void offset_mark(const char *text, size_t len, size_t off, size_t *line, size_t *col)
+{
+	*line = 1;
+	*col = 1;
+	for (size_t i = 0; i < off && i < len; i++) {
+		if (text[i] == '\n') {
+			++*line;
+			*col = 1;
+		} else if (((unsigned char)text[i] & 0xc0) != 0x80) {
+			++*col;
+		}
+	}
+}
+
+static void yaml_error(const yaml_parser_t *parser, const char *name, const char *text,
+		       size_t len, char *err, size_t errlen)
+{
+	size_t line = parser->problem_mark.line + 1, col = parser->problem_mark.column + 1;
+
+	if (parser->error == YAML_MEMORY_ERROR) {
+		snprintf(err, errlen, "%s: out of memory", name);
+		return;
+	}
+	if (parser->error == YAML_READER_ERROR)
+		offset_mark(text, len, parser->problem_offset, &line, &col);
+	snprintf(err, errlen, "%s:%zu:%zu: %s%s%s", name, line, col,
+		 parser->problem ? parser->problem : "bad YAML", parser->context ? " " : "",
+		 parser->context ? parser->context : "");
+}
+
+/*
+ * The first pass, over events: the syntax, one document at most, a bounded
+ * depth, and no aliases (the walk then never meets a node twice, and an
+ * alias cannot make a cycle or multiply the work).
+ */
+static int check_events(const char *name, const char *text, size_t len, char *err,
+			size_t errlen)
+{
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	int docs = 0, depth = 0, r = -1;
+
+	if (!yaml_parser_initialize(&parser)) {
+		snprintf(err, errlen, "%s: out of memory", name);
+		return -1;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	for (;;) {
+		if (!yaml_parser_parse(&parser, &ev)) {
+			yaml_error(&parser, name, text, len, err, errlen);
+			break;
+		}
+		if (ev.type == YAML_ALIAS_EVENT) {
+			snprintf(err, errlen, "%s:%zu:%zu: aliases (*%s) are not supported", name,
+				 ev.start_mark.line + 1, ev.start_mark.column + 1,
+				 (const char *)ev.data.alias.anchor);
+		} else if ((ev.type == YAML_SEQUENCE_START_EVENT ||
+			    ev.type == YAML_MAPPING_START_EVENT) &&
+			   ++depth > CFG_DEPTH_MAX) {
+			snprintf(err, errlen, "%s:%zu:%zu: nested more than %d levels deep", name,
+				 ev.start_mark.line + 1, ev.start_mark.column + 1, CFG_DEPTH_MAX);
+		} else if (ev.type == YAML_SEQUENCE_END_EVENT || ev.type == YAML_MAPPING_END_EVENT) {
+			depth--;
+			yaml_event_delete(&ev);
+			continue;
+		} else if (ev.type == YAML_DOCUMENT_START_EVENT && ++docs > 1) {
+			snprintf(err, errlen, "%s:%zu:%zu: only one YAML document is allowed", name,
+				 ev.start_mark.line + 1, ev.start_mark.column + 1);
+		} else if (ev.type == YAML_STREAM_END_EVENT) {
+			r = 0;
+		} else {
+			yaml_event_delete(&ev);
+			continue;
+		}
+		yaml_event_delete(&ev);
+		break;
+	}
+	yaml_parser_delete(&parser);
+	return r;
+}
+
 struct config *config_load_buffer(const char *name, const char *text, size_t len, char *err,
 				  size_t errlen)
 {
 	struct ctx c = { .file = name, .err = err, .errlen = errlen };
 	yaml_parser_t parser;
-	int ok;
+	int r;
 
-	c.cfg = calloc(1, sizeof(*c.cfg));
-	if (!c.cfg || !(c.cfg->path = strdup(name))) {
-		snprintf(err, errlen, "%s: out of memory", name);
-		free(c.cfg);
+	if (check_events(name, text, len, err, errlen) < 0)
 		return NULL;
-	}
-	if (!yaml_parser_initialize(&parser)) {
+	c.cfg = calloc(1, sizeof(*c.cfg));
+	if (!c.cfg || !(c.cfg->path = strdup(name)) || !yaml_parser_initialize(&parser)) {
 		snprintf(err, errlen, "%s: out of memory", name);
 		config_free(c.cfg);
 		return NULL;
 	}
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
 	if (!yaml_parser_load(&parser, &c.doc)) {
-		snprintf(err, errlen, "%s:%zu:%zu: %s%s%s", name, parser.problem_mark.line + 1,
-			 parser.problem_mark.column + 1, parser.problem ? parser.problem : "bad YAML",
-			 parser.context ? " " : "", parser.context ? parser.context : "");
+		yaml_error(&parser, name, text, len, err, errlen);
 		yaml_parser_delete(&parser);
 		config_free(c.cfg);
 		return NULL;
 	}
-	/* libyaml reads one document per call: what follows must parse too,
-	 * and be nothing */
-	{
-		yaml_document_t rest;
-
-		if (!yaml_parser_load(&parser, &rest)) {
-			snprintf(err, errlen, "%s:%zu:%zu: %s%s%s", name, parser.problem_mark.line + 1,
-				 parser.problem_mark.column + 1,
-				 parser.problem ? parser.problem : "bad YAML", parser.context ? " " : "",
-				 parser.context ? parser.context : "");
-			yaml_document_delete(&c.doc);
-			yaml_parser_delete(&parser);
-			config_free(c.cfg);
-			return NULL;
-		}
-		if (yaml_document_get_root_node(&rest)) {
-			yaml_node_t *n = yaml_document_get_root_node(&rest);
-
-			snprintf(err, errlen, "%s:%zu:%zu: only one YAML document is allowed", name,
-				 n->start_mark.line + 1, n->start_mark.column + 1);
-			yaml_document_delete(&rest);
-			yaml_document_delete(&c.doc);
-			yaml_parser_delete(&parser);
-			config_free(c.cfg);
-			return NULL;
-		}
-		yaml_document_delete(&rest);
-	}
 	yaml_parser_delete(&parser);
-	c.visited = calloc((size_t)(c.doc.nodes.top - c.doc.nodes.start) + 1, 1);
-	ok = c.visited && load_doc(&c, yaml_document_get_root_node(&c.doc)) == 0;
-	if (!c.visited)
-		snprintf(err, errlen, "%s: out of memory", name);
-	free(c.visited);
+	r = load_doc(&c, yaml_document_get_root_node(&c.doc));
 	yaml_document_delete(&c.doc);
-	if (!ok) {
+	if (r < 0) {
 		config_free(c.cfg);
 		return NULL;
 	}
 	return c.cfg;
 }
 
+/* Read to the end rather than trusting st_size, so pipes work too
+ * (mxlb -c <(...)). */
 struct config *config_load(const char *path, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "rb");
-	struct config *cfg;
-	struct stat st;
+	struct config *cfg = NULL;
 	char *text;
 	size_t n;
 
@@ -1345,22 +1509,20 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "%s:1:1: cannot open: %s", path, strerror(errno));
 		return NULL;
 	}
-	if (fstat(fileno(f), &st) < 0 || st.st_size > CFG_FILE_MAX) {
-		snprintf(err, errlen, "%s:1:1: not a readable file of at most %d bytes", path,
-			 CFG_FILE_MAX);
-		fclose(f);
-		return NULL;
-	}
-	text = malloc((size_t)st.st_size + 1);
+	text = malloc(CFG_FILE_MAX + 1);
 	if (!text) {
-		fclose(f);
 		snprintf(err, errlen, "%s: out of memory", path);
+		fclose(f);
 		return NULL;
 	}
-	n = fread(text, 1, (size_t)st.st_size, f);
+	n = fread(text, 1, CFG_FILE_MAX + 1, f);
+	if (ferror(f))
+		snprintf(err, errlen, "%s:1:1: cannot read: %s", path, strerror(errno));
+	else if (n > CFG_FILE_MAX)
+		snprintf(err, errlen, "%s:1:1: larger than %d bytes", path, CFG_FILE_MAX);
+	else
+		cfg = config_load_buffer(path, text, n, err, errlen);
 	fclose(f);
-	text[n] = '\0';
-	cfg = config_load_buffer(path, text, n, err, errlen);
 	free(text);
 	return cfg;
 }
