@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "tls/tls.h"
 
 /* operations in flight (c->ops) */
 #define CONN_OP_RECV 0x1u
@@ -29,6 +30,8 @@
 #define CONN_F_LINGER 0x200u    /* on the worker's lingering list */
 #define CONN_F_IN_CB 0x400u     /* a completion is being handled: do not free */
 #define CONN_F_ONESHOT 0x800u   /* one recv at a time instead of multishot */
+#define CONN_F_TLS_HS 0x1000u   /* TLS handshake in progress */
+#define CONN_F_DEFERRED 0x2000u /* on the worker's deferred list */
 
 void sock_set_nodelay(int fd)
 {
@@ -90,9 +93,11 @@ static void drop_queue(struct conn *c)
 static void maybe_free(struct conn *c)
 {
 	if (!(c->flags & CONN_F_ORPHAN) || c->ops ||
-	    (c->flags & (CONN_F_IN_CB | CONN_F_STARVED | CONN_F_LINGER)))
+	    (c->flags & (CONN_F_IN_CB | CONN_F_STARVED | CONN_F_LINGER | CONN_F_DEFERRED)))
 		return;
 	drop_queue(c);
+	tls_io_free(c->tls);
+	free(c->tls_left);
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -121,10 +126,25 @@ static bool may_recv(const struct conn *c)
 	       !(c->ops & (CONN_OP_RECV | CONN_OP_CONNECT));
 }
 
+static void defer(struct conn *c)
+{
+	if (c->flags & CONN_F_DEFERRED)
+		return;
+	c->flags |= CONN_F_DEFERRED;
+	c->next_deferred = c->w->deferred;
+	c->w->deferred = c;
+}
+
 void conn_recv_start(struct conn *c)
 {
 	c->flags |= CONN_F_WANT_RECV;
 	c->flags &= (uint16_t)~CONN_F_PAUSED;
+	/* TLS: what was received or decrypted while paused is handed over
+	 * after this batch, not from inside the caller */
+	if (c->tls && (c->tls_left || tls_io_pending(c->tls)) && !(c->flags & CONN_F_ORPHAN)) {
+		defer(c);
+		return;
+	}
 	if (may_recv(c))
 		arm_recv(c);
 }
@@ -165,14 +185,10 @@ static void submit_send(struct conn *c)
 	c->ops |= CONN_OP_SEND;
 }
 
-static int push(struct conn *c, char *p, size_t len, int32_t bid)
+static void enqueue(struct conn *c, char *p, size_t len, int32_t bid)
 {
-	struct seg *sg;
+	struct seg *sg = &c->segs[(c->seg_head + c->seg_count) % CONN_SEGS];
 
-	if (c->seg_count >= CONN_SEGS || (c->flags & (CONN_F_DEAD | CONN_F_SHUT_WR)) ||
-	    c->fd < 0)
-		return -1;
-	sg = &c->segs[(c->seg_head + c->seg_count) % CONN_SEGS];
 	sg->p = p;
 	sg->len = (uint32_t)len;
 	sg->bid = bid;
@@ -180,6 +196,40 @@ static int push(struct conn *c, char *p, size_t len, int32_t bid)
 	c->queued += (uint32_t)len;
 	if (!(c->ops & (CONN_OP_SEND | CONN_OP_CONNECT)))
 		submit_send(c);
+}
+
+/* The TLS engine's output goes out as it is, after what is queued. When
+ * the queue is full it waits in the engine for the next send to end. */
+static void tls_flush(struct conn *c)
+{
+	char *p;
+	size_t len;
+
+	if (!tls_io_has_output(c->tls) || c->seg_count >= CONN_SEGS || c->fd < 0 ||
+	    (c->flags & CONN_F_DEAD))
+		return;
+	p = tls_io_take_output(c->tls, &len);
+	enqueue(c, p, len, -1);
+}
+
+/* Queue p; with TLS, encrypt it and release p at once. -1 leaves p to
+ * the caller. */
+static int push(struct conn *c, char *p, size_t len, int32_t bid)
+{
+	if (c->seg_count >= CONN_SEGS || (c->flags & (CONN_F_DEAD | CONN_F_SHUT_WR)) ||
+	    c->fd < 0)
+		return -1;
+	if (!c->tls) {
+		enqueue(c, p, len, bid);
+		return 0;
+	}
+	if (!tls_io_established(c->tls) || tls_io_write(c->tls, p, len) < 0)
+		return -1;
+	if (bid >= 0)
+		worker_buf_release(c->w, (uint16_t)bid);
+	else
+		free(p);
+	tls_flush(c);
 	return 0;
 }
 
@@ -222,10 +272,20 @@ static void do_shutdown_wr(struct conn *c)
 		shutdown(c->fd, SHUT_WR);
 }
 
+/* TLS: a close_notify goes before the FIN. */
+static void tls_notify(struct conn *c)
+{
+	if (!c->tls || (c->flags & (CONN_F_SHUT_WR | CONN_F_DEAD)))
+		return;
+	tls_io_close_notify(c->tls);
+	tls_flush(c);
+}
+
 void conn_shutdown_wr(struct conn *c)
 {
 	if (c->flags & CONN_F_SHUT_WR)
 		return;
+	tls_notify(c);
 	c->flags |= CONN_F_SHUT_WR;
 	if (!c->seg_count)
 		do_shutdown_wr(c);
@@ -300,6 +360,7 @@ void conn_close_after_flush(struct conn *c, uint32_t linger_ms)
 	/* Like nginx's lingering close: send what is queued, shut the write
 	 * side, and read (discarding) until the peer closes, so that unread
 	 * input does not turn our last reply into a reset. */
+	tls_notify(c);
 	c->flags |= CONN_F_ORPHAN | CONN_F_FLUSH | CONN_F_SHUT_WR | CONN_F_WANT_RECV;
 	c->flags &= (uint16_t)~CONN_F_PAUSED;
 	if (!c->seg_count)
@@ -356,6 +417,161 @@ static void starve(struct conn *c)
 	c->w->starved = c;
 }
 
+/* ---- TLS: ciphertext in, plaintext to the handler ---- */
+
+static bool tls_stopped(const struct conn *c)
+{
+	return c->flags & (CONN_F_ORPHAN | CONN_F_PAUSED | CONN_F_DEAD | CONN_F_EOF);
+}
+
+/* Run the engine on its input: the handshake, then records, each read
+ * into a worker buffer the handler may keep. Stops when the input is
+ * used up or the owner paused or closed. */
+static void tls_pump(struct conn *c)
+{
+	struct tls_io *t = c->tls;
+
+	if (c->flags & CONN_F_TLS_HS) {
+		enum tls_res r = tls_io_handshake(t);
+
+		tls_flush(c);
+		if (r == TLS_WANT || (c->flags & CONN_F_ORPHAN))
+			return;
+		c->flags &= (uint16_t)~CONN_F_TLS_HS;
+		if (r != TLS_OK) {
+			c->flags |= CONN_F_DEAD;
+			c->h->handshake(c, -EPROTO);
+			return;
+		}
+		c->h->handshake(c, 0);
+	}
+	while (!tls_stopped(c)) {
+		uint16_t pb = worker_plain_get(c->w);
+		enum tls_res r;
+		size_t n = 0;
+
+		if (pb == BID_NONE) {
+			c->flags |= CONN_F_DEAD;
+			c->h->error(c, -ENOBUFS);
+			return;
+		}
+		r = tls_io_read(t, worker_buf(c->w, pb), BUF_SIZE, &n);
+		tls_flush(c);
+		if (r == TLS_OK) {
+			if (!c->h->data(c, worker_buf(c->w, pb), n, pb))
+				worker_buf_release(c->w, pb);
+			continue;
+		}
+		worker_buf_release(c->w, pb);
+		if (r == TLS_WANT)
+			return;
+		if (r == TLS_CLOSED) {
+			c->flags |= CONN_F_EOF;
+			c->h->eof(c);
+		} else {
+			c->flags |= CONN_F_DEAD;
+			c->h->error(c, -EPROTO);
+		}
+		return;
+	}
+}
+
+/* Keep what the engine did not read (the owner paused) in tls_left. */
+static void tls_keep_left(struct conn *c)
+{
+	size_t left = tls_io_input_left(c->tls);
+	char *p;
+
+	if (!left || (c->flags & (CONN_F_ORPHAN | CONN_F_DEAD))) {
+		free(c->tls_left);
+		c->tls_left = NULL;
+		c->tls_left_len = 0;
+		tls_io_input(c->tls, NULL, 0);
+		return;
+	}
+	p = malloc(left);
+	if (p)
+		memcpy(p, tls_io_input_left_ptr(c->tls), left);
+	free(c->tls_left);
+	c->tls_left = p;
+	c->tls_left_len = p ? (uint32_t)left : 0;
+	tls_io_input(c->tls, NULL, 0);
+}
+
+static void tls_run(struct conn *c, const char *p, size_t len)
+{
+	tls_io_input(c->tls, p, len);
+	tls_pump(c);
+	tls_keep_left(c);
+}
+
+static void tls_recv(struct conn *c, char *p, size_t len, uint16_t bid)
+{
+	if (c->tls_left) {
+		/* behind bytes kept while paused: append, keep the order */
+		char *np = realloc(c->tls_left, c->tls_left_len + len);
+
+		if (np) {
+			memcpy(np + c->tls_left_len, p, len);
+			c->tls_left = np;
+			c->tls_left_len += (uint32_t)len;
+		}
+		worker_buf_release(c->w, bid);
+		if (!np) {
+			c->flags |= CONN_F_DEAD;
+			c->h->error(c, -ENOMEM);
+			return;
+		}
+		if (!tls_stopped(c))
+			tls_run(c, c->tls_left, c->tls_left_len);
+		return;
+	}
+	tls_run(c, p, len);
+	worker_buf_release(c->w, bid);
+}
+
+void conn_run_deferred(struct worker *w)
+{
+	struct conn *c = w->deferred;
+
+	w->deferred = NULL;
+	while (c) {
+		struct conn *next = c->next_deferred;
+
+		c->flags &= (uint16_t)~CONN_F_DEFERRED;
+		c->flags |= CONN_F_IN_CB;
+		if (!tls_stopped(c)) {
+			if (c->tls_left)
+				tls_run(c, c->tls_left, c->tls_left_len);
+			else
+				tls_pump(c);
+		}
+		if (may_recv(c))
+			arm_recv(c);
+		c->flags &= (uint16_t)~CONN_F_IN_CB;
+		maybe_free(c);
+		c = next;
+	}
+}
+
+void conn_start_tls(struct conn *c, struct tls_io *t, const char *pre, size_t prelen)
+{
+	c->tls = t;
+	c->flags |= CONN_F_TLS_HS;
+	conn_recv_oneshot(c);
+	if (prelen) {
+		c->tls_left = malloc(prelen);
+		if (c->tls_left) {
+			memcpy(c->tls_left, pre, prelen);
+			c->tls_left_len = (uint32_t)prelen;
+		}
+		defer(c);
+		return;
+	}
+	/* a client speaks first */
+	tls_pump(c);
+}
+
 static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
@@ -369,7 +585,11 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		char *p = worker_buf(c->w, bid);
 
-		if ((c->flags & CONN_F_ORPHAN) || !c->h->data(c, p, (size_t)res, bid))
+		if (c->flags & CONN_F_ORPHAN)
+			worker_buf_release(c->w, bid);
+		else if (c->tls)
+			tls_recv(c, p, (size_t)res, bid);
+		else if (!c->h->data(c, p, (size_t)res, bid))
 			worker_buf_release(c->w, bid);
 	} else if (res == 0) {
 		c->flags |= CONN_F_EOF;
@@ -406,6 +626,8 @@ static void on_send(struct conn *c, int res)
 	}
 	if ((c->flags & CONN_F_ORPHAN) && !(c->flags & CONN_F_FLUSH))
 		drop_queue(c);
+	else if (c->tls)
+		tls_flush(c);
 	if (c->seg_count) {
 		if (!(c->flags & CONN_F_DEAD))
 			submit_send(c);

@@ -31,6 +31,8 @@ struct conn_handler {
 	void (*error)(struct conn *c, int err); /* -errno, recv or send */
 	void (*drained)(struct conn *c);      /* the send queue became empty */
 	void (*connected)(struct conn *c, int err); /* 0 or -errno (-ETIMEDOUT) */
+	/* TLS only: the handshake ended, 0 or -EPROTO (tls_io_error() says why) */
+	void (*handshake)(struct conn *c, int err);
 };
 
 struct seg {
@@ -51,8 +53,12 @@ struct conn {
 	void *owner;
 	struct worker *w;
 	struct conn *next; /* on the worker's starved or lingering list */
+	struct conn *next_deferred;
 	uint64_t linger_until_ms;
 	struct __kernel_timespec connect_ts;
+	struct tls_io *tls; /* NULL: plaintext */
+	char *tls_left; /* ciphertext received but not read yet (paused) */
+	uint32_t tls_left_len;
 };
 
 /* A new conn on an open socket (fd < 0: a socket is made by conn_connect). */
@@ -83,6 +89,14 @@ void conn_shutdown_wr(struct conn *c);
 
 int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len, uint32_t timeout_ms);
 
+/* TLS from now on (STARTTLS, implicit TLS, TLS to a backend): bytes sent
+ * after this are encrypted (sending before the handshake ends fails),
+ * bytes received are decrypted before the handler sees them, and
+ * h->handshake is called when the handshake ends. pre: ciphertext
+ * already received (after a PROXY header). Takes t. A client side sends
+ * its ClientHello at once. Receiving goes one buffer at a time. */
+void conn_start_tls(struct conn *c, struct tls_io *t, const char *pre, size_t prelen);
+
 /* Orphan and close now; queued data is dropped. Safe on NULL. */
 void conn_close(struct conn *c);
 /* Orphan; close once the queue is sent (bounded by linger_ms). */
@@ -92,6 +106,7 @@ void conn_close_after_flush(struct conn *c, uint32_t linger_ms);
 void conn_complete(struct conn *c, enum op_kind kind, struct io_uring_cqe *cqe);
 void conn_resume_starved(struct worker *w);
 void conn_expire_lingering(struct worker *w, uint64_t now_ms);
+void conn_run_deferred(struct worker *w);
 
 void sock_set_nodelay(int fd);
 

@@ -69,8 +69,43 @@ static int bufring_init(struct worker *w)
 	return 0;
 }
 
+uint16_t worker_plain_get(struct worker *w)
+{
+	uint16_t i;
+
+	if (w->nplain_free) {
+		i = w->plain_free[--w->nplain_free];
+	} else if (w->nplain < PLAIN_MAX) {
+		i = (uint16_t)w->nplain++;
+	} else {
+		return BID_NONE;
+	}
+	if (w->plain[i]) {
+		w->nplain_kept--;
+	} else if (!(w->plain[i] = malloc(BUF_SIZE))) {
+		w->plain_free[w->nplain_free++] = i;
+		return BID_NONE;
+	}
+	return (uint16_t)(BUF_COUNT + i);
+}
+
+static void plain_release(struct worker *w, uint16_t i)
+{
+	if (w->nplain_kept < PLAIN_KEEP) {
+		w->nplain_kept++;
+	} else {
+		free(w->plain[i]);
+		w->plain[i] = NULL;
+	}
+	w->plain_free[w->nplain_free++] = i;
+}
+
 void worker_buf_release(struct worker *w, uint16_t bid)
 {
+	if (bid >= BUF_COUNT) {
+		plain_release(w, (uint16_t)(bid - BUF_COUNT));
+		return;
+	}
 	io_uring_buf_ring_add(w->br, worker_buf(w, bid), BUF_SIZE, bid,
 			      io_uring_buf_ring_mask(BUF_COUNT), 0);
 	io_uring_buf_ring_advance(w->br, 1);
@@ -127,6 +162,10 @@ int worker_init(struct worker *w)
 	w->wake_fd = eventfd(0, EFD_CLOEXEC);
 	if (w->wake_fd < 0)
 		return -errno;
+	w->plain = calloc(PLAIN_MAX, sizeof(*w->plain));
+	w->plain_free = calloc(PLAIN_MAX, sizeof(*w->plain_free));
+	if (!w->plain || !w->plain_free)
+		return -ENOMEM;
 	wheel_init(&w->wheel, worker_now_ms());
 	return 0;
 }
@@ -323,7 +362,9 @@ void worker_run(struct worker *w)
 	for (;;) {
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
-		int ret = io_uring_submit_and_wait(&w->ring, 1);
+		/* deferred work runs after this batch: do not sleep on it */
+		int ret = w->deferred ? io_uring_submit_and_get_events(&w->ring)
+				      : io_uring_submit_and_wait(&w->ring, 1);
 
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
 			log_error("worker", "io_uring_submit_and_wait: %s", strerror(-ret));
@@ -335,6 +376,8 @@ void worker_run(struct worker *w)
 			n++;
 		}
 		io_uring_cq_advance(&w->ring, n);
+		if (w->deferred)
+			conn_run_deferred(w);
 		w->ops->reap(w);
 		if (w->stopping) {
 			/* the accepts must be gone too: until their completions are
@@ -361,6 +404,13 @@ void worker_fini(struct worker *w)
 	if (w->wake_fd >= 0)
 		close(w->wake_fd);
 	w->wake_fd = -1;
+	if (w->plain)
+		for (unsigned i = 0; i < w->nplain; i++)
+			free(w->plain[i]);
+	free(w->plain);
+	free(w->plain_free);
+	w->plain = NULL;
+	w->plain_free = NULL;
 	while (w->lsocks) {
 		struct lsock *ls = w->lsocks;
 

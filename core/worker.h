@@ -31,6 +31,12 @@ enum op_kind {
 #define BUF_COUNT 1024 /* a power of two */
 #define BUF_SIZE 16384
 #define BUF_GROUP 0
+/* Buffers of the same size the worker hands out itself (decrypted TLS
+ * records): ids BUF_COUNT and up, so that whoever receives a buffer
+ * releases it the same way whatever filled it. */
+#define PLAIN_MAX 8192
+#define PLAIN_KEEP 64 /* free ones kept allocated */
+#define BID_NONE 0xffffu
 
 struct conn;
 struct lsock;
@@ -71,6 +77,10 @@ struct worker {
 	struct lsock *lsocks;
 	struct conn *starved; /* conns whose recv stopped for lack of buffers */
 	struct conn *lingering; /* orphaned conns still flushing */
+	struct conn *deferred; /* conns with work for after this batch */
+	char **plain; /* PLAIN_MAX slots, NULL until allocated */
+	uint16_t *plain_free; /* free slot indices */
+	unsigned nplain, nplain_free, nplain_kept;
 	const struct worker_ops *ops;
 	void *proxy; /* the proxy's per-worker state */
 	unsigned nconns; /* conns alive, orphans included */
@@ -116,8 +126,13 @@ static inline uint64_t op_data(void *obj, enum op_kind kind)
 void worker_buf_release(struct worker *w, uint16_t bid);
 static inline char *worker_buf(struct worker *w, uint16_t bid)
 {
+	if (bid >= BUF_COUNT)
+		return w->plain[bid - BUF_COUNT];
 	return w->bufs + (size_t)bid * BUF_SIZE;
 }
+/* A buffer of BUF_SIZE the worker owns (id >= BUF_COUNT), BID_NONE when
+ * PLAIN_MAX are out; released with worker_buf_release(). */
+uint16_t worker_plain_get(struct worker *w);
 
 uint64_t worker_now_ms(void);
 

@@ -133,24 +133,24 @@ static void render_metrics(struct dbuf *b)
 		out_listener_label(b, "mxlb_bytes_total", &cfg->listeners[i]);
 		out(b, ",direction=\"out\"} %lu\n", atomic_load(&mxlb_rt->lstats[i].bytes_out));
 	}
-	/* TLS is not built yet: the series exist, at zero */
 	metric_head(b, "mxlb_tls_handshakes_total", "counter", "TLS handshakes, by version.");
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		out_listener_label(b, "mxlb_tls_handshakes_total", &cfg->listeners[i]);
-		out(b, ",version=\"TLSv1.2\"} 0\n");
+		out(b, ",version=\"TLSv1.2\"} %lu\n", atomic_load(&mxlb_rt->lstats[i].tls12));
 		out_listener_label(b, "mxlb_tls_handshakes_total", &cfg->listeners[i]);
-		out(b, ",version=\"TLSv1.3\"} 0\n");
+		out(b, ",version=\"TLSv1.3\"} %lu\n", atomic_load(&mxlb_rt->lstats[i].tls13));
 	}
-	metric_head(b, "mxlb_tls_handshake_failures_total", "counter", "Failed TLS handshakes.");
+	metric_head(b, "mxlb_tls_handshake_failures_total", "counter",
+		    "Failed TLS handshakes (errors, timeouts, not a ClientHello).");
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		out_listener_label(b, "mxlb_tls_handshake_failures_total", &cfg->listeners[i]);
-		out(b, "} 0\n");
+		out(b, "} %lu\n", atomic_load(&mxlb_rt->lstats[i].tls_failures));
 	}
 	metric_head(b, "mxlb_starttls_discarded_bytes_total", "counter",
 		    "Plaintext a client sent after STARTTLS, discarded.");
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		out_listener_label(b, "mxlb_starttls_discarded_bytes_total", &cfg->listeners[i]);
-		out(b, "} 0\n");
+		out(b, "} %lu\n", atomic_load(&mxlb_rt->lstats[i].starttls_discarded));
 	}
 	metric_head(b, "mxlb_session_duration_seconds", "histogram", "Session length.");
 	for (size_t i = 0; i < cfg->nlisteners; i++)

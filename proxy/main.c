@@ -155,9 +155,14 @@ static void reload(struct worker *workers, uint32_t n, const char *path)
 	}
 	if (cfg->server.workers != n || strcmp(cfg->server.user, os->user))
 		log_warn("reload", "server.workers and server.user change only at a restart");
-	rt = runtime_new(cfg);
+	rt = runtime_new(cfg, err, sizeof(err));
+	if (!rt) {
+		log_error("reload", "%s; the configuration is unchanged", err);
+		config_free(cfg);
+		return;
+	}
 	args = calloc(n, sizeof(*args));
-	if (!rt || !args) {
+	if (!args) {
 		log_error("reload", "out of memory; the configuration is unchanged");
 		free(args);
 		if (rt)
@@ -290,20 +295,22 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
+	/* certificates and keys load with the runtime: --check reads them too */
+	mxlb_rt = runtime_new(cfg, err, sizeof(err));
+	if (!mxlb_rt) {
+		fprintf(stderr, "%s\n", err);
+		config_free(cfg);
+		return 1;
+	}
 	if (check) {
 		fprintf(stderr, "%s: configuration is valid\n", path);
-		config_free(cfg);
+		runtime_unref(mxlb_rt);
 		return 0;
 	}
 	log_setup((enum log_level)cfg->server.log_level, cfg->server.log_format == CFG_LOG_JSON);
 	probe_io_uring();
 	raise_nofile();
-	mxlb_rt = runtime_new(cfg);
 	session_seed_ids(((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8));
-	if (!mxlb_rt) {
-		fprintf(stderr, "mxlb: out of memory\n");
-		return 2;
-	}
 
 	/* Signals go to this thread only, through sigwait below. */
 	sigemptyset(&sigs);

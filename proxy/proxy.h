@@ -150,8 +150,11 @@ void admin_stop(void);
 /* A configuration with its run-time state. A reload makes a new one; the
  * old one lives on while sessions that started with it do: each session,
  * each worker and the main thread hold a reference. */
+struct tls_ctx;
+
 struct runtime {
 	struct config *cfg;
+	struct tls_ctx **tls; /* parallel to cfg->tls */
 	struct pool_rt *pools; /* parallel to cfg->pools */
 	struct listener_stats *lstats; /* parallel to cfg->listeners */
 	atomic_uint refs;
@@ -162,7 +165,10 @@ struct runtime {
 extern _Thread_local struct runtime *mxlb_rt;
 extern atomic_uint mxlb_sessions; /* open sessions, all workers */
 
-struct runtime *runtime_new(struct config *cfg);
+/* NULL and err set when a certificate does not load (cfg stays the
+ * caller's then). */
+struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen);
+struct tls_ctx *runtime_tls(const struct runtime *rt, const struct cfg_tls *t);
 void runtime_ref(struct runtime *rt);
 void runtime_unref(struct runtime *rt);
 /* Carry backend state (up/down, admin actions, learned capabilities)
@@ -197,9 +203,14 @@ void client_limit_drop(const union sockaddr_any *a);
 
 enum session_state {
 	S_PROXY_HEADER, /* reading the PROXY header of accept_proxy */
+	S_PEEK,         /* passthrough: reading the ClientHello for its SNI */
+	S_TLS,          /* the client's TLS handshake (implicit or STARTTLS) */
 	S_COMMAND,      /* mxlb answers the client */
 	S_CONNECT,      /* connecting a backend */
 	S_B_GREETING,   /* reading the backend's greeting */
+	S_B_TLS,        /* the backend's TLS handshake */
+	S_B_TLS_EHLO,   /* STARTTLS to the backend: mxlb's EHLO before it */
+	S_B_STARTTLS,   /* STARTTLS to the backend: waiting for its 220 */
 	S_B_HELO,       /* xclient: mxlb's own EHLO to the backend */
 	S_B_XCLIENT,    /* xclient: waiting for the new greeting */
 	S_B_EHLO,       /* the client's EHLO sent, waiting for the reply */
@@ -231,6 +242,7 @@ struct hist {
 
 struct listener_stats {
 	atomic_ulong sessions[R_COUNT];
+	atomic_ulong tls12, tls13, tls_failures, starttls_discarded;
 	atomic_uint active;
 	atomic_ulong bytes_in, bytes_out; /* client -> backend, backend -> client */
 	struct hist duration, route;
@@ -270,6 +282,12 @@ struct session {
 	uint16_t ehlo_line_len;
 	char *ehlo_name;
 	bool esmtp;
+	bool tls_done;    /* the client side is TLS, terminated by mxlb */
+	bool replay_mail; /* routed at MAIL without STARTTLS: replay it */
+	bool no_smtp;     /* implicit-TLS passthrough: bytes only */
+	bool back_tls;    /* the backend side is TLS */
+	const char *tls_version, *tls_cipher; /* static strings of the library */
+	char *sni;
 
 	struct pool_rt *pool;
 	int backend; /* index in pool, -1 none */
@@ -321,6 +339,11 @@ static inline char *dbuf_data(const struct dbuf *b)
 /* ---- smtp_front.c: the client side before relaying ---- */
 
 extern const struct conn_handler front_handler;
+/* Whether mxlb terminates STARTTLS on this listener. */
+static inline bool listener_starttls(const struct cfg_listener *l)
+{
+	return l->tls == CFG_TLS_STARTTLS && l->tls_mode == CFG_TLS_TERMINATE;
+}
 void front_start(struct session *s); /* after accept (and PROXY header) */
 void front_stop(struct session *s);  /* server stopping: 421 unless relaying */
 

@@ -11,7 +11,7 @@ static bool route_matches(const struct cfg_route *r, const struct session *s)
 		return false;
 	if (r->has_client && !config_cidr_match(&r->client, &s->peer.sa))
 		return false;
-	if (r->sni) /* no TLS yet: no server name to match */
+	if (r->sni && (!s->sni || fnmatch(r->sni, s->sni, FNM_CASEFOLD) != 0))
 		return false;
 	return true;
 }

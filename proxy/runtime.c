@@ -1,33 +1,52 @@
 /* runtime.c - a configuration with its run-time state, reference counted
  * so a reload never pulls a configuration from under a session. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "proxy/proxy.h"
+#include "tls/tls.h"
 
-struct runtime *runtime_new(struct config *cfg)
+static void runtime_release(struct runtime *rt, size_t npools)
+{
+	for (size_t i = 0; i < npools; i++)
+		pool_rt_fini(&rt->pools[i]);
+	for (size_t i = 0; rt->tls && i < rt->cfg->ntls; i++)
+		tls_ctx_free(rt->tls[i]);
+	free(rt->tls);
+	free(rt->pools);
+	free(rt->lstats);
+	free(rt);
+}
+
+struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
 {
 	struct runtime *rt = calloc(1, sizeof(*rt));
+	size_t i;
 
+	snprintf(err, errlen, "out of memory");
 	if (!rt)
 		return NULL;
 	rt->cfg = cfg;
 	atomic_store(&rt->refs, 1);
 	rt->pools = calloc(cfg->npools ? cfg->npools : 1, sizeof(*rt->pools));
 	rt->lstats = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*rt->lstats));
-	if (!rt->pools || !rt->lstats) {
-		free(rt->pools);
-		free(rt->lstats);
-		free(rt);
+	rt->tls = calloc(cfg->ntls ? cfg->ntls : 1, sizeof(*rt->tls));
+	if (!rt->pools || !rt->lstats || !rt->tls) {
+		runtime_release(rt, 0);
 		return NULL;
 	}
-	for (size_t i = 0; i < cfg->npools; i++) {
+	/* certificates are read here, at start and at each reload */
+	for (i = 0; i < cfg->ntls; i++) {
+		rt->tls[i] = tls_ctx_new(cfg, &cfg->tls[i], err, errlen);
+		if (!rt->tls[i]) {
+			runtime_release(rt, 0);
+			return NULL;
+		}
+	}
+	for (i = 0; i < cfg->npools; i++) {
 		if (pool_rt_init(&rt->pools[i], &cfg->pools[i]) < 0) {
-			for (size_t j = 0; j < i; j++)
-				pool_rt_fini(&rt->pools[j]);
-			free(rt->pools);
-			free(rt->lstats);
-			free(rt);
+			runtime_release(rt, i);
 			return NULL;
 		}
 	}
@@ -36,12 +55,15 @@ struct runtime *runtime_new(struct config *cfg)
 
 static void runtime_free(struct runtime *rt)
 {
-	for (size_t i = 0; i < rt->cfg->npools; i++)
-		pool_rt_fini(&rt->pools[i]);
-	free(rt->pools);
-	free(rt->lstats);
-	config_free(rt->cfg);
-	free(rt);
+	struct config *cfg = rt->cfg;
+
+	runtime_release(rt, cfg->npools);
+	config_free(cfg);
+}
+
+struct tls_ctx *runtime_tls(const struct runtime *rt, const struct cfg_tls *t)
+{
+	return t ? rt->tls[t - rt->cfg->tls] : NULL;
 }
 
 void runtime_ref(struct runtime *rt)

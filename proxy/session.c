@@ -24,8 +24,10 @@ void session_seed_ids(uint64_t seed)
 }
 
 static const char *const state_names[] = {
-	[S_PROXY_HEADER] = "proxy_header", [S_COMMAND] = "command", [S_CONNECT] = "connect",
-	[S_B_GREETING] = "backend_greeting", [S_B_HELO] = "backend_helo",
+	[S_PROXY_HEADER] = "proxy_header", [S_PEEK] = "client_hello", [S_TLS] = "tls_handshake",
+	[S_COMMAND] = "command", [S_CONNECT] = "connect", [S_B_GREETING] = "backend_greeting",
+	[S_B_TLS] = "backend_tls", [S_B_TLS_EHLO] = "backend_tls_ehlo",
+	[S_B_STARTTLS] = "backend_starttls", [S_B_HELO] = "backend_helo",
 	[S_B_XCLIENT] = "backend_xclient", [S_B_EHLO] = "backend_ehlo", [S_RELAY] = "relay",
 	[S_CLOSED] = "closed",
 };
@@ -108,6 +110,13 @@ static void on_timeout(struct timer *t)
 	switch (s->state) {
 	case S_PROXY_HEADER:
 		session_close(s, R_TIMEOUT, "proxy header timeout");
+		break;
+	case S_PEEK:
+		session_close(s, R_TIMEOUT, "client hello timeout");
+		break;
+	case S_TLS:
+		atomic_fetch_add(&listener_stats(s->rt, s->l)->tls_failures, 1);
+		session_close(s, R_TIMEOUT, "tls handshake timeout");
 		break;
 	case S_COMMAND:
 		session_close_reply(s, R_TIMEOUT, "command timeout",
@@ -198,9 +207,9 @@ static void log_session(struct session *s)
 	log_kv_str(&ll, "id", id);
 	log_kv_str(&ll, "client", addr);
 	log_kv_str(&ll, "listener", s->l->name);
-	log_kv_str(&ll, "tls", "-");
-	log_kv_str(&ll, "tls_cipher", "-");
-	log_kv_str(&ll, "sni", "-");
+	log_kv_str(&ll, "tls", s->tls_version);
+	log_kv_str(&ll, "tls_cipher", s->tls_cipher);
+	log_kv_str(&ll, "sni", s->sni);
 	log_kv_str(&ll, "ehlo", s->ehlo_name);
 	log_kv_str(&ll, "pool", s->pool ? s->pool->cfg->name : NULL);
 	log_kv_str(&ll, "backend",
@@ -307,6 +316,7 @@ void session_reap(struct proxy_worker *pw)
 		pw->dead = s->next;
 		free(s->ehlo_line);
 		free(s->ehlo_name);
+		free(s->sni);
 		free(s->guard);
 		runtime_unref(s->rt);
 		free(s);
@@ -323,6 +333,11 @@ void session_close_reply(struct session *s, enum session_result r, const char *r
 
 	if (s->state == S_CLOSED)
 		return;
+	/* no plaintext reply into a TLS handshake or a passthrough stream */
+	if (s->no_smtp || s->state == S_TLS) {
+		session_close(s, r, reason);
+		return;
+	}
 	va_start(ap, fmt);
 	n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
 	va_end(ap);

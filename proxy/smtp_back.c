@@ -15,6 +15,7 @@
 #include "proxy/proxy.h"
 #include "proxy/proxy_proto.h"
 #include "proxy/smtp_parse.h"
+#include "tls/tls.h"
 
 static void back_try(struct session *s);
 
@@ -26,6 +27,11 @@ static enum cfg_handoff back_handoff(const struct session *s)
 static const char *back_name(const struct session *s)
 {
 	return s->pool->backends[s->backend].cfg->name;
+}
+
+static const struct cfg_backend *back_cfg(const struct session *s)
+{
+	return s->pool->backends[s->backend].cfg;
 }
 
 static void back_send(struct session *s, const char *p, size_t len)
@@ -95,6 +101,19 @@ static void back_set_state(struct session *s, enum session_state st)
 	case S_B_GREETING:
 		s->action = "reading backend greeting";
 		break;
+	case S_B_TLS:
+		s->action = "TLS handshake with backend";
+		break;
+	case S_B_TLS_EHLO:
+		s->action = "sending EHLO for STARTTLS";
+		n = snprintf(line, sizeof(line), "EHLO %s\r\n", session_hostname());
+		if (n > 0 && (size_t)n < sizeof(line))
+			back_send(s, line, (size_t)n);
+		break;
+	case S_B_STARTTLS:
+		s->action = "sending STARTTLS";
+		back_send(s, "STARTTLS\r\n", 10);
+		break;
 	case S_B_HELO:
 		s->action = "sending EHLO for XCLIENT";
 		n = snprintf(line, sizeof(line), "EHLO %s\r\n", session_hostname());
@@ -123,8 +142,9 @@ static void back_fail(struct session *s, const char *why)
 	char id[20];
 
 	atomic_fetch_add(&s->pool->backends[s->backend].connect_failures, 1);
-	/* a refused connect or a bad greeting is what a check would see */
-	if (s->state == S_CONNECT || s->state == S_B_GREETING)
+	/* a refused connect, a bad greeting or a certificate that does not
+	 * verify is what a check would see */
+	if (s->state == S_CONNECT || s->state == S_B_GREETING || s->state == S_B_TLS)
 		health_passive_failure(s->pool, s->backend);
 	if (log_begin(&ll, LOG_WARN, "backend_error")) {
 		snprintf(id, sizeof(id), "%016llx", (unsigned long long)s->id);
@@ -152,9 +172,13 @@ static void send_handoff_header(struct session *s)
 	case CFG_HANDOFF_PROXY_V1:
 		n = proxy_v1_encode((char *)hdr, sizeof(hdr), &s->peer.sa, &s->local.sa);
 		break;
-	case CFG_HANDOFF_PROXY_V2:
-		n = proxy_v2_encode(hdr, sizeof(hdr), &s->peer.sa, &s->local.sa, NULL);
+	case CFG_HANDOFF_PROXY_V2: {
+		struct proxy_tls_info ti = { s->tls_version, s->tls_cipher, s->sni };
+
+		n = proxy_v2_encode(hdr, sizeof(hdr), &s->peer.sa, &s->local.sa,
+				    s->tls_done ? &ti : NULL);
 		break;
+	}
 	default:
 		return;
 	}
@@ -169,6 +193,7 @@ static void back_try(struct session *s)
 
 	conn_close(s->back);
 	s->back = NULL;
+	s->back_tls = false;
 	dbuf_free(&s->bin);
 	if (s->backend >= 0) {
 		pool_drop(s->pool, s->backend);
@@ -207,6 +232,26 @@ void back_route(struct session *s)
 	back_try(s);
 }
 
+/* TLS with the backend: at once (implicit) or after its 220 to STARTTLS. */
+static void back_start_tls(struct session *s)
+{
+	const struct cfg_backend *b = back_cfg(s);
+	struct tls_io *t = tls_io_client(runtime_tls(s->rt, b->tls_context), b->address.host);
+
+	if (!t) {
+		session_close(s, R_ERROR, "out of memory");
+		return;
+	}
+	back_set_state(s, S_B_TLS);
+	conn_start_tls(s->back, t, NULL, 0);
+}
+
+/* The greeting (and any STARTTLS) done: the handoff, then the EHLO. */
+static void back_greeted(struct session *s)
+{
+	back_set_state(s, back_handoff(s) == CFG_HANDOFF_XCLIENT ? S_B_HELO : S_B_EHLO);
+}
+
 static void back_connected(struct conn *c, int err)
 {
 	struct session *s = c->owner;
@@ -215,7 +260,32 @@ static void back_connected(struct conn *c, int err)
 		back_fail(s, strerror(-err));
 		return;
 	}
+	if (s->no_smtp) { /* passthrough: the client's TLS bytes, as they are */
+		relay_start(s);
+		return;
+	}
+	if (back_cfg(s)->tls == CFG_TLS_IMPLICIT) {
+		back_start_tls(s);
+		return;
+	}
 	back_set_state(s, S_B_GREETING);
+}
+
+static void back_handshake(struct conn *c, int err)
+{
+	struct session *s = c->owner;
+	char why[160];
+
+	if (err < 0) {
+		snprintf(why, sizeof(why), "TLS: %s", tls_io_error(c->tls));
+		back_fail(s, why);
+		return;
+	}
+	s->back_tls = true;
+	if (back_cfg(s)->tls == CFG_TLS_IMPLICIT)
+		back_set_state(s, S_B_GREETING);
+	else
+		back_greeted(s);
 }
 
 /* The backend's EHLO reply, filtered, goes to the client; relaying starts. */
@@ -226,9 +296,22 @@ static void back_ehlo_reply(struct session *s, int code, size_t len)
 	size_t n;
 
 	/* With XCLIENT the backend trusts what comes from mxlb: a client's
-	 * STARTTLS would hide its later commands from the guard. */
-	if (back_handoff(s) == CFG_HANDOFF_XCLIENT)
+	 * STARTTLS would hide its later commands from the guard. Where mxlb
+	 * terminates TLS, the client has it (or chose to go without). */
+	if (back_handoff(s) == CFG_HANDOFF_XCLIENT || s->tls_done || listener_starttls(s->l) ||
+	    s->back_tls)
 		drop |= SMTP_EXT_STARTTLS;
+	if (s->replay_mail) {
+		/* the client saw mxlb's EHLO reply: this one goes unseen, and
+		 * the client's MAIL follows */
+		if (code != 250) {
+			back_fail(s, "EHLO refused");
+			return;
+		}
+		dbuf_consume(&s->bin, len);
+		relay_start(s);
+		return;
+	}
 	out = malloc(len);
 	if (!out) {
 		session_close(s, R_ERROR, "out of memory");
@@ -274,8 +357,33 @@ static void back_process(struct session *s)
 				return;
 			}
 			dbuf_consume(&s->bin, len);
-			back_set_state(s, back_handoff(s) == CFG_HANDOFF_XCLIENT ? S_B_HELO : S_B_EHLO);
+			if (back_cfg(s)->tls == CFG_TLS_STARTTLS && !s->back_tls)
+				back_set_state(s, S_B_TLS_EHLO);
+			else
+				back_greeted(s);
 			break;
+		case S_B_TLS_EHLO:
+			if (code != 250 ||
+			    !(smtp_ehlo_extensions(dbuf_data(&s->bin), len) & SMTP_EXT_STARTTLS)) {
+				back_fail(s, "STARTTLS not offered");
+				return;
+			}
+			dbuf_consume(&s->bin, len);
+			back_set_state(s, S_B_STARTTLS);
+			break;
+		case S_B_STARTTLS:
+			if (code != 220) {
+				snprintf(why, sizeof(why), "STARTTLS answered %d", code);
+				back_fail(s, why);
+				return;
+			}
+			dbuf_consume(&s->bin, len);
+			if (dbuf_used(&s->bin)) { /* injected before the handshake */
+				back_fail(s, "bytes after the STARTTLS reply");
+				return;
+			}
+			back_start_tls(s);
+			return;
 		case S_B_HELO:
 			if (code != 250 ||
 			    !(smtp_ehlo_extensions(dbuf_data(&s->bin), len) & SMTP_EXT_XCLIENT)) {
@@ -296,6 +404,8 @@ static void back_process(struct session *s)
 			break;
 		case S_B_EHLO:
 			back_ehlo_reply(s, code, len);
+			return;
+		case S_B_TLS: /* nothing is read in the clear during the handshake */
 			return;
 		default:
 			BUG_ON(1);
@@ -331,4 +441,5 @@ const struct conn_handler back_handler = {
 	.eof = back_eof,
 	.error = back_error,
 	.connected = back_connected,
+	.handshake = back_handshake,
 };

@@ -10,6 +10,8 @@
 #include "proxy/proxy.h"
 #include "proxy/proxy_proto.h"
 #include "proxy/smtp_parse.h"
+#include "tls/clienthello.h"
+#include "tls/tls.h"
 
 /* Client bytes we accept beyond FRONT_IN_MAX: what is already on its way
  * when we pause reading. */
@@ -66,6 +68,51 @@ static const char *check_helo(struct session *s, const struct smtp_cmd *c, const
 	return NULL;
 }
 
+/* The EHLO reply of a STARTTLS listener before TLS, mxlb's own: STARTTLS
+ * and what every healthy backend of the listener's pool offered in its
+ * last check (SIZE the smallest); never PIPELINING, CHUNKING, AUTH or
+ * XCLIENT. With no check to go by, STARTTLS alone. */
+static void front_pre_tls_ehlo(struct session *s)
+{
+	const struct pool_rt *p = &s->rt->pools[s->l->pool->index];
+	unsigned caps = ~0u, seen = 0;
+	unsigned long size = 0;
+
+	for (size_t i = 0; i < p->nbackends; i++) {
+		struct backend_rt *b = &p->backends[i];
+		unsigned long sz;
+
+		if (!atomic_load(&b->up) || !atomic_load(&b->last_check_ok))
+			continue;
+		seen++;
+		caps &= atomic_load(&b->caps);
+		sz = atomic_load(&b->size_max);
+		if ((atomic_load(&b->caps) & SMTP_EXT_SIZE) && (!size || (sz && sz < size)))
+			size = sz;
+	}
+	if (!seen)
+		caps = 0;
+	session_reply(s, "250-%s", session_hostname());
+	if (caps & SMTP_EXT_SIZE) {
+		if (size)
+			session_reply(s, "250-SIZE %lu", size);
+		else
+			session_reply(s, "250-SIZE");
+	}
+	if (caps & SMTP_EXT_8BITMIME)
+		session_reply(s, "250-8BITMIME");
+	if (caps & SMTP_EXT_ENHANCEDSTATUSCODES)
+		session_reply(s, "250-ENHANCEDSTATUSCODES");
+	if (caps & SMTP_EXT_SMTPUTF8)
+		session_reply(s, "250-SMTPUTF8");
+	session_reply(s, "250 STARTTLS");
+}
+
+static bool pre_tls(const struct session *s)
+{
+	return listener_starttls(s->l) && !s->tls_done;
+}
+
 static bool do_helo(struct session *s, const struct smtp_cmd *c)
 {
 	size_t n = 0;
@@ -73,7 +120,21 @@ static bool do_helo(struct session *s, const struct smtp_cmd *c)
 	while (n < c->arg_len && c->arg[n] != ' ' && c->arg[n] != '\t')
 		n++;
 	s->esmtp = c->verb == SMTP_V_EHLO;
+	free(s->ehlo_name);
 	s->ehlo_name = strndup(c->arg, n);
+	if (pre_tls(s)) {
+		/* answered by mxlb: the routing point comes after STARTTLS */
+		dbuf_consume(&s->in, c->line_len);
+		if (!s->ehlo_name) {
+			session_close(s, R_ERROR, "out of memory");
+			return false;
+		}
+		if (s->esmtp)
+			front_pre_tls_ehlo(s);
+		else
+			session_reply(s, "250 %s", session_hostname());
+		return true;
+	}
 	s->ehlo_line = malloc(c->line_len);
 	if (!s->ehlo_name || !s->ehlo_line) {
 		session_close(s, R_ERROR, "out of memory");
@@ -111,10 +172,87 @@ static bool do_quit(struct session *s, const struct smtp_cmd *c)
 static const char *check_need_helo(struct session *s, const struct smtp_cmd *c,
 				   const char **reply)
 {
-	(void)s;
+	if (pre_tls(s) && s->l->require_tls) {
+		*reply = "530 5.7.0 Must issue a STARTTLS command first";
+		return "command before STARTTLS";
+	}
+	if (!s->ehlo_name) {
+		*reply = "503 5.5.1 Error: send HELO/EHLO first";
+		return "command before EHLO/HELO";
+	}
+	/* before TLS on a STARTTLS listener, after mxlb's own EHLO reply */
+	if (c->verb == SMTP_V_RCPT || c->verb == SMTP_V_DATA || c->verb == SMTP_V_BDAT) {
+		*reply = "503 5.5.1 Error: need MAIL command";
+		return "command before MAIL";
+	}
+	*reply = "502 5.5.1 Error: command not implemented";
+	return "command not offered before STARTTLS";
+}
+
+/* MAIL is the routing point when a STARTTLS listener's client goes on
+ * without TLS (and require_tls is off). */
+static const char *check_mail(struct session *s, const struct smtp_cmd *c, const char **reply)
+{
+	if (pre_tls(s) && !s->l->require_tls && s->ehlo_name)
+		return NULL;
+	return check_need_helo(s, c, reply);
+}
+
+/* The backend gets the client's EHLO (or HELO) name in an EHLO of mxlb's,
+ * its reply goes unseen, then this MAIL line and what follows is relayed. */
+static bool do_mail(struct session *s, const struct smtp_cmd *c)
+{
+	size_t len = strlen(s->ehlo_name) + 8;
+
 	(void)c;
-	*reply = "503 5.5.1 Error: send HELO/EHLO first";
-	return "command before EHLO/HELO";
+	s->replay_mail = true;
+	s->ehlo_line = malloc(len);
+	if (!s->ehlo_line) {
+		session_close(s, R_ERROR, "out of memory");
+		return false;
+	}
+	snprintf(s->ehlo_line, len, "%s %s\r\n", s->esmtp ? "EHLO" : "HELO", s->ehlo_name);
+	s->ehlo_line_len = (uint16_t)strlen(s->ehlo_line);
+	back_route(s);
+	return false;
+}
+
+static const char *check_starttls(struct session *s, const struct smtp_cmd *c,
+				  const char **reply)
+{
+	if (!listener_starttls(s->l))
+		return check_need_helo(s, c, reply);
+	if (s->tls_done) {
+		*reply = "554 5.5.1 Error: TLS already active";
+		return "STARTTLS twice";
+	}
+	if (c->arg_len) {
+		*reply = "501 5.5.4 Syntax: STARTTLS";
+		return "STARTTLS with an argument";
+	}
+	return NULL;
+}
+
+static void front_tls_start(struct session *s, const char *pre, size_t prelen);
+
+static bool do_starttls(struct session *s, const struct smtp_cmd *c)
+{
+	size_t rest = dbuf_used(&s->in);
+
+	(void)c;
+	session_reply(s, "220 2.0.0 Ready to start TLS");
+	/* What the client sent after the STARTTLS line was sent in the
+	 * clear: it is never executed after the handshake (CVE-2011-0411). */
+	if (rest) {
+		atomic_fetch_add(&listener_stats(s->rt, s->l)->starttls_discarded, rest);
+		client_error(s, "plaintext after STARTTLS discarded");
+	}
+	dbuf_free(&s->in);
+	s->discarding = false;
+	session_flush(s);
+	if (s->state != S_CLOSED)
+		front_tls_start(s, NULL, 0);
+	return false;
 }
 
 static const struct front_cmd front_cmds[] = {
@@ -124,7 +262,7 @@ static const struct front_cmd front_cmds[] = {
 	{ SMTP_V_RSET, NULL, do_noop },
 	{ SMTP_V_HELP, NULL, do_help },
 	{ SMTP_V_QUIT, NULL, do_quit },
-	{ SMTP_V_MAIL, check_need_helo, NULL },
+	{ SMTP_V_MAIL, check_mail, do_mail },
 	{ SMTP_V_RCPT, check_need_helo, NULL },
 	{ SMTP_V_DATA, check_need_helo, NULL },
 	{ SMTP_V_BDAT, check_need_helo, NULL },
@@ -132,7 +270,7 @@ static const struct front_cmd front_cmds[] = {
 	{ SMTP_V_EXPN, check_need_helo, NULL },
 	{ SMTP_V_ETRN, check_need_helo, NULL },
 	{ SMTP_V_AUTH, check_need_helo, NULL },
-	{ SMTP_V_STARTTLS, check_need_helo, NULL },
+	{ SMTP_V_STARTTLS, check_starttls, do_starttls },
 	{ SMTP_V_XCLIENT, check_need_helo, NULL },
 	{ SMTP_V_XFORWARD, check_need_helo, NULL },
 };
@@ -151,7 +289,7 @@ static bool front_command(struct session *s, const struct smtp_cmd *c)
 			dbuf_consume(&s->in, c->line_len);
 			return front_refuse(s, why, reply);
 		}
-		if (fc->proceed != do_helo)
+		if (fc->proceed != do_helo && fc->proceed != do_mail)
 			dbuf_consume(&s->in, c->line_len);
 		return fc->proceed(s, c);
 	}
@@ -199,21 +337,84 @@ static void front_process(struct session *s)
 
 static void front_greet(struct session *s)
 {
-	uint32_t limit = s->l->max_sessions_per_client;
-
-	if (limit) {
-		if (!client_limit_take(&s->peer, limit)) {
-			session_close_reply(s, R_REJECTED, "max_sessions_per_client",
-					    "421 4.7.0 %s Too many connections from your address",
-					    session_hostname());
-			return;
-		}
-		s->counted_client = true;
-	}
 	session_reply(s, "220 %s %s", session_hostname(), s->l->banner);
 	s->t_greeting = clock_usec();
 	session_set_state(s, S_COMMAND);
 	session_timeout(s, s->l->timeouts.command);
+}
+
+/* TLS with the client from now on; pre: its bytes already received. */
+static void front_tls_start(struct session *s, const char *pre, size_t prelen)
+{
+	struct tls_io *t = tls_io_server(runtime_tls(s->rt, s->l->tls_context));
+
+	if (!t) {
+		session_close(s, R_ERROR, "out of memory");
+		return;
+	}
+	session_set_state(s, S_TLS);
+	session_timeout(s, s->l->timeouts.tls_handshake);
+	conn_start_tls(s->client, t, pre, prelen);
+}
+
+/* Passthrough: the ClientHello's server name routes; nothing is parsed
+ * past it and every byte goes to the backend as it came. */
+static void front_peek(struct session *s)
+{
+	struct tls_hello_info hi;
+
+	switch (tls_parse_client_hello((const uint8_t *)dbuf_data(&s->in), dbuf_used(&s->in), &hi)) {
+	case TLS_HELLO_AGAIN:
+		return;
+	case TLS_HELLO_INVALID:
+		atomic_fetch_add(&listener_stats(s->rt, s->l)->tls_failures, 1);
+		client_error(s, "not a TLS ClientHello");
+		session_close(s, R_REJECTED, "bad client hello");
+		return;
+	case TLS_HELLO_OK:
+		break;
+	}
+	if (hi.has_sni && !(s->sni = strndup(hi.sni, hi.sni_len))) {
+		session_close(s, R_ERROR, "out of memory");
+		return;
+	}
+	back_route(s);
+}
+
+/* After the accept and any PROXY header: the per-client limit, then TLS
+ * (implicit) or the greeting. */
+static void front_begin(struct session *s)
+{
+	uint32_t limit = s->l->max_sessions_per_client;
+	bool implicit = s->l->tls == CFG_TLS_IMPLICIT;
+
+	s->no_smtp = implicit && s->l->tls_mode == CFG_TLS_PASSTHROUGH;
+	if (limit) {
+		if (!client_limit_take(&s->peer, limit)) {
+			client_error(s, "too many sessions from this client");
+			if (implicit) /* a TLS client could not read a reply */
+				session_close(s, R_REJECTED, "max_sessions_per_client");
+			else
+				session_close_reply(s, R_REJECTED, "max_sessions_per_client",
+						    "421 4.7.0 %s Too many connections from your address",
+						    session_hostname());
+			return;
+		}
+		s->counted_client = true;
+	}
+	if (s->no_smtp) {
+		session_set_state(s, S_PEEK);
+		session_timeout(s, s->l->timeouts.tls_handshake);
+		if (dbuf_used(&s->in))
+			front_peek(s);
+		return;
+	}
+	if (implicit) {
+		front_tls_start(s, dbuf_data(&s->in), dbuf_used(&s->in));
+		dbuf_free(&s->in);
+		return;
+	}
+	front_greet(s);
 }
 
 static void front_proxy_header(struct session *s)
@@ -238,7 +439,7 @@ static void front_proxy_header(struct session *s)
 		memcpy(&s->local, &pi.dst, pi.dst_len < sizeof(s->local) ? pi.dst_len : sizeof(s->local));
 	}
 	dbuf_consume(&s->in, used);
-	front_greet(s);
+	front_begin(s);
 }
 
 void front_start(struct session *s)
@@ -247,7 +448,7 @@ void front_start(struct session *s)
 		session_set_state(s, S_PROXY_HEADER);
 		session_timeout(s, s->l->timeouts.proxy_header);
 	} else {
-		front_greet(s);
+		front_begin(s);
 		session_flush(s);
 	}
 	if (s->state != S_CLOSED)
@@ -279,6 +480,9 @@ static bool front_data(struct conn *c, char *p, size_t len, uint16_t bid)
 		if (s->state == S_COMMAND)
 			front_process(s);
 		break;
+	case S_PEEK:
+		front_peek(s);
+		break;
 	case S_COMMAND:
 		front_process(s);
 		break;
@@ -307,6 +511,8 @@ static void front_eof(struct conn *c)
 {
 	struct session *s = c->owner;
 
+	if (s->state == S_TLS || s->state == S_PEEK)
+		atomic_fetch_add(&listener_stats(s->rt, s->l)->tls_failures, 1);
 	if (s->state <= S_COMMAND) {
 		session_close(s, R_CLIENT_QUIT, "client disconnected");
 		return;
@@ -324,9 +530,42 @@ static void front_error(struct conn *c, int err)
 	session_close(s, R_CLIENT_QUIT, "client connection error");
 }
 
+static void front_handshake(struct conn *c, int err)
+{
+	struct session *s = c->owner;
+	struct listener_stats *st = listener_stats(s->rt, s->l);
+	char why[160];
+
+	if (err < 0) {
+		atomic_fetch_add(&st->tls_failures, 1);
+		snprintf(why, sizeof(why), "TLS handshake failed: %s", tls_io_error(c->tls));
+		client_error(s, why);
+		session_close(s, R_ERROR, "tls handshake failed");
+		return;
+	}
+	s->tls_done = true;
+	s->tls_version = tls_io_version(c->tls);
+	s->tls_cipher = tls_io_cipher(c->tls);
+	if (!s->sni && tls_io_sni(c->tls))
+		s->sni = strdup(tls_io_sni(c->tls));
+	atomic_fetch_add(tls_io_version_num(c->tls) >= 0x0304 ? &st->tls13 : &st->tls12, 1);
+	if (s->l->tls == CFG_TLS_IMPLICIT) {
+		front_greet(s);
+		session_flush(s);
+		return;
+	}
+	/* after STARTTLS the client starts over (RFC 3207 4.2) */
+	free(s->ehlo_name);
+	s->ehlo_name = NULL;
+	s->esmtp = false;
+	session_set_state(s, S_COMMAND);
+	session_timeout(s, s->l->timeouts.command);
+}
+
 const struct conn_handler front_handler = {
 	.data = front_data,
 	.eof = front_eof,
 	.error = front_error,
 	.drained = front_drained,
+	.handshake = front_handshake,
 };

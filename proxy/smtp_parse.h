@@ -107,6 +107,11 @@ enum smtp_parse smtp_parse_reply(const char *buf, size_t len, int *code, size_t 
 #define SMTP_EXT_PIPELINING 0x8u
 #define SMTP_EXT_CHUNKING 0x10u
 #define SMTP_EXT_AUTH 0x20u
+/* recorded from health checks for the pre-TLS EHLO reply */
+#define SMTP_EXT_8BITMIME 0x40u
+#define SMTP_EXT_ENHANCEDSTATUSCODES 0x80u
+#define SMTP_EXT_SMTPUTF8 0x100u
+#define SMTP_EXT_SIZE 0x200u
 
 /*
  * Copy a complete, valid EHLO reply (as checked by smtp_parse_reply) from

@@ -206,6 +206,13 @@ class Env:
             p.stop()
 
 
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """The test CA and its leaf certificates (tlscerts.Certs)."""
+    from tlscerts import Certs
+    return Certs(tmp_path_factory.mktemp("certs"))
+
+
 @pytest.fixture
 def env(tmp_path):
     e = Env(tmp_path)
