@@ -2,8 +2,10 @@
  * publish only: up/down, the capabilities a backend advertised, counters.
  *
  * smtp: connect (a PROXY LOCAL/UNKNOWN header where the backend's handoff
- * needs one), expect 220, EHLO, expect 250 and record its capabilities,
- * QUIT, expect 221. tcp: connect only. none: no checks, always up.
+ * needs one; the TLS handshake first for implicit TLS), expect 220, EHLO,
+ * expect 250 (for STARTTLS: STARTTLS offered, 220, the handshake, EHLO
+ * again) and record its capabilities, QUIT, expect 221. A certificate that
+ * does not verify fails the check as it fails sessions. tcp: connect only. none: no checks, always up.
  * A check that fails after the greeting still says QUIT before closing, so
  * it never leaves a half-open session on the backend.
  */
@@ -16,16 +18,19 @@
 #include "proxy/proxy.h"
 #include "proxy/proxy_proto.h"
 #include "proxy/smtp_parse.h"
+#include "tls/tls.h"
 
-enum hc_step { HC_IDLE, HC_CONNECT, HC_GREETING, HC_EHLO, HC_QUIT };
+enum hc_step { HC_IDLE, HC_CONNECT, HC_TLS, HC_GREETING, HC_EHLO, HC_STARTTLS, HC_QUIT };
 
 struct hcheck {
 	struct timer timer; /* next check, or this check's timeout */
 	struct worker *w;
+	struct runtime *rt;
 	struct pool_rt *p;
 	size_t i;
 	struct conn *c;
 	enum hc_step step;
+	bool tls_on;
 	struct dbuf in;
 	unsigned ok_run, fail_run;
 	unsigned caps;
@@ -36,8 +41,9 @@ static struct hcheck **checks;
 static size_t nchecks;
 
 static const char *const step_names[] = {
-	[HC_IDLE] = "idle", [HC_CONNECT] = "connecting", [HC_GREETING] = "reading greeting",
-	[HC_EHLO] = "reading EHLO reply", [HC_QUIT] = "reading QUIT reply",
+	[HC_IDLE] = "idle", [HC_CONNECT] = "connecting", [HC_TLS] = "TLS handshake",
+	[HC_GREETING] = "reading greeting", [HC_EHLO] = "reading EHLO reply",
+	[HC_STARTTLS] = "reading STARTTLS reply", [HC_QUIT] = "reading QUIT reply",
 };
 
 static struct hcheck *hc_of_timer(struct timer *t)
@@ -155,9 +161,32 @@ static void hc_send(struct hcheck *hc, const char *line)
 	conn_send_copy(hc->c, line, strlen(line));
 }
 
-static void hc_process(struct hcheck *hc)
+static void hc_start_tls(struct hcheck *hc)
+{
+	const struct cfg_backend *b = hc->p->backends[hc->i].cfg;
+	struct tls_io *t = tls_io_client(runtime_tls(hc->rt, b->tls_context), b->address.host);
+
+	if (!t) {
+		hc_finish(hc, false, "out of memory");
+		return;
+	}
+	hc->step = HC_TLS;
+	conn_start_tls(hc->c, t, NULL, 0);
+}
+
+static void hc_ehlo(struct hcheck *hc)
 {
 	char line[300];
+
+	snprintf(line, sizeof(line), "EHLO %s\r\n", hc->p->cfg->health.ehlo);
+	hc_send(hc, line);
+	hc->step = HC_EHLO;
+}
+
+static void hc_process(struct hcheck *hc)
+{
+	const struct cfg_backend *b = hc->p->backends[hc->i].cfg;
+
 	size_t len;
 	int code;
 
@@ -177,20 +206,39 @@ static void hc_process(struct hcheck *hc)
 				hc_finish(hc, false, "greeting not 220");
 				return;
 			}
-			snprintf(line, sizeof(line), "EHLO %s\r\n", hc->p->cfg->health.ehlo);
-			hc_send(hc, line);
-			hc->step = HC_EHLO;
+			hc_ehlo(hc);
 			break;
 		case HC_EHLO:
 			if (code != 250) {
 				hc_finish(hc, false, "EHLO not 250");
 				return;
 			}
+			if (b->tls == CFG_TLS_STARTTLS && !hc->tls_on) {
+				if (!(smtp_ehlo_extensions(dbuf_data(&hc->in), len) & SMTP_EXT_STARTTLS)) {
+					hc_finish(hc, false, "STARTTLS not offered");
+					return;
+				}
+				hc_send(hc, "STARTTLS\r\n");
+				hc->step = HC_STARTTLS;
+				break;
+			}
 			hc->caps = smtp_ehlo_extensions(dbuf_data(&hc->in), len);
 			hc->size = ehlo_size(dbuf_data(&hc->in), len);
 			hc_send(hc, "QUIT\r\n");
 			hc->step = HC_QUIT;
 			break;
+		case HC_STARTTLS:
+			if (code != 220) {
+				hc_finish(hc, false, "STARTTLS not 220");
+				return;
+			}
+			dbuf_consume(&hc->in, len);
+			if (dbuf_used(&hc->in)) {
+				hc_finish(hc, false, "bytes after the STARTTLS reply");
+				return;
+			}
+			hc_start_tls(hc);
+			return;
 		case HC_QUIT:
 			hc_finish(hc, code == 221, "QUIT not 221");
 			return;
@@ -236,7 +284,28 @@ static void hc_connected(struct conn *c, int err)
 		hc_finish(hc, true, "ok");
 		return;
 	}
+	if (hc->p->backends[hc->i].cfg->tls == CFG_TLS_IMPLICIT) {
+		hc_start_tls(hc);
+		return;
+	}
 	hc->step = HC_GREETING;
+}
+
+static void hc_handshake(struct conn *c, int err)
+{
+	struct hcheck *hc = c->owner;
+	char why[160];
+
+	if (err < 0) {
+		snprintf(why, sizeof(why), "TLS: %s", tls_io_error(c->tls));
+		hc_finish(hc, false, why);
+		return;
+	}
+	hc->tls_on = true;
+	if (hc->p->backends[hc->i].cfg->tls == CFG_TLS_IMPLICIT)
+		hc->step = HC_GREETING;
+	else
+		hc_ehlo(hc);
 }
 
 static const struct conn_handler hc_handler = {
@@ -244,6 +313,7 @@ static const struct conn_handler hc_handler = {
 	.eof = hc_eof,
 	.error = hc_error,
 	.connected = hc_connected,
+	.handshake = hc_handshake,
 };
 
 static void hc_begin(struct hcheck *hc)
@@ -259,6 +329,7 @@ static void hc_begin(struct hcheck *hc)
 		return;
 	}
 	hc->step = HC_CONNECT;
+	hc->tls_on = false;
 	hc->caps = 0;
 	hc->size = 0;
 	/* the check's whole budget, connect included */
@@ -314,6 +385,7 @@ void health_start(struct worker *w)
 			if (!hc)
 				continue;
 			hc->w = w;
+			hc->rt = mxlb_rt;
 			hc->p = p;
 			hc->i = j;
 			p->backends[j].hc = hc;

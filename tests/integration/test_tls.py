@@ -493,3 +493,50 @@ def test_certificate_errors_name_the_file(certs, tmp_path):
         assert r.returncode == 1, r.stderr
         assert r.stderr.startswith(f"{cfg}:2:3: tls context \"pub\": "), r.stderr
         assert want in r.stderr, r.stderr
+
+
+def status(mx):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{mx.admin_port}/status", timeout=5) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+def test_health_checks_speak_tls_to_backends(env, certs, mode):
+    bad = aiosmtpd_tls(certs, "good.test", implicit=mode == "implicit", self_signed=True)
+    good = aiosmtpd_tls(certs, "good.test", implicit=mode == "implicit")
+    try:
+        extra = {"tls": {"back": {"ca": str(certs.ca), "server_name": "good.test"}}}
+        backends = [{"address": f"127.0.0.1:{p}", "tls": mode, "tls_context": "back"}
+                    for p in (bad.port, good.port)]
+        mx = env.mxlb(backends, extra=extra, pool={
+            "health": {"check": "smtp", "interval": "200ms", "timeout": "1s", "rise": 1,
+                       "fall": 1}})
+        state = lambda: {b["name"]: b["state"] for b in status(mx)["pools"][0]["backends"]}
+        wait_for(lambda: state() == {"b0": "down", "b1": "up"})
+        assert "self signed certificate" in mx.log()
+        with smtplib.SMTP("127.0.0.1", mx.port, local_hostname="c.test", timeout=30) as s:
+            s.ehlo()
+            assert s.sendmail("a@client.test", ["b@dest.test"], b"Subject: h\r\n\r\nh\r\n") == {}
+        wait_for(lambda: [g for g in good.got if "content" in g])
+        assert mx.stop() == 0
+    finally:
+        bad.stop()
+        good.stop()
+
+
+def test_pre_tls_ehlo_offers_what_checks_learned(env, certs):
+    sink = env.sink("--max-size", "1000000")
+    mx = tls_mxlb(env, certs, [sink.port], pool={
+        "health": {"check": "smtp", "interval": "200ms", "timeout": "1s", "rise": 1, "fall": 1}})
+    wait_for(lambda: status(mx)["pools"][0]["backends"][0].get("last_check"))
+    c = Client(mx.port)
+    c.reply()
+    code, lines = c.cmd(b"EHLO caps.test")
+    assert code == 250
+    caps = lines[1:]
+    assert "SIZE 1000000" in caps and "8BITMIME" in caps and "ENHANCEDSTATUSCODES" in caps
+    assert caps[-1] == "STARTTLS"
+    assert not any(x.split()[0] in ("PIPELINING", "CHUNKING", "AUTH", "XCLIENT") for x in caps)
+    c.cmd(b"QUIT")
+    assert mx.stop() == 0
