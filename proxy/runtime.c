@@ -19,6 +19,15 @@ static void runtime_release(struct runtime *rt, size_t npools)
 	free(rt);
 }
 
+static bool tls_used_by_backends(const struct config *cfg, const struct cfg_tls *t)
+{
+	for (size_t i = 0; i < cfg->npools; i++)
+		for (size_t j = 0; j < cfg->pools[i].nbackends; j++)
+			if (cfg->pools[i].backends[j].tls_context == t)
+				return true;
+	return false;
+}
+
 struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
 {
 	struct runtime *rt = calloc(1, sizeof(*rt));
@@ -38,7 +47,8 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
 	}
 	/* certificates are read here, at start and at each reload */
 	for (i = 0; i < cfg->ntls; i++) {
-		rt->tls[i] = tls_ctx_new(cfg, &cfg->tls[i], err, errlen);
+		rt->tls[i] = tls_ctx_new(cfg, &cfg->tls[i], tls_used_by_backends(cfg, &cfg->tls[i]),
+					 err, errlen);
 		if (!rt->tls[i]) {
 			runtime_release(rt, 0);
 			return NULL;

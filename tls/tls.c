@@ -427,8 +427,8 @@ static SSL_CTX *ctx_common(const struct cfg_tls *t, char *why, size_t n)
 	return ctx;
 }
 
-struct tls_ctx *tls_ctx_new(const struct config *cfg, const struct cfg_tls *t, char *err,
-			    size_t errlen)
+struct tls_ctx *tls_ctx_new(const struct config *cfg, const struct cfg_tls *t, bool client,
+			    char *err, size_t errlen)
 {
 	struct tls_ctx *tc = calloc(1, sizeof(*tc));
 	char why[CFG_ERR_MAX];
@@ -465,6 +465,8 @@ struct tls_ctx *tls_ctx_new(const struct config *cfg, const struct cfg_tls *t, c
 			SSL_CTX_sess_set_cache_size(tc->server, 20000);
 		}
 	}
+	if (!client)
+		return tc;
 	tc->client = ctx_common(t, why, sizeof(why));
 	if (!tc->client)
 		goto fail;

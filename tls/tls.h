@@ -25,11 +25,11 @@
 struct tls_ctx;
 struct tls_io;
 
-/* Build the context of cfg, loading its certificates and keys. NULL and
- * "FILE:LINE:COLUMN: message" (the context's position, the file named) in
- * err on failure. */
-struct tls_ctx *tls_ctx_new(const struct config *cfg, const struct cfg_tls *t, char *err,
-			    size_t errlen);
+/* Build the context of cfg, loading its certificates and keys, and with
+ * client, the client side (its CA file). NULL and "FILE:LINE:COLUMN:
+ * message" (the context's position, the file named) in err on failure. */
+struct tls_ctx *tls_ctx_new(const struct config *cfg, const struct cfg_tls *t, bool client,
+			    char *err, size_t errlen);
 void tls_ctx_free(struct tls_ctx *ctx);
 bool tls_ctx_has_certs(const struct tls_ctx *ctx);
 
