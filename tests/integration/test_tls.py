@@ -540,3 +540,53 @@ def test_pre_tls_ehlo_offers_what_checks_learned(env, certs):
     assert not any(x.split()[0] in ("PIPELINING", "CHUNKING", "AUTH", "XCLIENT") for x in caps)
     c.cmd(b"QUIT")
     assert mx.stop() == 0
+
+
+def test_implicit_tls_after_a_proxy_header(env, certs):
+    sink = env.sink()
+    mx = tls_mxlb(env, certs, [sink.port], tls="implicit", listener={"accept_proxy": True},
+                  wait=False)
+    from conftest import wait_port
+    wait_port(mx.port)
+    with socket.create_connection(("127.0.0.1", mx.port), timeout=10) as raw:
+        # the header and the ClientHello may arrive in one read
+        raw.sendall(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 465\r\n")
+        t = client_ctx(certs).wrap_socket(raw)
+        s = smtplib.SMTP()
+        s.sock, s.file = t, t.makefile("rb")
+        assert s.getreply()[0] == 220
+        s.ehlo("proxied.test")
+        assert s.sendmail("a@client.test", ["b@dest.test"], b"Subject: p\r\n\r\nproxied\r\n") == {}
+        s.quit()
+    line = wait_for(lambda: [x for x in mx.sessions() if x.get("ehlo") == "proxied.test"])[0]
+    assert line["client"] == "192.0.2.7:40000" and line["tls"] == "TLSv1.3"
+    assert mx.stop() == 0
+
+
+def test_starttls_routes_on_the_sni_of_the_handshake(env, certs):
+    a, b = env.sink(), env.sink()
+    pools = [{"name": "main", "health": {"check": "none"},
+              "backends": [{"name": "a", "address": f"127.0.0.1:{a.port}"}]},
+             {"name": "other", "health": {"check": "none"},
+              "backends": [{"name": "b", "address": f"127.0.0.1:{b.port}"}]}]
+    mx = tls_mxlb(env, certs, [], pools=pools, names=(("mx.test", "ecdsa"), ("other.test", "ecdsa")),
+                  listener={"routes": [{"sni": "other.test", "pool": "other"}]})
+    for name in ("other.test", "mx.test"):
+        # smtplib sends no SNI to an address: STARTTLS by hand
+        with socket.create_connection(("127.0.0.1", mx.port), timeout=10) as raw:
+            f = raw.makefile("rb")
+            f.readline()
+            raw.sendall(b"EHLO c.test\r\n")
+            while f.readline()[3:4] == b"-":
+                pass
+            raw.sendall(b"STARTTLS\r\n")
+            assert f.readline().startswith(b"220")
+            t = client_ctx(certs).wrap_socket(raw, server_hostname=name)
+            s = smtplib.SMTP()
+            s.sock, s.file = t, t.makefile("rb")
+            s.ehlo("c.test")
+            assert s.sendmail("a@client.test", ["b@dest.test"], f"Subject: {name}\r\n\r\nx\r\n".encode()) == {}
+            s.quit()
+    wait_for(lambda: len(a.messages()) == 1 and len(b.messages()) == 1)
+    assert b"other.test" in b.messages()[0][0] and b"mx.test" in a.messages()[0][0]
+    assert mx.stop() == 0
