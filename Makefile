@@ -109,8 +109,11 @@ fuzz:
 	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $(BUILD)/fuzz/corpus-$$n tests/fuzz/corpus/$$n 2>&1 | tail -3; done
 
 # The load generator and the side-by-side comparison are not built yet.
-bench compare:
-	@echo "make $@: mxlb-bench is not built yet; see README.md" >&2; exit 1
+bench: all
+	@bench/bench.sh
+
+compare: all
+	@bench/compare.sh
 
 clean:
 	rm -rf $(BUILD)
