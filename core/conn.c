@@ -42,7 +42,7 @@ void sock_set_nodelay(int fd)
 
 struct conn *conn_new(struct worker *w, int fd, const struct conn_handler *h, void *owner)
 {
-	struct conn *c = calloc(1, sizeof(*c));
+	struct conn *c = slab_alloc(&w->conn_slab);
 
 	if (!c)
 		return NULL;
@@ -102,7 +102,7 @@ static void maybe_free(struct conn *c)
 		close(c->fd);
 	c->fd = -1;
 	c->w->nconns--;
-	free(c);
+	slab_free(&c->w->conn_slab, c);
 }
 
 static void arm_recv(struct conn *c)

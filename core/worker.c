@@ -162,6 +162,7 @@ int worker_init(struct worker *w)
 	w->wake_fd = eventfd(0, EFD_CLOEXEC);
 	if (w->wake_fd < 0)
 		return -errno;
+	slab_init(&w->conn_slab, sizeof(struct conn));
 	w->plain = calloc(PLAIN_MAX, sizeof(*w->plain));
 	w->plain_free = calloc(PLAIN_MAX, sizeof(*w->plain_free));
 	if (!w->plain || !w->plain_free)
@@ -409,6 +410,7 @@ void worker_fini(struct worker *w)
 			free(w->plain[i]);
 	free(w->plain);
 	free(w->plain_free);
+	slab_destroy(&w->conn_slab);
 	w->plain = NULL;
 	w->plain_free = NULL;
 	while (w->lsocks) {

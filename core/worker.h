@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/slab.h"
 #include "core/timer.h"
 
 enum op_kind {
@@ -81,6 +82,7 @@ struct worker {
 	char **plain; /* PLAIN_MAX slots, NULL until allocated */
 	uint16_t *plain_free; /* free slot indices */
 	unsigned nplain, nplain_free, nplain_kept;
+	struct slab conn_slab; /* struct conn */
 	const struct worker_ops *ops;
 	void *proxy; /* the proxy's per-worker state */
 	unsigned nconns; /* conns alive, orphans included */

@@ -332,6 +332,7 @@ int main(int argc, char **argv)
 		workers[i].proxy = &pws[i];
 		workers[i].shutdown_timeout_ms = cfg->server.shutdown_timeout;
 		pws[i].w = &workers[i];
+		slab_init(&pws[i].session_slab, sizeof(struct session));
 		pws[i].rt = mxlb_rt;
 		runtime_ref(mxlb_rt);
 		if (worker_listen(&workers[i], cfg) < 0)
@@ -376,6 +377,7 @@ int main(int argc, char **argv)
 	for (uint32_t i = 0; i < n; i++) {
 		pthread_join(workers[i].thread, NULL);
 		worker_fini(&workers[i]);
+		slab_destroy(&pws[i].session_slab);
 		runtime_unref(pws[i].rt);
 	}
 	log_info("stop", "stopped");

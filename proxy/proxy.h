@@ -183,6 +183,7 @@ struct proxy_worker {
 	struct session *sessions; /* every open session of this worker */
 	unsigned nsessions;
 	struct session *dead; /* closed in this batch; freed by reap */
+	struct slab session_slab;
 };
 
 extern const struct worker_ops proxy_worker_ops;

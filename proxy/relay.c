@@ -221,6 +221,9 @@ const struct conn_handler relay_back_handler = {
 
 void relay_start(struct session *s)
 {
+	/* no more retries: the routing line is not needed again */
+	free(s->ehlo_line);
+	s->ehlo_line = NULL;
 	session_set_state(s, S_RELAY);
 	s->action = "relaying";
 	s->t_routed = clock_usec();

@@ -239,14 +239,14 @@ static void account(struct session *s)
 
 struct session *session_new(struct proxy_worker *pw, const struct cfg_listener *l, int fd)
 {
-	struct session *s = calloc(1, sizeof(*s));
+	struct session *s = slab_alloc(&pw->session_slab);
 	socklen_t len;
 
 	if (!s)
 		return NULL;
 	s->client = conn_new(pw->w, fd, &front_handler, s);
 	if (!s->client) {
-		free(s);
+		slab_free(&pw->session_slab, s);
 		return NULL;
 	}
 	s->pw = pw;
@@ -319,7 +319,7 @@ void session_reap(struct proxy_worker *pw)
 		free(s->sni);
 		free(s->guard);
 		runtime_unref(s->rt);
-		free(s);
+		slab_free(&pw->session_slab, s);
 	}
 }
 
