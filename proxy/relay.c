@@ -107,11 +107,27 @@ static void relay_shutdown_if_done(struct session *s, int dir)
 static bool relay_client_data(struct conn *c, char *p, size_t len, uint16_t bid)
 {
 	struct session *s = c->owner;
+	size_t pass;
+	bool taken;
 
 	s->bytes_in += len;
 	session_timeout(s, s->l->timeouts.idle);
 	if (!s->guard)
 		return relay_forward(s, 0, p, len, bid);
+	/* message text goes on in its buffer; the guard reads the commands */
+	pass = dbuf_used(&s->in) ? 0 : smtp_guard_pass(s->guard, p, len);
+	if (pass == len)
+		return relay_forward(s, 0, p, len, bid);
+	if (pass) {
+		if (dbuf_append(&s->in, p + pass, len - pass, RELAY_STASH_MAX) < 0) {
+			session_close(s, R_ERROR, "relay overflow");
+			return false;
+		}
+		taken = relay_forward(s, 0, p, pass, bid);
+		if (s->state == S_RELAY)
+			guard_feed(s);
+		return taken;
+	}
 	if (dbuf_append(&s->in, p, len, RELAY_STASH_MAX) < 0) {
 		session_close(s, R_ERROR, "relay overflow");
 		return false;

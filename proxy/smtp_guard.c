@@ -112,6 +112,50 @@ static bool decide(struct smtp_guard *g, char *out, size_t *o)
 	return true;
 }
 
+/* In message text or a BDAT chunk: how many octets of in[0..len) pass as
+ * they are, the state advanced over them. Stops right after the end of the
+ * data (a "." line, CRLF or bare LF) or of the chunk. */
+static size_t pass_through(struct smtp_guard *g, const char *in, size_t len)
+{
+	size_t i = 0;
+
+	if (g->mode == G_BDAT) {
+		size_t n = len < g->bdat_left ? len : (size_t)g->bdat_left;
+
+		g->bdat_left -= n;
+		if (!g->bdat_left)
+			g->mode = G_CMD;
+		return n;
+	}
+	while (g->mode == G_DATA && i < len) {
+		const char *lf = memchr(in + i, '\n', len - i);
+		size_t end = lf ? (size_t)(lf - in) : len;
+
+		/* only a line's first octets can make it the end of data */
+		for (size_t k = i; k < end && g->data_state != D_MID; k++) {
+			if (in[k] == '.' && g->data_state == D_BOL)
+				g->data_state = D_DOT;
+			else if (!(in[k] == '\r' && g->data_state == D_DOT))
+				g->data_state = D_MID;
+		}
+		if (!lf)
+			return len;
+		if (g->data_state == D_DOT) {
+			g->cmds_sent++;
+			g->mode = G_CMD;
+			g->line_state = L_START;
+		}
+		g->data_state = D_BOL;
+		i = end + 1;
+	}
+	return i;
+}
+
+size_t smtp_guard_pass(struct smtp_guard *g, const char *in, size_t len)
+{
+	return g->mode == G_DATA || g->mode == G_BDAT ? pass_through(g, in, len) : 0;
+}
+
 void smtp_guard_client(struct smtp_guard *g, const char *in, size_t len, char *out,
 		       size_t *outlen, size_t *consumed)
 {
@@ -120,36 +164,13 @@ void smtp_guard_client(struct smtp_guard *g, const char *in, size_t len, char *o
 	while (i < len && o + STEP_ROOM <= cap) {
 		if (g->mode == G_DATA_WAIT)
 			break;
-		if (g->mode == G_BDAT) {
-			size_t n = len - i < g->bdat_left ? len - i : (size_t)g->bdat_left;
+		if (g->mode == G_BDAT || g->mode == G_DATA) {
+			size_t room = len - i < cap - o ? len - i : cap - o;
+			size_t n = pass_through(g, in + i, room);
 
-			if (n > cap - o)
-				n = cap - o;
 			memcpy(out + o, in + i, n);
 			o += n;
 			i += n;
-			g->bdat_left -= n;
-			if (!g->bdat_left)
-				g->mode = G_CMD;
-			continue;
-		}
-		if (g->mode == G_DATA) {
-			char c = in[i++];
-
-			out[o++] = c;
-			/* lax end of data: "." alone on a line, CRLF or bare LF */
-			if (c == '\n') {
-				if (g->data_state == D_DOT) {
-					g->cmds_sent++;
-					g->mode = G_CMD;
-					g->line_state = L_START;
-				}
-				g->data_state = D_BOL;
-			} else if (c == '.' && g->data_state == D_BOL) {
-				g->data_state = D_DOT;
-			} else if (!(c == '\r' && g->data_state == D_DOT)) {
-				g->data_state = D_MID;
-			}
 			continue;
 		}
 		/* command mode */

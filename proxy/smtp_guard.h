@@ -54,6 +54,11 @@ void smtp_guard_init(struct smtp_guard *g);
 void smtp_guard_client(struct smtp_guard *g, const char *in, size_t len, char *out,
 		       size_t *outlen, size_t *consumed);
 
+/* In message text or a BDAT chunk, the octets at the start of in that go
+ * to the backend exactly as they are (0 elsewhere): the caller may send
+ * them without a copy, then feed the rest to smtp_guard_client(). */
+size_t smtp_guard_pass(struct smtp_guard *g, const char *in, size_t len);
+
 /* Feed backend bytes (observed, never changed). */
 void smtp_guard_server(struct smtp_guard *g, const char *in, size_t len);
 
