@@ -16,9 +16,14 @@
  *
  * The main thread waits for SIGTERM/SIGINT and rewrites --stats-file.
  *
- * TLS (--tls-cert, --tls-key, STARTTLS, --implicit-tls) is not built yet. It
- * plugs in at conn_recv()/conn_send(), the only places where session bytes
- * meet the socket, at cmd_starttls(), and in conn_new() for implicit TLS.
+ * TLS (--tls-cert/--tls-key: STARTTLS; --implicit-tls) is BoringSSL over
+ * the socket through a small BIO, non-blocking. Session bytes meet the
+ * network only through the session's transport (struct xprt: plain TCP or
+ * TLS), so the SMTP code never asks whether TLS is on. A session reaches
+ * TLS through CS_STARTTLS (the 220 goes out in clear text, input pipelined
+ * after STARTTLS is dropped) or at once for --implicit-tls, and then
+ * CS_TLS_ACCEPT until the handshake is done. One SSL_CTX serves all
+ * threads.
  */
 #include "proxy/proxy_proto.h"
 
@@ -48,6 +53,10 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #define SINK_LINE_MAX 4096 /* a command line, CRLF included; longer gets 500 */
 #define SINK_IN_CAP 16384 /* input buffer: several full command lines */
@@ -86,6 +95,8 @@ static struct {
 	uint64_t greeting_delay_ms;
 	int fail_greeting; /* 0: greet normally */
 	uint64_t max_size; /* 0: no limit */
+	const char *tls_cert, *tls_key;
+	bool implicit_tls;
 } cfg = { .hostname = "sink.local", .banner = "ESMTP", .threads = 1 };
 
 /* Replies fixed by the configuration, built once by canned_build(). */
@@ -93,7 +104,12 @@ struct canned {
 	char *text;
 	size_t len;
 };
-static struct canned canned_greeting, canned_fail, canned_ehlo, canned_helo;
+static struct canned canned_greeting, canned_fail, canned_ehlo, canned_ehlo_starttls, canned_helo;
+
+/* Set once by tls_init() when --tls-cert/--tls-key are given, shared by the
+ * workers (SSL_CTX is thread-safe for SSL_new). */
+static SSL_CTX *tls_ctx;
+static BIO_METHOD *conn_bio_method;
 
 static pid_t sink_pid;
 static _Atomic uint64_t msg_seq; /* numbers accepted messages: <pid>-<seq> */
@@ -176,6 +192,8 @@ enum conn_state {
 	CS_CMD,
 	CS_DATA,
 	CS_BDAT, /* reading bdat_left more chunk octets */
+	CS_STARTTLS, /* 220 queued in clear text; then the rest of the input is dropped */
+	CS_TLS_ACCEPT, /* TLS handshake running; nothing is read as SMTP */
 	CS_CLOSING, /* last reply queued; shut down once it is sent */
 	CS_LINGER, /* write side shut; discard input until the client closes */
 };
@@ -215,10 +233,24 @@ struct txn {
 	uint64_t tmp_id; /* names the temporary files; 0: none exist */
 };
 
+/* Where session bytes meet the socket. recv: n > 0 octets, 0 at the end of
+ * the stream, or -1 with errno (EAGAIN: nothing more for now); *drained
+ * says the transport holds no more input, so only a new epoll edge brings
+ * some. send: as send(2). shut: before the write side is shut down. */
+struct xprt {
+	ssize_t (*recv)(struct conn *c, void *buf, size_t len, bool *drained);
+	ssize_t (*send)(struct conn *c, const void *buf, size_t len);
+	void (*shut)(struct conn *c);
+};
+
+/* How a TLS stream ended, kept so that every later read says the same. */
+enum tls_end { TLS_OPEN, TLS_EOF, TLS_BROKEN };
+
 struct conn {
 	enum src_kind kind;
 	int fd;
 	struct worker *w;
+	const struct xprt *xprt;
 	struct conn *prev, *next; /* w->conns */
 	struct conn *tprev, *tnext; /* in tq, when tq is set */
 	struct tqueue *tq;
@@ -229,6 +261,9 @@ struct conn {
 	bool eof; /* the client's FIN was read: read no more */
 	bool rdhup; /* epoll reported the FIN (or an error): read until EOF */
 	bool wr_blocked; /* send() said EAGAIN: wait for EPOLLOUT */
+	/* TLS may need the other direction: a read that must first write (a
+	 * KeyUpdate answer) waits for EPOLLOUT, and the converse */
+	bool rd_needs_wr, wr_needs_rd;
 	bool skipping; /* discarding the rest of an overlong line */
 	enum data_state ds;
 	uint64_t bdat_left, bdat_size;
@@ -242,6 +277,13 @@ struct conn {
 	bool has_xclient;
 	char *xclient[XA_COUNT];
 	struct txn txn;
+
+	SSL *ssl; /* from the start of the handshake to the close */
+	enum tls_end tls_end;
+	/* input read before the handshake that belongs to it (a ClientHello
+	 * that came with the PROXY header): the BIO reads it first */
+	char *carry;
+	size_t carry_off, carry_len;
 
 	size_t in_start, in_len, out_off, out_len;
 	char out[SINK_OUT_CAP];
@@ -614,6 +656,13 @@ static void txn_json(FILE *f, const struct conn *c, const char *id)
 	} else {
 		fputs("null", f);
 	}
+	/* messages are only taken once a handshake is done: ssl means TLS */
+	fputs(",\"tls\":", f);
+	json_str_or_null(f, c->ssl ? SSL_get_version(c->ssl) : NULL);
+	fputs(",\"cipher\":", f);
+	json_str_or_null(f, c->ssl ? SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)) : NULL);
+	fputs(",\"sni\":", f);
+	json_str_or_null(f, c->ssl ? SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name) : NULL);
 	fprintf(f, ",\"size\":%" PRIu64 ",\"body\":\"%s\"}\n", t->size, t->bdat ? "bdat" : "data");
 }
 
@@ -891,7 +940,7 @@ static void cmd_ehlo(struct conn *c, char *arg)
 	}
 	txn_reset(c);
 	session_set_helo(c, arg);
-	reply_canned(c, &canned_ehlo);
+	reply_canned(c, tls_ctx && !c->ssl ? &canned_ehlo_starttls : &canned_ehlo);
 }
 
 static void cmd_helo(struct conn *c, char *arg)
@@ -1039,11 +1088,32 @@ static void cmd_quit(struct conn *c, char *arg)
 	c->state = CS_CLOSING;
 }
 
-/* TLS: STARTTLS is answered here once --tls-cert exists. */
+/* RFC 3207 4.2: the session starts over under TLS, so the client's HELO is
+ * forgotten (there is no transaction: STARTTLS is refused inside one).
+ * XCLIENT and PROXY facts come from the proxy, not the client, and stay,
+ * as in Postfix. What the client pipelined after STARTTLS is dropped
+ * before the handshake (conn_tls_step()). */
 static void cmd_starttls(struct conn *c, char *arg)
 {
-	(void)arg;
-	REPLY(c, "502 5.5.1 Error: command not implemented");
+	if (!tls_ctx) {
+		REPLY(c, "502 5.5.1 Error: command not implemented");
+		return;
+	}
+	if (c->ssl) {
+		REPLY(c, "554 5.5.1 Error: TLS already active");
+		return;
+	}
+	if (*arg) {
+		REPLY(c, "501 5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (c->txn.active) {
+		REPLY(c, "503 5.5.1 Error: MAIL transaction in progress");
+		return;
+	}
+	session_set_helo(c, NULL);
+	REPLY(c, "220 2.0.0 Ready to start TLS");
+	c->state = CS_STARTTLS;
 }
 
 /* Postfix's XCLIENT_README: attributes are xtext, may come over several
@@ -1193,7 +1263,10 @@ static enum step step_proxy(struct conn *c, char *p, size_t avail, size_t *used)
 	case PROXY_OK:
 		c->proxy = pi;
 		c->has_proxy = true;
-		greet(c);
+		if (cfg.implicit_tls)
+			c->state = CS_TLS_ACCEPT;
+		else
+			greet(c);
 		return STEP_GO;
 	case PROXY_AGAIN:
 		return STEP_MORE;
@@ -1282,6 +1355,8 @@ static enum step conn_process(struct conn *c)
 			st = step_proxy(c, p, avail, &used);
 			break;
 		case CS_GREET_WAIT:
+		case CS_STARTTLS: /* conn_run() drops the input or hands it to TLS */
+		case CS_TLS_ACCEPT:
 			st = STEP_MORE;
 			break;
 		case CS_CMD:
@@ -1309,24 +1384,224 @@ static enum step conn_process(struct conn *c)
 	return st;
 }
 
-/* ---- the session's socket */
+/* ---- transports: plain TCP and TLS */
 
-/* The transport. TLS sessions will route these through the TLS engine. */
-static ssize_t conn_recv(struct conn *c, void *buf, size_t len)
+static ssize_t tcp_recv(struct conn *c, void *buf, size_t len, bool *drained)
 {
-	return recv(c->fd, buf, len, 0);
+	ssize_t n = recv(c->fd, buf, len, 0);
+
+	/* a short read emptied the socket: new input brings a new edge */
+	*drained = n >= 0 && (size_t)n < len;
+	return n;
 }
 
-static ssize_t conn_send(struct conn *c, const void *buf, size_t len)
+static ssize_t tcp_send(struct conn *c, const void *buf, size_t len)
 {
 	return send(c->fd, buf, len, MSG_NOSIGNAL);
 }
+
+static void tcp_shut(struct conn *c)
+{
+	(void)c;
+}
+
+static const struct xprt xprt_tcp = { tcp_recv, tcp_send, tcp_shut };
+
+/* The reason for the oldest queued TLS error ("WRONG_VERSION_NUMBER"); the
+ * thread's queue is left empty, so no stale error misleads SSL_get_error()
+ * on the next session. */
+static const char *tls_error(void)
+{
+	uint32_t e = ERR_get_error();
+	const char *r = e ? ERR_reason_error_string(e) : NULL;
+
+	ERR_clear_error();
+	return r ? r : "unknown error";
+}
+
+static void tls_log(const struct conn *c, const char *what)
+{
+	char peer[SINK_ADDR_TEXT];
+
+	addr_format_port(&c->peer, peer, sizeof(peer));
+	fprintf(stderr, "mxlb-sink: TLS %s with %s: %s\n", what, peer, tls_error());
+}
+
+/* SSL_read() until len octets or until the socket has nothing more.
+ * BoringSSL keeps whole records it has read, so a short SSL_read() says
+ * nothing about the socket: only WANT_READ tells an edge-triggered reader
+ * that it may wait. The end of the stream is remembered (tls_end) and
+ * reported after the octets that preceded it. */
+static ssize_t tls_recv(struct conn *c, void *buf, size_t len, bool *drained)
+{
+	size_t got = 0;
+
+	*drained = false;
+	while (got < len && c->tls_end == TLS_OPEN) {
+		size_t want = len - got < INT_MAX ? len - got : INT_MAX;
+		int n = SSL_read(c->ssl, (char *)buf + got, (int)want);
+
+		if (n > 0) {
+			got += (size_t)n;
+			continue;
+		}
+		switch (SSL_get_error(c->ssl, n)) {
+		case SSL_ERROR_WANT_WRITE:
+			c->rd_needs_wr = true;
+			/* fall through */
+		case SSL_ERROR_WANT_READ:
+			*drained = true;
+			if (got)
+				return (ssize_t)got;
+			errno = EAGAIN;
+			return -1;
+		case SSL_ERROR_ZERO_RETURN:
+			c->tls_end = TLS_EOF;
+			break;
+		case SSL_ERROR_SYSCALL:
+			/* 0: TCP ended without close_notify, which a sink takes as the end */
+			c->tls_end = n == 0 ? TLS_EOF : TLS_BROKEN;
+			ERR_clear_error();
+			break;
+		default:
+			tls_log(c, "read");
+			c->tls_end = TLS_BROKEN;
+			break;
+		}
+	}
+	if (got)
+		return (ssize_t)got;
+	if (c->tls_end == TLS_EOF)
+		return 0;
+	errno = ECONNRESET;
+	return -1;
+}
+
+/* SSL_MODE_ENABLE_PARTIAL_WRITE: a record at a time, like send(2);
+ * SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER: conn_flush() may compact c->out
+ * between a WANT_WRITE and the retry, which only appends to it. */
+static ssize_t tls_send(struct conn *c, const void *buf, size_t len)
+{
+	int n = SSL_write(c->ssl, buf, len < INT_MAX ? (int)len : INT_MAX);
+
+	if (n > 0)
+		return n;
+	switch (SSL_get_error(c->ssl, n)) {
+	case SSL_ERROR_WANT_READ:
+		c->wr_needs_rd = true;
+		/* fall through */
+	case SSL_ERROR_WANT_WRITE:
+		errno = EAGAIN;
+		return -1;
+	default:
+		ERR_clear_error();
+		errno = EPIPE;
+		return -1;
+	}
+}
+
+/* close_notify as a courtesy: nothing waits for it to be sent. What the
+ * client sends after it is only waited out and dropped (CS_LINGER), so
+ * the session reads raw TCP from here on. */
+static void tls_shut(struct conn *c)
+{
+	SSL_shutdown(c->ssl);
+	ERR_clear_error();
+	c->xprt = &xprt_tcp;
+}
+
+static const struct xprt xprt_tls = { tls_recv, tls_send, tls_shut };
+
+/* The BIO under each SSL: the session's socket, read after the carry (see
+ * struct conn). EAGAIN becomes a retry, which SSL reports as WANT_*. */
+static int conn_bio_read(BIO *b, char *out, int len)
+{
+	struct conn *c = BIO_get_data(b);
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	if (c->carry) {
+		size_t k = c->carry_len - c->carry_off;
+
+		if (k > (size_t)len)
+			k = (size_t)len;
+		memcpy(out, c->carry + c->carry_off, k);
+		c->carry_off += k;
+		if (c->carry_off == c->carry_len) {
+			free(c->carry);
+			c->carry = NULL;
+			c->carry_off = c->carry_len = 0;
+		}
+		return (int)k;
+	}
+	do
+		n = recv(c->fd, out, (size_t)len, 0);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		BIO_set_retry_read(b);
+	return n < 0 ? -1 : (int)n;
+}
+
+static int conn_bio_write(BIO *b, const char *in, int len)
+{
+	struct conn *c = BIO_get_data(b);
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	do
+		n = send(c->fd, in, (size_t)len, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		BIO_set_retry_write(b);
+	return n < 0 ? -1 : (int)n;
+}
+
+static long conn_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b;
+	(void)num;
+	(void)ptr;
+	return cmd == BIO_CTRL_FLUSH; /* writes go straight to the socket */
+}
+
+/* Gives the session its SSL. Input already read belongs to the handshake
+ * (a ClientHello that came with the PROXY header): it moves to the carry.
+ * False when out of memory. */
+static bool tls_start(struct conn *c)
+{
+	size_t left = c->in_len - c->in_start;
+	BIO *bio;
+
+	c->ssl = SSL_new(tls_ctx);
+	bio = BIO_new(conn_bio_method);
+	if (!c->ssl || !bio) {
+		BIO_free(bio);
+		return false;
+	}
+	BIO_set_data(bio, c);
+	BIO_set_init(bio, 1);
+	SSL_set_bio(c->ssl, bio, bio);
+	SSL_set_accept_state(c->ssl);
+	if (left) {
+		c->carry = malloc(left);
+		if (!c->carry)
+			return false;
+		memcpy(c->carry, c->in + c->in_start, left);
+		c->carry_len = left;
+	}
+	c->in_start = c->in_len = 0;
+	return true;
+}
+
+/* ---- the session's socket */
 
 /* Sends what it can of the pending replies. False when the socket failed. */
 static bool conn_flush(struct conn *c)
 {
 	while (c->out_off < c->out_len && !c->wr_blocked) {
-		ssize_t n = conn_send(c, c->out + c->out_off, c->out_len - c->out_off);
+		ssize_t n = c->xprt->send(c, c->out + c->out_off, c->out_len - c->out_off);
 
 		if (n > 0)
 			c->out_off += (size_t)n;
@@ -1345,18 +1620,82 @@ static bool conn_flush(struct conn *c)
 	return true;
 }
 
+/* From STARTTLS (or the accept, or the PROXY header, with --implicit-tls)
+ * to the end of the handshake: GO once TLS carries the session, MORE while
+ * it waits on the socket, CLOSE when it failed. */
+static enum step conn_tls_step(struct conn *c)
+{
+	int rc;
+
+	if (c->state == CS_STARTTLS) {
+		if (!conn_flush(c))
+			return STEP_CLOSE;
+		if (c->out_len)
+			return STEP_MORE;
+		/* RFC 2920 3.1: STARTTLS ends a pipelined group. What came after
+		 * it is dropped, never executed under TLS (CVE-2011-0411). */
+		c->in_start = c->in_len = 0;
+		c->state = CS_TLS_ACCEPT;
+	}
+	if (!c->ssl && !tls_start(c))
+		return STEP_CLOSE;
+	rc = SSL_do_handshake(c->ssl);
+	if (rc == 1) {
+		c->xprt = &xprt_tls;
+		/* the client's first records may have come with its Finished,
+		 * their epoll edge already spent */
+		c->rd_ready = true;
+		c->wr_blocked = false;
+		if (cfg.implicit_tls)
+			greet(c);
+		else
+			c->state = CS_CMD;
+		return STEP_GO;
+	}
+	switch (SSL_get_error(c->ssl, rc)) {
+	case SSL_ERROR_WANT_READ:
+		return STEP_MORE;
+	case SSL_ERROR_WANT_WRITE:
+		c->wr_blocked = true;
+		return STEP_MORE;
+	case SSL_ERROR_SYSCALL: /* the client went away: not worth a line */
+		ERR_clear_error();
+		return STEP_CLOSE;
+	default:
+		tls_log(c, "handshake");
+		return STEP_CLOSE;
+	}
+}
+
+static bool conn_tls_pending(const struct conn *c)
+{
+	return c->state == CS_STARTTLS || c->state == CS_TLS_ACCEPT;
+}
+
 /* Reads, acts and replies until the session waits on the network or a
  * timer, or is closed (after which c is gone). After the client's FIN the
  * input already read is still acted on and answered before the close. */
 static void conn_run(struct conn *c)
 {
 	for (;;) {
-		enum step st = conn_process(c);
+		enum step st;
 
+		if (conn_tls_pending(c)) {
+			st = conn_tls_step(c);
+			if (st == STEP_CLOSE) {
+				conn_close(c);
+				return;
+			}
+			if (st != STEP_GO)
+				return;
+		}
+		st = conn_process(c);
 		if (st == STEP_CLOSE) {
 			conn_close(c);
 			return;
 		}
+		if (conn_tls_pending(c))
+			continue; /* the transport changes before anything more is read */
 		if (c->rd_ready) {
 			if (c->in_start > 0) {
 				memmove(c->in, c->in + c->in_start, c->in_len - c->in_start);
@@ -1365,14 +1704,14 @@ static void conn_run(struct conn *c)
 			}
 			if (c->in_len < SINK_IN_CAP) {
 				size_t room = SINK_IN_CAP - c->in_len;
-				ssize_t n = conn_recv(c, c->in + c->in_len, room);
+				bool drained;
+				ssize_t n = c->xprt->recv(c, c->in + c->in_len, room, &drained);
 
-				/* A short read drained the socket: new input brings a
-				 * new edge, so skip the recv() that would say EAGAIN,
-				 * unless the FIN is already in (it brings no edge). */
+				/* skip the read that would say EAGAIN, unless the FIN
+				 * is already in (it brings no edge) */
 				if (n > 0) {
 					c->in_len += (size_t)n;
-					if ((size_t)n < room && !c->rdhup)
+					if (drained && !c->rdhup)
 						c->rd_ready = false;
 					continue;
 				}
@@ -1395,6 +1734,7 @@ static void conn_run(struct conn *c)
 				conn_close(c);
 				return;
 			}
+			c->xprt->shut(c);
 			shutdown(c->fd, SHUT_WR);
 			c->state = CS_LINGER;
 			tq_arm(&c->w->linger_q, c);
@@ -1418,6 +1758,15 @@ static void conn_event(struct conn *c, uint32_t events)
 		c->rdhup = true;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		c->wr_blocked = false;
+	if (c->rd_needs_wr && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))) {
+		c->rd_needs_wr = false;
+		if (!c->eof)
+			c->rd_ready = true;
+	}
+	if (c->wr_needs_rd && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+		c->wr_needs_rd = false;
+		c->wr_blocked = false;
+	}
 	conn_run(c);
 }
 
@@ -1433,6 +1782,8 @@ static void conn_close(struct conn *c)
 		w->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	SSL_free(c->ssl);
+	free(c->carry);
 	close(c->fd);
 	free(c->helo);
 	for (int i = 0; i < XA_COUNT; i++)
@@ -1456,6 +1807,7 @@ static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *pe
 	c->kind = SRC_CONN;
 	c->fd = fd;
 	c->w = w;
+	c->xprt = &xprt_tcp;
 	c->peer = *peer;
 	c->txn.fd = -1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1471,9 +1823,10 @@ static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *pe
 		w->conns->prev = c;
 	w->conns = c;
 	atomic_fetch_add_explicit(&w->sessions, 1, memory_order_relaxed);
-	/* TLS: --implicit-tls starts the handshake here, after the PROXY header */
 	if (cfg.accept_proxy)
-		c->state = CS_PROXY;
+		c->state = CS_PROXY; /* then greet() or, with --implicit-tls, the handshake */
+	else if (cfg.implicit_tls)
+		c->state = CS_TLS_ACCEPT;
 	else
 		greet(c);
 	conn_run(c);
@@ -1674,7 +2027,10 @@ static void usage(FILE *f)
 	      "  --greeting-delay DUR   wait DUR (250ms, 2s, 1m) before the greeting\n"
 	      "  --fail-greeting CODE   greet with CODE (400-599) and close\n"
 	      "  --max-size BYTES       largest message (512, 64k, 10M); 0: no limit (default)\n"
-	      "  --tls-cert FILE, --tls-key FILE, --implicit-tls: not supported yet\n",
+	      "  --tls-cert FILE        certificate chain (PEM) for STARTTLS, with --tls-key\n"
+	      "  --tls-key FILE         its private key (PEM)\n"
+	      "  --implicit-tls         TLS from the first octet (port 465), no STARTTLS;\n"
+	      "                         after the PROXY header with --accept-proxy\n",
 	      f);
 }
 
@@ -1795,7 +2151,9 @@ enum {
 	OPT_GREETING_DELAY,
 	OPT_FAIL_GREETING,
 	OPT_MAX_SIZE,
-	OPT_TLS,
+	OPT_TLS_CERT,
+	OPT_TLS_KEY,
+	OPT_IMPLICIT_TLS,
 	OPT_HELP,
 };
 
@@ -1813,15 +2171,15 @@ static void options_parse(int argc, char **argv)
 		{ "greeting-delay", required_argument, NULL, OPT_GREETING_DELAY },
 		{ "fail-greeting", required_argument, NULL, OPT_FAIL_GREETING },
 		{ "max-size", required_argument, NULL, OPT_MAX_SIZE },
-		{ "tls-cert", required_argument, NULL, OPT_TLS },
-		{ "tls-key", required_argument, NULL, OPT_TLS },
-		{ "implicit-tls", no_argument, NULL, OPT_TLS },
+		{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+		{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
+		{ "implicit-tls", no_argument, NULL, OPT_IMPLICIT_TLS },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
-	int o, idx;
+	int o;
 
-	while ((o = getopt_long(argc, argv, "", opts, &idx)) != -1) {
+	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
 		case OPT_LISTEN:
 			if (cfg.nlisten == SINK_LISTEN_MAX)
@@ -1859,8 +2217,15 @@ static void options_parse(int argc, char **argv)
 		case OPT_MAX_SIZE:
 			cfg.max_size = opt_size(optarg);
 			break;
-		case OPT_TLS:
-			die("--%s: TLS is not supported yet", opts[idx].name);
+		case OPT_TLS_CERT:
+			cfg.tls_cert = optarg;
+			break;
+		case OPT_TLS_KEY:
+			cfg.tls_key = optarg;
+			break;
+		case OPT_IMPLICIT_TLS:
+			cfg.implicit_tls = true;
+			break;
 		case OPT_HELP:
 			usage(stdout);
 			exit(0);
@@ -1873,6 +2238,10 @@ static void options_parse(int argc, char **argv)
 		die("unexpected argument '%s'", argv[optind]);
 	if (cfg.nlisten == 0 && !addr_parse("127.0.0.1:2526", &cfg.listen[cfg.nlisten++]))
 		die("bad default address");
+	if (!cfg.tls_cert != !cfg.tls_key)
+		die("--tls-cert and --tls-key go together");
+	if (cfg.implicit_tls && !cfg.tls_cert)
+		die("--implicit-tls needs --tls-cert and --tls-key");
 	if (cfg.save_dir) {
 		struct stat st;
 
@@ -1894,6 +2263,8 @@ static void canned_set(struct canned *r, char *text)
 
 static void canned_build(void)
 {
+	static const char xclient[] =
+		"250-XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT\r\n";
 	char *s, size[32] = "";
 
 	if (asprintf(&s, "220 %s %s\r\n", cfg.hostname, cfg.banner) < 0)
@@ -1907,14 +2278,51 @@ static void canned_build(void)
 	canned_set(&canned_helo, s);
 	if (cfg.max_size)
 		snprintf(size, sizeof(size), " %" PRIu64, cfg.max_size);
-	if (asprintf(&s,
-		     "250-%s\r\n250-PIPELINING\r\n250-SIZE%s\r\n%s250-ENHANCEDSTATUSCODES\r\n"
-		     "250-8BITMIME\r\n250-CHUNKING\r\n250 SMTPUTF8\r\n",
-		     cfg.hostname, size,
-		     cfg.xclient ? "250-XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT\r\n"
-				 : "") < 0)
-		s = NULL;
-	canned_set(&canned_ehlo, s);
+	/* with STARTTLS until the session is TLS, then without (RFC 3207 4.2) */
+	for (int starttls = 0; starttls <= 1; starttls++) {
+		if (asprintf(&s,
+			     "250-%s\r\n250-PIPELINING\r\n250-SIZE%s\r\n%s%s"
+			     "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-CHUNKING\r\n"
+			     "250 SMTPUTF8\r\n",
+			     cfg.hostname, size, cfg.xclient ? xclient : "",
+			     starttls ? "250-STARTTLS\r\n" : "") < 0)
+			s = NULL;
+		canned_set(starttls ? &canned_ehlo_starttls : &canned_ehlo, s);
+	}
+}
+
+/* The SSL_CTX all sessions share, from --tls-cert and --tls-key; a file
+ * that does not load is fatal, named in the message. */
+static void tls_init(void)
+{
+	BIO_METHOD *m;
+	uint32_t e;
+
+	if (!cfg.tls_cert)
+		return;
+	tls_ctx = SSL_CTX_new(TLS_method());
+	m = BIO_meth_new(BIO_TYPE_SOURCE_SINK | BIO_get_new_index(), "mxlb-sink conn");
+	if (!tls_ctx || !m || !BIO_meth_set_read(m, conn_bio_read) ||
+	    !BIO_meth_set_write(m, conn_bio_write) || !BIO_meth_set_ctrl(m, conn_bio_ctrl))
+		die("TLS setup: %s", tls_error());
+	conn_bio_method = m;
+	SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION);
+	SSL_CTX_set_mode(tls_ctx,
+			 SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* no server-side session cache to lock across threads; tickets still
+	 * let clients resume */
+	SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
+	if (!SSL_CTX_use_certificate_chain_file(tls_ctx, cfg.tls_cert))
+		die("--tls-cert %s: cannot load the certificate: %s", cfg.tls_cert, tls_error());
+	if (!SSL_CTX_use_PrivateKey_file(tls_ctx, cfg.tls_key, SSL_FILETYPE_PEM)) {
+		e = ERR_peek_error();
+		if (ERR_GET_LIB(e) == ERR_LIB_X509 &&
+		    ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+			die("--tls-key %s does not match --tls-cert %s", cfg.tls_key, cfg.tls_cert);
+		die("--tls-key %s: cannot load the private key: %s", cfg.tls_key, tls_error());
+	}
+	if (!SSL_CTX_check_private_key(tls_ctx))
+		die("--tls-key %s does not match --tls-cert %s", cfg.tls_key, cfg.tls_cert);
 }
 
 /* Benchmarks open many sessions: take the hard limit on descriptors. */
@@ -1937,6 +2345,7 @@ int main(int argc, char **argv)
 	sigset_t sigs;
 
 	options_parse(argc, argv);
+	tls_init();
 	canned_build();
 	sink_pid = getpid();
 	nofile_raise();
