@@ -266,6 +266,7 @@ int conn_send_buf(struct conn *c, char *p, size_t len, uint16_t bid)
 	return 0;
 }
 
+/* A plain syscall: IORING_OP_SHUTDOWN always goes to an io-wq thread. */
 static void do_shutdown_wr(struct conn *c)
 {
 	if (c->fd >= 0)

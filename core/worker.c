@@ -383,8 +383,10 @@ void worker_run(struct worker *w)
 		if (w->stopping) {
 			/* the accepts must be gone too: until their completions are
 			 * reaped, the kernel keeps the sockets listening */
-			if (!w->ops->active(w) && !w->nconns && !accepting_any(w) && !w->retired)
+			if (!w->ops->active(w) && !w->nconns && !accepting_any(w) && !w->retired) {
+				io_uring_submit(&w->ring); /* the last closes */
 				break;
+			}
 			if (worker_now_ms() >= w->stop_deadline_ms) {
 				w->ops->abort_all(w);
 				w->stop_deadline_ms = UINT64_MAX;

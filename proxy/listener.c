@@ -100,7 +100,6 @@ static void accepted(struct worker *w, struct lsock *ls, int fd)
 		admin_accept(w, fd);
 		return;
 	}
-	sock_set_nodelay(fd);
 	n = atomic_fetch_add(&mxlb_sessions, 1) + 1;
 	s = session_new(pw, l, fd);
 	if (!s) {

@@ -259,8 +259,7 @@ struct session *session_new(struct proxy_worker *pw, const struct cfg_listener *
 	s->t_accept = clock_usec();
 	len = sizeof(s->peer);
 	getpeername(fd, &s->peer.sa, &len);
-	len = sizeof(s->local);
-	getsockname(fd, &s->local.sa, &len);
+	/* s->local is read when a PROXY header needs it */
 	atomic_fetch_add(&listener_stats(s->rt, l)->active, 1);
 	s->next = pw->sessions;
 	if (s->next)

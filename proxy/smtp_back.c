@@ -167,7 +167,11 @@ static void send_handoff_header(struct session *s)
 {
 	uint8_t hdr[PROXY_V2_MAX];
 	size_t n = 0;
+	socklen_t len = sizeof(s->local);
 
+	if (!s->local.sa.sa_family && s->client && back_handoff(s) != CFG_HANDOFF_NONE &&
+	    back_handoff(s) != CFG_HANDOFF_XCLIENT)
+		getsockname(s->client->fd, &s->local.sa, &len);
 	switch (back_handoff(s)) {
 	case CFG_HANDOFF_PROXY_V1:
 		n = proxy_v1_encode((char *)hdr, sizeof(hdr), &s->peer.sa, &s->local.sa);
