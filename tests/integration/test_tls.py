@@ -194,7 +194,7 @@ def test_mail_without_starttls_is_the_routing_point(env, certs):
     raw, meta = wait_for(sink.messages)[0]
     assert raw == BODY
     assert meta["helo"] == "legacy.test"
-    line = [x for x in mx.sessions() if x.get("ehlo") == "legacy.test"][0]
+    line = wait_for(lambda: [x for x in mx.sessions() if x.get("ehlo") == "legacy.test"])[0]
     assert line["tls"] == "-" and line["result"] == "relayed"
     assert mx.stop() == 0
 
@@ -589,4 +589,26 @@ def test_starttls_routes_on_the_sni_of_the_handshake(env, certs):
             s.quit()
     wait_for(lambda: len(a.messages()) == 1 and len(b.messages()) == 1)
     assert b"other.test" in b.messages()[0][0] and b"mx.test" in a.messages()[0][0]
+    assert mx.stop() == 0
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+def test_mxlb_sink_tls_backends_fail_over_on_verification(env, certs, mode):
+    bad_crt, bad_key = certs.leaf("sink.test", "ecdsa", ca=False)
+    good_crt, good_key = certs.leaf("sink.test", "rsa")
+    extra_args = ["--implicit-tls"] if mode == "implicit" else []
+    bad = env.sink("--tls-cert", str(bad_crt), "--tls-key", str(bad_key), *extra_args)
+    good = env.sink("--tls-cert", str(good_crt), "--tls-key", str(good_key), *extra_args)
+    tls = {"back": {"ca": str(certs.ca), "server_name": "sink.test"}}
+    backends = [{"address": f"127.0.0.1:{p}", "tls": mode, "tls_context": "back"}
+                for p in (bad.port, good.port)]
+    mx = env.mxlb(backends, extra={"tls": tls}, pool={"retries": 1})
+    for _ in range(2):
+        with smtplib.SMTP("127.0.0.1", mx.port, local_hostname="c.test", timeout=30) as s:
+            s.ehlo()
+            assert s.sendmail("a@client.test", ["b@dest.test"], BODY) == {}
+    msgs = wait_for(lambda: len(good.messages()) == 2 and good.messages())
+    assert all(raw == BODY and meta["tls"] in ("TLSv1.2", "TLSv1.3") for raw, meta in msgs)
+    assert not bad.messages()
+    assert mx.log().count('error="TLS: self signed certificate"') >= 1
     assert mx.stop() == 0
