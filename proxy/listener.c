@@ -109,9 +109,13 @@ static void accepted(struct worker *w, struct lsock *ls, int fd)
 		return;
 	}
 	if (n > mxlb_rt->cfg->server.max_sessions) {
-		session_close_reply(s, R_REJECTED, "max_sessions",
-				    "421 4.7.0 %s Too many connections, try again later",
-				    session_hostname());
+		/* a client that starts with TLS could not read a reply */
+		if (l->tls == CFG_TLS_IMPLICIT)
+			session_close(s, R_REJECTED, "max_sessions");
+		else
+			session_close_reply(s, R_REJECTED, "max_sessions",
+					    "421 4.7.0 %s Too many connections, try again later",
+					    session_hostname());
 		return;
 	}
 	front_start(s);

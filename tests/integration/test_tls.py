@@ -612,3 +612,17 @@ def test_mxlb_sink_tls_backends_fail_over_on_verification(env, certs, mode):
     assert not bad.messages()
     assert mx.log().count('error="TLS: self signed certificate"') >= 1
     assert mx.stop() == 0
+
+
+def test_implicit_tls_over_the_limits_is_closed_without_plaintext(env, certs):
+    sink = env.sink()
+    for limit in ({"server": {"max_sessions": 1}}, {"listener": {"max_sessions_per_client": 1}}):
+        kw = {"listener": {}, **limit}
+        mx = tls_mxlb(env, certs, [sink.port], tls="implicit", **kw)
+        held = smtplib.SMTP_SSL("127.0.0.1", mx.port, timeout=30, context=client_ctx(certs))
+        held.ehlo("held.test")
+        with socket.create_connection(("127.0.0.1", mx.port), timeout=10) as s:
+            assert s.recv(100) == b""  # no "421" in the clear to a TLS client
+        held.quit()
+        wait_for(lambda: any(x.get("result") == "rejected" for x in mx.sessions()))
+        assert mx.stop() == 0
