@@ -30,81 +30,26 @@ for b in "$MXLB" "$SINK" "$BENCH"; do
 	fi
 done
 mkdir -p "$dir"
+# shared helpers: pids and cleanup, free_port, wait_line, cpu_ticks, rss_kb,
+# cert_make, sink_start, sink_messages
+. "$top/bench/lib.sh"
 # old start lines would be read as the new ones
 rm -f "$dir"/case-* "$dir"/cases.jsonl "$dir"/results.json "$dir"/mxlb.log "$dir"/mxlb-*.yaml \
 	"$dir"/sink*.log "$dir"/sink*.out "$dir"/sink*.stats
 : >"$dir/cases.jsonl"
 
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do
-		kill "$p" 2>/dev/null
-	done
-	for p in "${pids[@]}"; do
-		wait "$p" 2>/dev/null
-	done
-}
-trap cleanup EXIT
+trap lib_cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-	/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-forget_pid() {
-	local keep=() p
-	for p in "${pids[@]}"; do
-		[ "$p" = "$1" ] || keep+=("$p")
-	done
-	pids=("${keep[@]}")
-}
-
-# Waits up to $2 seconds for file $1 to hold a line matching $3.
-wait_line() {
-	local i
-	for ((i = 0; i < $2 * 20; i++)); do
-		grep -q "$3" "$1" 2>/dev/null && return 0
-		sleep 0.05
-	done
-	return 1
-}
-
-cpu_ticks() { # utime + stime of PID $1; fields counted after the ")" of comm
-	sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-rss_kb() {
-	awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
-}
-sink_messages() {
-	local n=0 f
-	for f in "$dir"/sink1.stats "$dir"/sink2.stats; do
-		n=$((n + $(sed -n 's/.*messages=\([0-9]*\).*/\1/p' "$f")))
-	done
-	echo "$n"
-}
 
 # ---- the backends, shared by every case
 
 sink_ports=()
 for i in 1 2; do
-	"$SINK" --listen 127.0.0.1:0 --xclient --hostname "sink$i.bench" \
-		--stats-file "$dir/sink$i.stats" >"$dir/sink$i.out" 2>"$dir/sink$i.log" &
-	pids+=($!)
-	if ! wait_line "$dir/sink$i.log" 10 "listening on"; then
-		echo "bench.sh: mxlb-sink did not start; see $dir/sink$i.log" >&2
-		exit 1
-	fi
-	sink_ports+=("$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$dir/sink$i.log")")
+	sink_start "sink$i" --xclient
+	sink_ports+=("$sink_port")
 done
 
 # ---- mxlb
-
-cert_make() {
-	[ -f "$dir/tls.crt" ] && return
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-		-keyout "$dir/tls.key" -out "$dir/tls.crt" -subj /CN=mxlb.bench \
-		-addext subjectAltName=DNS:mxlb.bench >/dev/null 2>&1
-}
 
 # Writes $dir/mxlb-$1.yaml: one listener on port $2 with tls $3.
 proxy_config() {
@@ -117,7 +62,7 @@ proxy_config() {
 		echo "  log: { level: info, format: text }"
 		echo '  admin: { listen: "" }'
 		if [ "$tls" != none ]; then
-			cert_make
+			cert_make "$dir" mxlb.bench
 			echo "tls:"
 			echo "  bench:"
 			echo "    certificates: [ { cert: \"$dir/tls.crt\", key: \"$dir/tls.key\" } ]"
@@ -177,9 +122,7 @@ proxy_start() {
 }
 
 proxy_stop() {
-	kill "$proxy_pid" 2>/dev/null
-	wait "$proxy_pid" 2>/dev/null
-	forget_pid "$proxy_pid"
+	stop_pid "$proxy_pid"
 	proxy_pid=
 }
 
@@ -204,13 +147,13 @@ load_case() {
 	echo "case $id: $title"
 	local out="$dir/case-$id.json" cpu0 cpu1 sink0 sink1 rc
 	cpu0=$(cpu_ticks "$proxy_pid")
-	sink0=$(sink_messages)
+	sink0=$(sink_messages sink1 sink2)
 	"$BENCH" --target "127.0.0.1:$proxy_port" --tls "$tls" --threads "$BENCH_THREADS" \
 		--json --quiet "$@" >"$out" 2>"$dir/case-$id.err"
 	rc=$?
 	cpu1=$(cpu_ticks "$proxy_pid")
 	sleep 0.3 # the sinks' stats files are rewritten every 200 ms
-	sink1=$(sink_messages)
+	sink1=$(sink_messages sink1 sink2)
 	proxy_stop
 	if [ ! -s "$out" ]; then
 		echo "bench.sh: case $id: mxlb-bench failed (status $rc): $(head -3 "$dir/case-$id.err")" >&2

@@ -1,12 +1,17 @@
 #!/bin/sh
 # Install the Debian packages a make target needs, only those missing.
-# Usage: tests/deps.sh build|test|fuzz|bench
+# Usage: tests/deps.sh build|test|fuzz|bench|compare
 set -e
 need="liburing-dev android-libboringssl-dev libyaml-dev"
+# The peers of `make compare` (bench/compare.sh). In bookworm the package
+# "nginx" is the nginx binary itself; its mail proxy is the dynamic module
+# in libnginx-mod-mail.
+peers="haproxy nginx libnginx-mod-mail stunnel4 gnuplot-nox"
 case "${1:-build}" in
-test) need="$need libcmocka-dev python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl postfix openssl prometheus curl" ;;
+test) need="$need libcmocka-dev python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl postfix openssl prometheus curl $peers" ;;
 fuzz) need="$need clang libclang-rt-14-dev" ;;
 bench) need="$need postfix" ;;
+compare) need="$need openssl python3 $peers" ;;
 esac
 missing=""
 for p in $need; do
@@ -19,9 +24,35 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 $SUDO apt-get update -q >/dev/null
-# postfix's maintainer scripts try to start the daemon; keep it stopped.
+# The maintainer scripts of postfix, nginx and haproxy try to start their
+# daemons; a policy-rc.d that says 101 ("action forbidden") keeps them
+# stopped. It is removed afterwards, also when the install fails.
 printf '#!/bin/sh\nexit 101\n' > /tmp/mxlb-policy-rc.d
-[ -e /usr/sbin/policy-rc.d ] || { $SUDO cp /tmp/mxlb-policy-rc.d /usr/sbin/policy-rc.d; $SUDO chmod +x /usr/sbin/policy-rc.d; rm_policy=1; }
+rm_policy=
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+	$SUDO cp /tmp/mxlb-policy-rc.d /usr/sbin/policy-rc.d
+	$SUDO chmod +x /usr/sbin/policy-rc.d
+	rm_policy=1
+fi
+stamp=/tmp/mxlb-deps-stamp.$$
+trap 'rm -f "$stamp"; [ -z "$rm_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+: >"$stamp"
 $SUDO apt-get install -y -q --no-install-recommends $missing >/dev/null
-[ -n "${rm_policy:-}" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+# Should a package start its system daemon anyway (it must not, see above),
+# that is a bug worth a warning: stop that one daemon, the one this install
+# started, by the PID in the package's own pid file written during the
+# install, and only when that PID runs the package's binary. Nothing is
+# stopped by name.
+for spec in /run/nginx.pid:/usr/sbin/nginx /run/haproxy.pid:/usr/sbin/haproxy \
+	/run/stunnel4/stunnel.pid:/usr/bin/stunnel4 \
+	/var/spool/postfix/pid/master.pid:/usr/lib/postfix/sbin/master; do
+	f=${spec%%:*}
+	exe=${spec#*:}
+	[ -f "$f" ] && [ "$f" -nt "$stamp" ] || continue
+	pid=$(tr -dc 0-9 <"$f" | head -c 10)
+	[ -n "$pid" ] || continue
+	[ "$($SUDO readlink "/proc/$pid/exe" 2>/dev/null)" = "$exe" ] || continue
+	echo "deps.sh: the install started $exe (PID $pid, $f) despite policy-rc.d; stopping that PID" >&2
+	$SUDO kill "$pid" 2>/dev/null || true
+done
 exit 0

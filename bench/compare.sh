@@ -1,0 +1,918 @@
+#!/usr/bin/env bash
+# `make compare`: mxlb side by side with HAProxy, nginx's mail proxy and
+# stunnel, and with "direct" (mxlb-bench straight to a sink: the limit of
+# the generator and the sink on this machine). Same load generator
+# (build/mxlb-bench), same two build/mxlb-sink backends, same ECDSA P-256
+# certificate, one worker/thread per proxy where the proxy allows it,
+# everything on 127.0.0.1. Builds nothing (`make compare` runs `make all`
+# first); installs the peers from Debian when missing (tests/deps.sh compare).
+#
+# Each (case, peer) run starts the peer afresh, waits until it answers, and
+# reads its CPU time (utime + stime of every process of the peer, from
+# /proc/PID/stat) before and after the load, and its RSS in the idle-memory
+# cases. Every process is started here, in the foreground, and stopped by
+# its PID; an EXIT trap stops whatever is left.
+#
+# Prints a table; writes under build/compare/ results.json, table.md,
+# compare.png (gnuplot), each run's raw mxlb-bench JSON (runs/), and the
+# peers' configurations and logs.
+#
+# Environment:
+#   CASES="a e h"        only those cases (a b c d e f g h h-tls)
+#   PEERS="mxlb nginx"   only those peers (direct mxlb haproxy nginx stunnel)
+#   COMPARE_DURATION=8s  mxlb-bench --duration of each load run
+#   COMPARE_HOLD=5000    sessions held in the idle-memory cases
+#   COMPARE_QUICK=1      smoke run: cases a and e, 1 s each, no idle cases
+#   COMPARE_DIR=DIR      output directory (default build/compare)
+#   COMPARE_BUDGET=780   seconds; runs that would start later are skipped
+#   MXLB_BUILD=DIR       where mxlb, mxlb-sink and mxlb-bench are (build/)
+set -u
+PATH=$PATH:/usr/sbin:/sbin # haproxy and nginx live there
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=${MXLB_BUILD:-$top/build}
+dir=${COMPARE_DIR:-$build/compare}
+MXLB="$build/mxlb"
+SINK="$build/mxlb-sink"
+BENCH="$build/mxlb-bench"
+QUICK=${COMPARE_QUICK:-0}
+[ "$QUICK" = 0 ] && QUICK=
+if [ -n "$QUICK" ]; then
+	DURATION=${COMPARE_DURATION:-1s}
+	CASES=${CASES:-a e}
+else
+	DURATION=${COMPARE_DURATION:-8s}
+	CASES=${CASES:-}
+fi
+# Open files: the soft limit goes up to the hard one, which every process
+# started here inherits; a proxy needs two per session, mxlb-bench one.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+NOFILE=$(ulimit -n)
+[ "$NOFILE" = unlimited ] && NOFILE=65536
+MAXCONN=$(((NOFILE - 200) / 2))
+[ "$MAXCONN" -gt 9000 ] && MAXCONN=9000
+HOLD=${COMPARE_HOLD:-5000}
+if [ "$HOLD" -gt $((MAXCONN - 100)) ]; then
+	HOLD=$((MAXCONN - 100))
+fi
+PEERS=${PEERS:-direct mxlb haproxy nginx stunnel}
+BUDGET=${COMPARE_BUDGET:-780}
+HZ=$(getconf CLK_TCK)
+t_start=$(date +%s)
+load_start=$(cat /proc/loadavg)
+
+say() { echo "compare.sh: $*" >&2; }
+
+if ! "$top/tests/deps.sh" compare; then
+	say "tests/deps.sh compare failed: the peers are not installed"
+	exit 2
+fi
+for b in "$MXLB" "$SINK" "$BENCH"; do
+	if [ ! -x "$b" ]; then
+		say "$b is missing: run make first"
+		exit 2
+	fi
+done
+for b in haproxy nginx stunnel4 gnuplot openssl; do
+	if ! command -v "$b" >/dev/null; then
+		say "$b is not installed (tests/deps.sh compare)"
+		exit 2
+	fi
+done
+NGINX_MAIL=/usr/lib/nginx/modules/ngx_mail_module.so
+if [ ! -f "$NGINX_MAIL" ]; then
+	say "$NGINX_MAIL is missing (Debian package libnginx-mod-mail)"
+	exit 2
+fi
+
+mkdir -p "$dir"
+# outputs of an earlier run (only the files this script writes)
+rm -rf "$dir/runs" "$dir/nginx"
+rm -f "$dir"/results.json "$dir"/runs.jsonl "$dir"/table.md "$dir"/compare.png "$dir"/*.dat \
+	"$dir"/compare.gp "$dir"/*.log "$dir"/*.out "$dir"/*.stats "$dir"/mxlb.yaml \
+	"$dir"/haproxy.cfg "$dir"/stunnel.conf "$dir"/stunnel.pid "$dir"/tls.crt "$dir"/tls.key \
+	"$dir"/tls.pem
+mkdir -p "$dir/runs" "$dir/nginx/tmp"
+: >"$dir/runs.jsonl"
+
+# pids, lib_cleanup, stop_pid, free_port, wait_line, cpu_ticks, rss_kb,
+# cert_make, sink_start, sink_messages
+. "$top/bench/lib.sh"
+trap lib_cleanup EXIT
+trap 'exit 130' INT TERM
+
+if ! cert_make "$dir" compare.test; then
+	say "openssl could not make the certificate"
+	exit 1
+fi
+
+# ---- the backends: two plain sinks behind every proxy; for "direct" TLS,
+# a STARTTLS sink and an implicit-TLS sink with the same certificate.
+
+sink_start sink1
+sink1_port=$sink_port
+sink1_pid=$sink_pid
+sink_start sink2
+sink2_port=$sink_port
+sink2_pid=$sink_pid
+sink_start sinkstarttls --tls-cert "$dir/tls.crt" --tls-key "$dir/tls.key"
+sinkstarttls_port=$sink_port
+sinkstarttls_pid=$sink_pid
+sink_start sinkimplicit --tls-cert "$dir/tls.crt" --tls-key "$dir/tls.key" --implicit-tls
+sinkimplicit_port=$sink_port
+sinkimplicit_pid=$sink_pid
+
+# ---- the peers. start_PEER writes the configuration, starts the peer in
+# the foreground and sets peer_pid (the PID started here) and the ports of
+# its listeners: port_none, port_implicit, port_starttls ("" when the peer
+# has no such listener).
+
+peer_pid=
+port_none=
+port_implicit=
+port_starttls=
+
+start_direct() {
+	peer_pid=
+	port_none=$sink1_port
+	port_implicit=$sinkimplicit_port
+	port_starttls=$sinkstarttls_port
+}
+
+start_mxlb() {
+	port_none=$(free_port)
+	port_implicit=$(free_port)
+	port_starttls=$(free_port)
+	cat >"$dir/mxlb.yaml" <<EOF
+# mxlb for bench/compare.sh: one worker; per-session log lines off (level
+# warn) like the other peers; handoff none, as HAProxy does no handoff.
+server:
+  hostname: mxlb.compare.test
+  workers: 1
+  shutdown_timeout: 2s
+  log: { level: warn, format: text }
+  admin: { listen: "" }
+tls:
+  compare:
+    certificates: [ { cert: "$dir/tls.crt", key: "$dir/tls.key" } ]
+listeners:
+  - { name: plain, listen: ["127.0.0.1:$port_none"], pool: sinks }
+  - { name: implicit, listen: ["127.0.0.1:$port_implicit"], pool: sinks, tls: implicit, tls_context: compare }
+  - { name: starttls, listen: ["127.0.0.1:$port_starttls"], pool: sinks, tls: starttls, tls_context: compare }
+pools:
+  - name: sinks
+    balance: roundrobin
+    handoff: none
+    health: { check: smtp, interval: 2s }
+    backends:
+      - { name: sink1, address: "127.0.0.1:$sink1_port" }
+      - { name: sink2, address: "127.0.0.1:$sink2_port" }
+EOF
+	if ! "$MXLB" -c "$dir/mxlb.yaml" --check >>"$dir/mxlb.log" 2>&1; then
+		say "mxlb refuses $dir/mxlb.yaml; see $dir/mxlb.log"
+		return 1
+	fi
+	"$MXLB" -c "$dir/mxlb.yaml" >>"$dir/mxlb.log" 2>&1 &
+	peer_pid=$!
+	pids+=("$peer_pid")
+}
+
+start_haproxy() {
+	port_none=$(free_port)
+	port_implicit=$(free_port)
+	port_starttls=
+	# maxconn: two open files per session (see NOFILE)
+	cat >"$dir/haproxy.cfg" <<EOF
+# HAProxy for bench/compare.sh: one thread, TCP mode (it cannot speak
+# STARTTLS), smtpchk health checks, round robin over both sinks. HAProxy
+# sets TCP_NODELAY on its sockets itself. No logging.
+global
+    nbthread 1
+    maxconn $MAXCONN
+    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
+defaults
+    mode tcp
+    maxconn $MAXCONN
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend plain
+    bind 127.0.0.1:$port_none
+    default_backend sinks
+frontend implicit
+    bind 127.0.0.1:$port_implicit ssl crt $dir/tls.pem
+    default_backend sinks
+backend sinks
+    balance roundrobin
+    option smtpchk EHLO haproxy.compare.test
+    server sink1 127.0.0.1:$sink1_port check inter 2s
+    server sink2 127.0.0.1:$sink2_port check inter 2s
+EOF
+	if ! haproxy -c -q -f "$dir/haproxy.cfg" >>"$dir/haproxy.log" 2>&1; then
+		say "haproxy refuses $dir/haproxy.cfg; see $dir/haproxy.log"
+		return 1
+	fi
+	haproxy -db -f "$dir/haproxy.cfg" >>"$dir/haproxy.log" 2>&1 &
+	peer_pid=$!
+	pids+=("$peer_pid")
+}
+
+start_nginx() {
+	local auth_port
+	port_none=$(free_port)
+	port_implicit=$(free_port)
+	port_starttls=$(free_port)
+	auth_port=$(free_port)
+	local n="$dir/nginx"
+	cat >"$n/nginx.conf" <<EOF
+# nginx for bench/compare.sh: one worker process (plus the master); the
+# mail proxy with smtp_auth none asks its own http server (auth_http) for a
+# backend after the client's MAIL and RCPT, then replays them to it.
+# split_clients on the random \$request_id picks either sink (50/50 at
+# random, not strictly alternating). No access log; errors only.
+load_module $NGINX_MAIL;
+user root root;
+worker_processes 1;
+worker_rlimit_nofile $NOFILE;
+pid $n/nginx.pid;
+error_log $n/error.log warn;
+events { worker_connections $MAXCONN; }
+http {
+    access_log off;
+    client_body_temp_path $n/tmp/body;
+    proxy_temp_path $n/tmp/proxy;
+    fastcgi_temp_path $n/tmp/fastcgi;
+    uwsgi_temp_path $n/tmp/uwsgi;
+    scgi_temp_path $n/tmp/scgi;
+    split_clients \$request_id \$sink_port {
+        50% $sink1_port;
+        * $sink2_port;
+    }
+    server {
+        listen 127.0.0.1:$auth_port;
+        location = /auth {
+            add_header Auth-Status OK;
+            add_header Auth-Server 127.0.0.1;
+            add_header Auth-Port \$sink_port;
+            return 204;
+        }
+    }
+}
+mail {
+    auth_http 127.0.0.1:$auth_port/auth;
+    proxy on;
+    smtp_auth none;
+    xclient off;
+    smtp_capabilities "SIZE 104857600" 8BITMIME;
+    ssl_certificate $dir/tls.crt;
+    ssl_certificate_key $dir/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
+    server { listen 127.0.0.1:$port_none; protocol smtp; }
+    server { listen 127.0.0.1:$port_implicit ssl; protocol smtp; }
+    server { listen 127.0.0.1:$port_starttls; protocol smtp; starttls on; }
+}
+EOF
+	if ! nginx -q -t -p "$n/" -e "$n/error.log" -c "$n/nginx.conf" >>"$dir/nginx.log" 2>&1; then
+		say "nginx refuses $n/nginx.conf; see $dir/nginx.log"
+		return 1
+	fi
+	nginx -p "$n/" -e "$n/error.log" -c "$n/nginx.conf" -g 'daemon off;' >>"$dir/nginx.log" 2>&1 &
+	peer_pid=$!
+	pids+=("$peer_pid")
+}
+
+start_stunnel() {
+	port_none=
+	port_implicit=$(free_port)
+	port_starttls=$(free_port)
+	cat >"$dir/stunnel.conf" <<EOF
+; stunnel for bench/compare.sh. stunnel runs a thread per connection (its
+; Debian build is PTHREAD); it has no setting for one thread. Two connect
+; lines with failover = rr take both sinks in turn. Runs as root (no
+; setuid). Log: warnings and worse.
+foreground = yes
+pid = $dir/stunnel.pid
+output = $dir/stunnel.log
+debug = warning
+socket = l:TCP_NODELAY=1
+socket = r:TCP_NODELAY=1
+cert = $dir/tls.crt
+key = $dir/tls.key
+ciphersuites = TLS_AES_128_GCM_SHA256
+
+[implicit]
+accept = 127.0.0.1:$port_implicit
+connect = 127.0.0.1:$sink1_port
+connect = 127.0.0.1:$sink2_port
+failover = rr
+
+[starttls]
+accept = 127.0.0.1:$port_starttls
+connect = 127.0.0.1:$sink1_port
+connect = 127.0.0.1:$sink2_port
+failover = rr
+protocol = smtp
+EOF
+	stunnel4 "$dir/stunnel.conf" >>"$dir/stunnel.out" 2>&1 &
+	peer_pid=$!
+	pids+=("$peer_pid")
+}
+
+# Why PEER has no run for listener TLS $2 ("" when it has one).
+na_reason() {
+	case "$1:$2" in
+	haproxy:starttls) echo "HAProxy cannot do STARTTLS (TCP mode does not speak SMTP)" ;;
+	stunnel:none) echo "stunnel only terminates TLS" ;;
+	esac
+}
+
+# Every PID of the peer: the one started here and, for nginx, the master's
+# children (its worker).
+peer_pids() {
+	[ -n "$peer_pid" ] || return 0
+	echo "$peer_pid"
+	ps -o pid= --ppid "$peer_pid" 2>/dev/null | tr -d ' '
+}
+
+stop_peer() {
+	[ -n "$peer_pid" ] || return 0
+	local kids p
+	kids=$(ps -o pid= --ppid "$peer_pid" 2>/dev/null | tr -d ' ')
+	stop_pid "$peer_pid" 10
+	# an nginx worker outlives its master only when the master was killed
+	for p in $kids; do
+		kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+	done
+	peer_pid=
+}
+
+# Waits up to 10 s until the peer sets up an SMTP session (greeting, EHLO,
+# with the TLS of $1) on port $2.
+wait_ready() {
+	local i
+	for ((i = 0; i < 40; i++)); do
+		if [ -n "$peer_pid" ] && ! kill -0 "$peer_pid" 2>/dev/null; then
+			return 1
+		fi
+		if timeout 5 "$BENCH" --target "127.0.0.1:$2" --tls "$1" --sessions 1 --messages 0 \
+			--timeout 2s --quiet >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.25
+	done
+	return 1
+}
+
+port_for() {
+	case "$1" in
+	none) echo "$port_none" ;;
+	implicit) echo "$port_implicit" ;;
+	starttls) echo "$port_starttls" ;;
+	esac
+}
+
+# The sinks a peer's messages land in, for listener TLS $2.
+sinks_of() {
+	if [ "$1" = direct ]; then
+		case "$2" in
+		none) echo sink1 ;;
+		implicit) echo sinkimplicit ;;
+		starttls) echo sinkstarttls ;;
+		esac
+	else
+		echo sink1 sink2
+	fi
+}
+
+sink_counts_json() { # {"sink1": N, ...} of the sinks named
+	local s sep= out="{"
+	for s in "$@"; do
+		out="$out$sep\"$s\":$(sink_messages "$s")"
+		sep=,
+	done
+	echo "$out}"
+}
+
+json_str() { # a JSON string of $1 (no control characters expected)
+	local s=${1//\\/\\\\}
+	s=${s//\"/\\\"}
+	printf '"%s"' "$s"
+}
+
+record() { # one line of runs.jsonl
+	echo "$1" >>"$dir/runs.jsonl"
+}
+
+dur_s() { # whole seconds of a duration: 500ms, 8s, 2m
+	case "$1" in
+	*ms) echo 1 ;;
+	*s) echo "${1%s}" ;;
+	*m) echo $((${1%m} * 60)) ;;
+	*) echo "$1" ;;
+	esac
+}
+
+wanted() {
+	[ -z "$CASES" ] || [[ " $CASES " == *" $1 "* ]]
+}
+
+over_budget() {
+	[ $(($(date +%s) - t_start)) -ge "$BUDGET" ]
+}
+
+# Starts PEER for case $2 with TLS $3; 0 when it answers. Records why not.
+peer_up() {
+	local peer=$1 id=$2 tls=$3 head=$4 try
+	for try in 1 2 3; do
+		if ! "start_$peer"; then
+			record "{$head,\"error\":\"$peer did not start\"}"
+			return 1
+		fi
+		wait_ready "$tls" "$(port_for "$tls")" && return 0
+		# a peer that exited at once (a port taken meanwhile) gets new ports
+		if [ -n "$peer_pid" ] && ! kill -0 "$peer_pid" 2>/dev/null && [ $try -lt 3 ]; then
+			say "case $id: $peer exited at start (logs in $dir); again with other ports"
+			stop_peer
+			continue
+		fi
+		break
+	done
+	say "case $id: $peer does not answer on 127.0.0.1:$(port_for "$tls") (logs in $dir)"
+	record "{$head,\"error\":\"$peer did not answer\"}"
+	stop_peer
+	return 1
+}
+
+# load_case ID TLS TITLE mxlb-bench-options...
+load_case() {
+	local id=$1 tls=$2 title=$3
+	shift 3
+	wanted "$id" || return 0
+	echo "case $id: $title" >&2
+	local peer head reason port out err cpu0 cpu1 scpu0 scpu1 c0 c1 rc ppids spids sinks
+	local t0 t1 lim
+	lim=$(($(dur_s "$DURATION") + 40))
+	spids="$sink1_pid $sink2_pid $sinkstarttls_pid $sinkimplicit_pid"
+	for peer in $PEERS; do
+		head="\"case\":\"$id\",\"kind\":\"load\",\"title\":$(json_str "$title"),\"tls\":\"$tls\",\"peer\":\"$peer\",\"options\":$(json_str "$*")"
+		reason=$(na_reason "$peer" "$tls")
+		if [ -n "$reason" ]; then
+			record "{$head,\"na\":$(json_str "$reason")}"
+			continue
+		fi
+		if over_budget; then
+			record "{$head,\"error\":\"skipped: over the time budget of ${BUDGET}s\"}"
+			continue
+		fi
+		peer_up "$peer" "$id" "$tls" "$head" || continue
+		port=$(port_for "$tls")
+		out="$dir/runs/$id-$peer.json"
+		err="$dir/runs/$id-$peer.err"
+		ppids=$(peer_pids)
+		sinks=$(sinks_of "$peer" "$tls")
+		c0=$(sink_counts_json $sinks)
+		# shellcheck disable=SC2086
+		cpu0=$(cpu_ticks $ppids)
+		# shellcheck disable=SC2086
+		scpu0=$(cpu_ticks $spids)
+		t0=$(date +%s.%N)
+		timeout "$lim" "$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 10s --json --quiet \
+			--duration "$DURATION" "$@" >"$out" 2>"$err"
+		rc=$?
+		t1=$(date +%s.%N)
+		# shellcheck disable=SC2086
+		cpu1=$(cpu_ticks $ppids)
+		# shellcheck disable=SC2086
+		scpu1=$(cpu_ticks $spids)
+		sleep 0.3 # the sinks rewrite their stats files every 200 ms
+		c1=$(sink_counts_json $sinks)
+		stop_peer
+		if ! grep -q '^{' "$out"; then
+			say "case $id: $peer: mxlb-bench failed (status $rc): $(head -3 "$err")"
+			record "{$head,\"error\":$(json_str "mxlb-bench failed with status $rc")}"
+			continue
+		fi
+		record "{$head,\"exit\":$rc,\"hz\":$HZ,\"proxy_pids\":$(echo $ppids | wc -w),\"proxy_cpu_ticks\":$(
+			[ -n "$ppids" ] && echo $((cpu1 - cpu0)) || echo null),\"sinks_cpu_ticks\":$((scpu1 - scpu0)),\"wall_s\":$(
+			awk "BEGIN { printf \"%.3f\", $t1 - $t0 }"),\"sinks_before\":$c0,\"sinks_after\":$c1,\"bench\":$(sed -n '/^{/p' "$out")}"
+	done
+}
+
+# hold_case ID TLS TITLE SESSIONS
+hold_case() {
+	local id=$1 tls=$2 title=$3 n=$4
+	wanted "$id" || return 0
+	echo "case $id: $title" >&2
+	local peer head reason port out err rss0 rss1 cpu0 cpu1 bp rc ppids held
+	for peer in $PEERS; do
+		head="\"case\":\"$id\",\"kind\":\"hold\",\"title\":$(json_str "$title"),\"tls\":\"$tls\",\"peer\":\"$peer\",\"options\":\"--hold --concurrency $n\""
+		if [ "$peer" = direct ]; then
+			record "{$head,\"na\":\"no proxy: nothing to measure\"}"
+			continue
+		fi
+		reason=$(na_reason "$peer" "$tls")
+		if [ -n "$reason" ]; then
+			record "{$head,\"na\":$(json_str "$reason")}"
+			continue
+		fi
+		if over_budget; then
+			record "{$head,\"error\":\"skipped: over the time budget of ${BUDGET}s\"}"
+			continue
+		fi
+		peer_up "$peer" "$id" "$tls" "$head" || continue
+		port=$(port_for "$tls")
+		out="$dir/runs/$id-$peer.json"
+		err="$dir/runs/$id-$peer.err"
+		sleep 0.5
+		ppids=$(peer_pids)
+		# shellcheck disable=SC2086
+		rss0=$(rss_kb $ppids)
+		# shellcheck disable=SC2086
+		cpu0=$(cpu_ticks $ppids)
+		"$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --hold --concurrency "$n" \
+			--hold-time 40s --json --quiet >"$out" 2>"$err" &
+		bp=$!
+		pids+=("$bp")
+		held=1
+		if ! wait_line "$out" 60 "^held"; then
+			say "case $id: $peer: the sessions were not all set up within 60 s"
+			held=0
+		fi
+		sleep 1 # let the last sessions settle
+		# shellcheck disable=SC2086
+		rss1=$(rss_kb $ppids)
+		# shellcheck disable=SC2086
+		cpu1=$(cpu_ticks $ppids)
+		kill -INT "$bp" 2>/dev/null
+		wait "$bp"
+		rc=$?
+		forget_pid "$bp"
+		stop_peer
+		if ! grep -q '^{' "$out"; then
+			record "{$head,\"error\":$(json_str "mxlb-bench --hold failed with status $rc")}"
+			continue
+		fi
+		record "{$head,\"exit\":$rc,\"all_held\":$held,\"hz\":$HZ,\"proxy_pids\":$(echo $ppids | wc -w),\"proxy_cpu_ticks\":$((cpu1 - cpu0)),\"rss_before_kb\":$rss0,\"rss_after_kb\":$rss1,\"bench\":$(sed -n '/^{/p' "$out")}"
+	done
+}
+
+# ---- the cases: one line each. --duration bounds each run in time (the
+# sessions in progress then finish), --sessions in work; `timeout` bounds
+# mxlb-bench itself.
+
+load_case a none "1 KB, 1 message per session" --sessions 200000 --concurrency 50 --messages 1 --size 1k
+load_case b none "1 KB, 100 messages per session" --sessions 5000 --concurrency 20 --messages 100 --size 1k
+load_case c none "100 KB, 20 messages per session" --sessions 2000 --concurrency 10 --messages 20 --size 100k
+load_case d none "1 MB, 10 messages per session" --sessions 600 --concurrency 10 --messages 10 --size 1M
+load_case e implicit "implicit TLS, 1 KB, 1 message per session, full handshakes" --sessions 50000 --concurrency 50 --messages 1 --size 1k
+load_case f starttls "STARTTLS, 1 KB, 1 message per session, full handshakes" --sessions 50000 --concurrency 50 --messages 1 --size 1k
+load_case g implicit "TLS bulk: implicit TLS, 1 MB, 10 messages per session" --sessions 600 --concurrency 10 --messages 10 --size 1M
+if [ -z "$QUICK" ]; then
+	hold_case h none "idle: $HOLD sessions held after EHLO" "$HOLD"
+	hold_case h-tls implicit "idle: $HOLD implicit-TLS sessions held after EHLO" "$HOLD"
+fi
+
+# ---- versions, the table, results.json, the chart
+
+versions="$dir/versions.txt"
+{
+	echo "mxlb: $("$MXLB" --version 2>&1 | head -1) (BoringSSL)"
+	echo "mxlb-source: $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
+	echo "haproxy: $(haproxy -v 2>&1 | head -1)"
+	echo "haproxy-openssl: $(haproxy -vv 2>&1 | grep -m1 'Running on OpenSSL')"
+	echo "nginx: $(nginx -v 2>&1 | head -1)"
+	echo "stunnel: $(stunnel4 -version 2>&1 | grep -m1 '^stunnel')"
+	echo "stunnel-openssl: $(stunnel4 -version 2>&1 | grep -m1 'Running')"
+	echo "gnuplot: $(gnuplot --version 2>&1 | head -1)"
+} >"$versions" 2>/dev/null
+
+/usr/bin/python3 - "$dir" "$(nproc)" "$(uname -r)" "$DURATION" "$HOLD" "$(($(date +%s) - t_start))" \
+	"$load_start" "$(cat /proc/loadavg)" <<'PY'
+import json, subprocess, sys
+from pathlib import Path
+
+d = Path(sys.argv[1])
+cores, kernel, duration, hold = int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+took, load_start, loadavg = int(sys.argv[6]), sys.argv[7], sys.argv[8]
+PEERS = ["direct", "mxlb", "haproxy", "nginx", "stunnel"]
+osname = "unknown"
+for line in Path("/etc/os-release").read_text().splitlines():
+    if line.startswith("PRETTY_NAME="):
+        osname = line.split("=", 1)[1].strip('"')
+versions = {}
+for line in (d / "versions.txt").read_text().splitlines():
+    k, _, v = line.partition(": ")
+    versions[k] = v.strip()
+
+NOTES = {
+    "direct": "mxlb-bench straight to one mxlb-sink (for TLS, a sink terminating STARTTLS or "
+              "implicit TLS itself): the limit of the generator and one sink; no proxy",
+    "mxlb": "server.workers: 1; handoff none; balance roundrobin; health check smtp every 2 s; "
+            "BoringSSL; sets TCP_NODELAY on both sides itself",
+    "haproxy": "nbthread 1; mode tcp; balance roundrobin; option smtpchk every 2 s; implicit TLS "
+               "with bind ... ssl crt; cannot do STARTTLS; sets TCP_NODELAY on its sockets itself "
+               "(no option needed); OpenSSL 3",
+    "nginx": "worker_processes 1 (CPU time and RSS are the master's and the worker's together); "
+             "mail proxy with smtp_auth none and xclient off; the backend comes from nginx's own "
+             "auth_http location, split_clients on $request_id (random 50/50); nginx answers "
+             "EHLO, MAIL and RCPT itself and connects to the backend after RCPT; the mail module "
+             "has no TCP_NODELAY setting and never sets it (Nagle stays on); OpenSSL 3",
+    "stunnel": "TLS only; a thread per connection (no setting for one thread); two connect "
+               "lines with failover = rr; TCP_NODELAY on both sides (socket = l:/r:); STARTTLS "
+               "with protocol = smtp, whose server side first waits 200 ms for the client to "
+               "speak (to tell implicit TLS apart), so every STARTTLS session starts 200 ms "
+               "late; OpenSSL 3",
+}
+
+runs = [json.loads(l) for l in (d / "runs.jsonl").read_text().splitlines() if l.strip()]
+cases, order = {}, []
+for r in runs:
+    if r["case"] not in cases:
+        cases[r["case"]] = {"case": r["case"], "kind": r["kind"], "title": r["title"],
+                            "tls": r["tls"], "options": r["options"], "peers": {}}
+        order.append(r["case"])
+    out = {}
+    if "na" in r:
+        out = {"na": r["na"]}
+    elif "error" in r:
+        out = {"error": r["error"]}
+    else:
+        b = r["bench"]
+        cpu_s = r["proxy_cpu_ticks"] / r["hz"] if r.get("proxy_cpu_ticks") is not None else None
+        out = {"exit": r["exit"], "sessions": b["sessions"], "errors": b["errors"],
+               "proxy_cpu_s": None if cpu_s is None else round(cpu_s, 3), "bench": b}
+        if r["kind"] == "load":
+            msgs, el = b["messages"], b["elapsed_s"]
+            mu = b["message_us"]
+            sinks = {k: r["sinks_after"][k] - r["sinks_before"][k] for k in r["sinks_after"]}
+            out.update({
+                "messages": msgs, "failed_messages": b["failed_messages"],
+                "messages_per_s": b["messages_per_s"], "mb_per_s": b["mb_per_s"],
+                "sessions_per_s": b["sessions_per_s"],
+                "message_p50_ms": None if mu["p50"] is None else mu["p50"] / 1000,
+                "message_p99_ms": None if mu["p99"] is None else mu["p99"] / 1000,
+                "setup_p50_ms": None if b["setup_us"]["p50"] is None else b["setup_us"]["p50"] / 1000,
+                "setup_p99_ms": None if b["setup_us"]["p99"] is None else b["setup_us"]["p99"] / 1000,
+                "proxy_cpu_us_per_message": (round(cpu_s * 1e6 / msgs, 1)
+                                             if cpu_s is not None and msgs else None),
+                "proxy_cpu_core_pct": round(100 * cpu_s / el) if cpu_s is not None and el else None,
+                "bench_cpu_core_pct": round(100 * b["cpu_s"] / el) if el else None,
+                "sinks_cpu_us_per_message": (round(r["sinks_cpu_ticks"] / r["hz"] * 1e6 / msgs, 1)
+                                             if msgs else None),
+                "sink_messages": sinks, "sink_count_matches": sum(sinks.values()) == msgs,
+            })
+        else:
+            held = b.get("held") or 0
+            grow = (r["rss_after_kb"] - r["rss_before_kb"]) * 1024
+            su = b["setup_us"]
+            out.update({
+                "held": held, "all_held": bool(r["all_held"]),
+                "rss_before_kb": r["rss_before_kb"], "rss_after_kb": r["rss_after_kb"],
+                "rss_growth_bytes": grow,
+                "rss_per_session_bytes": round(grow / held) if held else None,
+                "setup_p50_ms": None if su["p50"] is None else su["p50"] / 1000,
+                "setup_p99_ms": None if su["p99"] is None else su["p99"] / 1000,
+            })
+    cases[r["case"]]["peers"][r["peer"]] = out
+
+# ratios to mxlb: peer / mxlb for msg/s, MB/s, CPU per message and RSS per session
+KEYS = {"load": [("messages_per_s", "messages_per_s"), ("mb_per_s", "mb_per_s"),
+                 ("proxy_cpu_us_per_message", "cpu_per_message")],
+        "hold": [("rss_per_session_bytes", "rss_per_session")]}
+for c in cases.values():
+    m = c["peers"].get("mxlb", {})
+    for peer, v in c["peers"].items():
+        if "bench" not in v or "bench" not in m:
+            continue
+        v["ratio_to_mxlb"] = {name: (round(v[k] / m[k], 2) if v.get(k) and m.get(k) else None)
+                              for k, name in KEYS[c["kind"]]}
+
+# where mxlb is behind a peer, and by how much
+behind = []
+for cid in order:
+    c = cases[cid]
+    m = c["peers"].get("mxlb", {})
+    if "bench" not in m:
+        continue
+    for peer in ("haproxy", "nginx", "stunnel"):
+        v = c["peers"].get(peer, {})
+        if "bench" not in v:
+            continue
+        noise = lambda pct: " (under 10 %: within run-to-run noise)" if round(pct) < 10 else ""
+        if c["kind"] == "load":
+            if v["messages_per_s"] > m["messages_per_s"] > 0:
+                pct = 100 * (v["messages_per_s"] / m["messages_per_s"] - 1)
+                behind.append(f"case {cid}: {peer} moves {pct:.0f} % more messages/s than mxlb "
+                              f"({v['messages_per_s']:.0f} vs {m['messages_per_s']:.0f}){noise(pct)}")
+            a, b_ = v["proxy_cpu_us_per_message"], m["proxy_cpu_us_per_message"]
+            if a and b_ and a < b_:
+                pct = 100 * (b_ / a - 1)
+                behind.append(f"case {cid}: mxlb spends {pct:.0f} % more CPU per message than "
+                              f"{peer} ({b_:.0f} vs {a:.0f} us){noise(pct)}")
+            for q in ("p50", "p99"):
+                a, b_ = v[f"message_{q}_ms"], m[f"message_{q}_ms"]
+                if a and b_ and a < b_:
+                    pct = 100 * (b_ / a - 1)
+                    behind.append(f"case {cid}: mxlb's {q} message latency is {pct:.0f} % above "
+                                  f"{peer}'s ({b_:.2f} vs {a:.2f} ms){noise(pct)}")
+        else:
+            a, b_ = v["rss_per_session_bytes"], m["rss_per_session_bytes"]
+            if a is not None and b_ is not None and a < b_:
+                pct = 100 * (b_ / a - 1) if a > 0 else float("inf")
+                behind.append(f"case {cid}: mxlb's RSS grows {pct:.0f} % more per held session than "
+                              f"{peer}'s ({b_} vs {a} bytes){noise(pct)}")
+
+# ---- the tables
+def f0(x): return "-" if x is None else f"{x:.0f}"
+def f1(x): return "-" if x is None else f"{x:.1f}"
+def ms(x): return "-" if x is None else (f"{x:.2f}" if x < 100 else f"{x:.0f}")
+def rt(v, k):
+    x = v.get("ratio_to_mxlb", {}).get(k)
+    return "-" if x is None else f"{x:.2f}"
+def note(v):
+    if "na" in v:
+        return "n/a: " + v["na"]
+    if "error" in v:
+        return "error: " + v["error"]
+    e = ", ".join(f"{k}: {n}" for k, n in v["errors"].items())
+    parts = [f"errors {e}"] if e else []
+    if "sink_messages" in v:
+        s = v["sink_messages"]
+        if not v["sink_count_matches"]:
+            parts.append(f"sinks counted {sum(s.values())}")
+        if len(s) == 2 and sum(s.values()):
+            parts.append("sinks " + "/".join(str(round(100 * n / sum(s.values()))) for n in s.values()) + " %")
+    if v.get("all_held") is False:
+        parts.append("not all sessions held")
+    return "; ".join(parts)
+
+load_head = ("case", "peer", "msg/s", "MB/s", "msg ms p50/p99", "setup ms p50/p99", "CPU us/msg",
+             "CPU % core", "gen CPU %", "msg/s vs mxlb", "MB/s vs mxlb", "CPU/msg vs mxlb", "notes")
+hold_head = ("case", "peer", "held", "RSS growth MiB", "RSS B/session", "vs mxlb",
+             "setup ms p50/p99", "notes")
+load_rows, hold_rows = [], []
+for cid in order:
+    c = cases[cid]
+    for peer in PEERS:
+        if peer not in c["peers"]:
+            continue
+        v = c["peers"][peer]
+        ok = "bench" in v
+        if c["kind"] == "load":
+            load_rows.append((cid, peer,
+                              f0(v.get("messages_per_s")) if ok else "",
+                              f1(v.get("mb_per_s")) if ok else "",
+                              f"{ms(v['message_p50_ms'])}/{ms(v['message_p99_ms'])}" if ok else "",
+                              f"{ms(v['setup_p50_ms'])}/{ms(v['setup_p99_ms'])}" if ok else "",
+                              f0(v.get("proxy_cpu_us_per_message")) if ok else "",
+                              f0(v.get("proxy_cpu_core_pct")) if ok else "",
+                              f0(v.get("bench_cpu_core_pct")) if ok else "",
+                              rt(v, "messages_per_s") if ok else "", rt(v, "mb_per_s") if ok else "",
+                              rt(v, "cpu_per_message") if ok else "", note(v)))
+        else:
+            hold_rows.append((cid, peer,
+                              f0(v.get("held")) if ok else "",
+                              f1(v["rss_growth_bytes"] / 1048576) if ok else "",
+                              f0(v.get("rss_per_session_bytes")) if ok else "",
+                              rt(v, "rss_per_session") if ok else "",
+                              f"{ms(v['setup_p50_ms'])}/{ms(v['setup_p99_ms'])}" if ok else "",
+                              note(v)))
+
+def text_table(head, rows):
+    w = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    line = lambda r: "  ".join(str(x).ljust(n) for x, n in zip(r, w)).rstrip()
+    return "\n".join([line(head), line(["-" * n for n in w])] + [line(r) for r in rows])
+
+def md_table(head, rows, right):
+    out = ["| " + " | ".join(head) + " |",
+           "|" + "|".join("---:" if i in right else "---" for i in range(len(head))) + "|"]
+    out += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    return "\n".join(out)
+
+titles = "\n".join(f"  {cid}: {cases[cid]['title']} ({cases[cid]['tls']})" for cid in order)
+machine = f"{cores} cores, {osname}, kernel {kernel}"
+print()
+print(f"mxlb-bench against each peer in front of two mxlb-sink, {duration} per load run; {machine}")
+print("cases:\n" + titles)
+print("(msg ms: message latency, MAIL FROM to the 250 after the final dot; setup ms: connect to "
+      "the 250 to the last EHLO, TLS included; CPU: the proxy's utime+stime per accepted message "
+      "and as a share of one core; gen CPU: mxlb-bench's; 'vs mxlb': peer / mxlb; "
+      "each run offers the same concurrency for the same time, so a peer that moves fewer "
+      "messages also queues fewer: compare latencies at similar rates only)")
+if load_rows:
+    print()
+    print(text_table(load_head, load_rows))
+if hold_rows:
+    print()
+    print("idle memory: RSS growth of the proxy (VmRSS, all its processes) with the sessions "
+          "held after EHLO, per held session")
+    print(text_table(hold_head, hold_rows))
+print()
+if behind:
+    print("where mxlb is behind:")
+    for b in behind:
+        print("  " + b)
+else:
+    print("mxlb is behind no peer in any case of this run")
+
+md = [f"{machine}; {duration} per load run; load average (1 min) {load_start.split()[0]} at the "
+      f"start, {loadavg.split()[0]} at the end.", ""]
+if load_rows:
+    md += [md_table(load_head, load_rows, {2, 3, 6, 7, 8, 9, 10, 11}), ""]
+if hold_rows:
+    md += [md_table(hold_head, hold_rows, {2, 3, 4, 5}), ""]
+(d / "table.md").write_text("\n".join(md))
+
+# ---- the chart: grouped bars per case and peer
+def dat(name, kind, key, peers):
+    """Writes one bar chart's data; returns its positive values ([] when none)."""
+    rows = [c for c in (cases[i] for i in order) if c["kind"] == kind]
+    low = []
+    if not rows:
+        return low
+    with open(d / name, "w") as f:
+        f.write("# case " + " ".join(peers) + "\n")
+        for c in rows:
+            vals = []
+            for p in peers:
+                x = c["peers"].get(p, {}).get(key)
+                vals.append("-" if x is None else f"{x:.3f}")
+            f.write(f"\"{LABELS.get(c['case'], c['case'])}\" " + " ".join(vals) + "\n")
+            low.extend(float(x) for x in vals if x != "-" and float(x) > 0)
+    return low
+
+LABELS = {"a": "a: 1 KB", "b": "b: 1 KB x100", "c": "c: 100 KB x20", "d": "d: 1 MB x10",
+          "e": "e: TLS 1 KB", "f": "f: STARTTLS 1 KB", "g": "g: TLS 1 MB x10",
+          "h": "h: plain", "h-tls": "h-tls: TLS"}
+
+COLORS = {"direct": "#999999", "mxlb": "#1f77b4", "haproxy": "#ff7f0e", "nginx": "#2ca02c",
+          "stunnel": "#d62728"}
+import math
+panels = []
+proxies = PEERS[1:]
+for f, kind, key, peers, title, log in (
+        ("msgs.dat", "load", "messages_per_s", PEERS, "messages/s (log scale; higher is better)", True),
+        ("cpu.dat", "load", "proxy_cpu_us_per_message", proxies,
+         "proxy CPU time per message, us (log scale; lower is better)", True),
+        ("mem.dat", "hold", "rss_per_session_bytes", proxies,
+         "idle memory: RSS growth per held session, bytes (lower is better)", False)):
+    vals = dat(f, kind, key, peers)
+    if vals:
+        panels.append((f, peers, title, 10 ** math.floor(math.log10(min(vals))) if log else None,
+                       sum(1 for c in cases.values() if c["kind"] == kind)))
+gp = [f'set terminal pngcairo size 1300,{380 * max(1, len(panels)) + 60} font "sans,10"',
+      f'set output "{d / "compare.png"}"',
+      f'set multiplot layout {max(1, len(panels))},1 title "mxlb, HAProxy, nginx mail, stunnel: '
+      f'one worker each, two mxlb-sink backends; {machine}"',
+      "set style data histograms", "set style histogram clustered gap 1",
+      "set style fill solid 0.85 border -1", 'set datafile missing "-"',
+      "set key outside right top vertical", "set grid ytics", "set boxwidth 0.9"]
+for f, peers, title, low, n in panels:
+    gp.append("set logscale y" if low else "unset logscale y")
+    gp.append(f"set yrange [{low}:*]" if low else "set yrange [0:*]")
+    gp.append(f"set xrange [-0.6:{n - 0.4}]")
+    gp.append(f'set title "{title}"')
+    gp.append("plot " + ", ".join(
+        f'"{d / f}" using {i + 2}:xtic(1) title "{p}" lc rgb "{COLORS[p]}"'
+        for i, p in enumerate(peers)))
+gp.append("unset multiplot")
+(d / "compare.gp").write_text("\n".join(gp) + "\n")
+chart = None
+if panels:
+    g = subprocess.run(["gnuplot", str(d / "compare.gp")], capture_output=True, text=True)
+    if g.returncode == 0 and (d / "compare.png").exists():
+        chart = str(d / "compare.png")
+    else:
+        print(f"gnuplot failed: {g.stderr.strip()[:500]}", file=sys.stderr)
+
+failed = []
+for cid in order:
+    for peer, v in cases[cid]["peers"].items():
+        if "error" in v and not v["error"].startswith("skipped"):
+            failed.append(f"{cid}/{peer}: {v['error']}")
+        elif "bench" in v and v["exit"] != 0:
+            failed.append(f"{cid}/{peer}: mxlb-bench exit {v['exit']} ({note(v)})")
+results = {
+    "machine": {"cores": cores, "os": osname, "kernel": kernel, "loadavg_at_start": load_start,
+                "loadavg_at_end": loadavg},
+    "setup": {"duration_per_load_run": duration, "held_sessions": hold,
+              "generator": "build/mxlb-bench, 1 thread, full TLS handshakes (no resumption)",
+              "backends": "two build/mxlb-sink on 127.0.0.1",
+              "certificate": "ECDSA P-256, self-signed (build/compare/tls.crt)",
+              "tls13_ciphersuite": "TLS_AES_128_GCM_SHA256 set on the OpenSSL peers (BoringSSL's "
+                                   "first choice on AES hardware)",
+              "took_s": took},
+    "peers": {p: {"version": versions.get(p, ""), "notes": NOTES[p]} for p in PEERS},
+    "versions": versions,
+    "cases": [cases[i] for i in order],
+    "mxlb_behind": behind,
+    "failed": failed,
+    "chart": chart,
+}
+(d / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+print(f"results: {d / 'results.json'}, {d / 'table.md'}" + (f", chart: {chart}" if chart else ""))
+print(f"took {took} s")
+if failed:
+    print("runs that failed: " + "; ".join(failed))
+sys.exit(1 if failed else 0)
+PY
