@@ -523,6 +523,10 @@ hold_case() {
 		port=$(port_for "$tls")
 		out="$dir/runs/$id-$peer.json"
 		err="$dir/runs/$id-$peer.err"
+		# a warm-up of short sessions, few at once: fixed costs (buffer
+		# pools, mxlb's ring buffers) are then not counted per session
+		"$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --sessions 2000 \
+			--concurrency 20 --messages 1 --size 1k --duration 10s --quiet >/dev/null 2>&1
 		sleep 0.5
 		ppids=$(peer_pids)
 		# shellcheck disable=SC2086
