@@ -32,6 +32,7 @@
 #define CONN_F_ONESHOT 0x800u   /* one recv at a time instead of multishot */
 #define CONN_F_TLS_HS 0x1000u   /* TLS handshake in progress */
 #define CONN_F_DEFERRED 0x2000u /* on the worker's deferred list */
+#define CONN_F_COLD 0x4000u     /* the small ring was empty: use the large one */
 
 void sock_set_nodelay(int fd)
 {
@@ -114,7 +115,8 @@ static void arm_recv(struct conn *c)
 	else
 		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = BUF_GROUP;
+	sqe->buf_group = (c->flags & CONN_F_ONESHOT) && !(c->flags & CONN_F_COLD) ? BUF_HOT_GROUP
+										 : BUF_GROUP;
 	io_uring_sqe_set_data64(sqe, op_data(c, OP_RECV));
 	c->ops |= CONN_OP_RECV;
 }
@@ -586,6 +588,7 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		char *p = worker_buf(c->w, bid);
 
+		c->flags &= (uint16_t)~CONN_F_COLD;
 		if (c->flags & CONN_F_ORPHAN)
 			worker_buf_release(c->w, bid);
 		else if (c->tls)
@@ -596,7 +599,10 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		c->flags |= CONN_F_EOF;
 		if (!(c->flags & CONN_F_ORPHAN))
 			c->h->eof(c);
+	} else if (res == -ENOBUFS && (c->flags & CONN_F_ONESHOT) && !(c->flags & CONN_F_COLD)) {
+		c->flags |= CONN_F_COLD; /* at once, from the large ring */
 	} else if (res == -ENOBUFS) {
+		c->flags &= (uint16_t)~CONN_F_COLD;
 		starve(c);
 	} else if (res != -ECANCELED) {
 		c->flags |= CONN_F_DEAD;

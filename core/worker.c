@@ -36,37 +36,51 @@ struct io_uring_sqe *worker_sqe(struct worker *w)
 	return sqe;
 }
 
-static int bufring_init(struct worker *w)
+static int bufring_init(struct worker *w, struct buf_ring *r, unsigned count, uint16_t base,
+			uint16_t group)
 {
-	size_t ring_size = BUF_COUNT * sizeof(struct io_uring_buf);
+	size_t ring_size = count * sizeof(struct io_uring_buf);
 	struct io_uring_buf_reg reg;
 	int ret;
 
+	r->count = count;
+	r->base = base;
+	r->group = group;
 	/* liburing 2.3 has no io_uring_setup_buf_ring(): register by hand */
-	w->br = mmap(NULL, ring_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	if (w->br == MAP_FAILED) {
-		w->br = NULL;
+	r->br = mmap(NULL, ring_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (r->br == MAP_FAILED) {
+		r->br = NULL;
 		return -errno;
 	}
-	w->bufs = mmap(NULL, (size_t)BUF_COUNT * BUF_SIZE, PROT_READ | PROT_WRITE,
+	r->bufs = mmap(NULL, (size_t)count * BUF_SIZE, PROT_READ | PROT_WRITE,
 		       MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	if (w->bufs == MAP_FAILED) {
-		w->bufs = NULL;
+	if (r->bufs == MAP_FAILED) {
+		r->bufs = NULL;
 		return -errno;
 	}
 	memset(&reg, 0, sizeof(reg));
-	reg.ring_addr = (uint64_t)(uintptr_t)w->br;
-	reg.ring_entries = BUF_COUNT;
-	reg.bgid = BUF_GROUP;
+	reg.ring_addr = (uint64_t)(uintptr_t)r->br;
+	reg.ring_entries = count;
+	reg.bgid = group;
 	ret = io_uring_register_buf_ring(&w->ring, &reg, 0);
 	if (ret < 0)
 		return ret;
-	io_uring_buf_ring_init(w->br);
-	for (unsigned i = 0; i < BUF_COUNT; i++)
-		io_uring_buf_ring_add(w->br, worker_buf(w, (uint16_t)i), BUF_SIZE, (uint16_t)i,
-				      io_uring_buf_ring_mask(BUF_COUNT), (int)i);
-	io_uring_buf_ring_advance(w->br, BUF_COUNT);
+	io_uring_buf_ring_init(r->br);
+	for (unsigned i = 0; i < count; i++)
+		io_uring_buf_ring_add(r->br, r->bufs + (size_t)i * BUF_SIZE, BUF_SIZE,
+				      (uint16_t)(base + i), io_uring_buf_ring_mask(count), (int)i);
+	io_uring_buf_ring_advance(r->br, (int)count);
 	return 0;
+}
+
+static void bufring_fini(struct buf_ring *r)
+{
+	if (r->bufs)
+		munmap(r->bufs, (size_t)r->count * BUF_SIZE);
+	r->bufs = NULL;
+	if (r->br)
+		munmap(r->br, r->count * sizeof(struct io_uring_buf));
+	r->br = NULL;
 }
 
 uint16_t worker_plain_get(struct worker *w)
@@ -86,7 +100,7 @@ uint16_t worker_plain_get(struct worker *w)
 		w->plain_free[w->nplain_free++] = i;
 		return BID_NONE;
 	}
-	return (uint16_t)(BUF_COUNT + i);
+	return (uint16_t)(PLAIN_BASE + i);
 }
 
 static void plain_release(struct worker *w, uint16_t i)
@@ -102,13 +116,16 @@ static void plain_release(struct worker *w, uint16_t i)
 
 void worker_buf_release(struct worker *w, uint16_t bid)
 {
-	if (bid >= BUF_COUNT) {
-		plain_release(w, (uint16_t)(bid - BUF_COUNT));
+	struct buf_ring *r;
+
+	if (bid >= PLAIN_BASE) {
+		plain_release(w, (uint16_t)(bid - PLAIN_BASE));
 		return;
 	}
-	io_uring_buf_ring_add(w->br, worker_buf(w, bid), BUF_SIZE, bid,
-			      io_uring_buf_ring_mask(BUF_COUNT), 0);
-	io_uring_buf_ring_advance(w->br, 1);
+	r = &w->rings[bid >= BUF_COUNT];
+	io_uring_buf_ring_add(r->br, worker_buf(w, bid), BUF_SIZE, bid,
+			      io_uring_buf_ring_mask(r->count), 0);
+	io_uring_buf_ring_advance(r->br, 1);
 	if (w->starved)
 		conn_resume_starved(w);
 }
@@ -156,7 +173,10 @@ int worker_init(struct worker *w)
 	 * proxy needs few of them (bounded and unbounded) */
 	unsigned int maxw[2] = { 2, 2 };
 	io_uring_register_iowq_max_workers(&w->ring, maxw);
-	ret = bufring_init(w);
+	ret = bufring_init(w, &w->rings[0], BUF_COUNT, 0, BUF_GROUP);
+	if (ret < 0)
+		return ret;
+	ret = bufring_init(w, &w->rings[1], BUF_HOT_COUNT, BUF_COUNT, BUF_HOT_GROUP);
 	if (ret < 0)
 		return ret;
 	w->wake_fd = eventfd(0, EFD_CLOEXEC);
@@ -398,12 +418,8 @@ void worker_run(struct worker *w)
 void worker_fini(struct worker *w)
 {
 	io_uring_queue_exit(&w->ring);
-	if (w->bufs)
-		munmap(w->bufs, (size_t)BUF_COUNT * BUF_SIZE);
-	w->bufs = NULL;
-	if (w->br)
-		munmap(w->br, BUF_COUNT * sizeof(struct io_uring_buf));
-	w->br = NULL;
+	bufring_fini(&w->rings[0]);
+	bufring_fini(&w->rings[1]);
 	if (w->wake_fd >= 0)
 		close(w->wake_fd);
 	w->wake_fd = -1;

@@ -28,13 +28,21 @@ enum op_kind {
 };
 #define OP_MASK 7u
 
-/* Provided-buffer ring: one per worker, group 0. */
-#define BUF_COUNT 1024 /* a power of two */
+/* Provided-buffer rings, two per worker. The kernel takes buffers from a
+ * ring in order and they come back at its end, so every buffer of a ring
+ * is touched in turn: the large ring (multishot receives, many sessions
+ * at once) cycles through 16 MB, which no cache holds. One-at-a-time
+ * receives (the relay, TLS) use a small ring that stays in the CPU's
+ * cache, and fall back to the large one when it is empty. */
 #define BUF_SIZE 16384
+#define BUF_COUNT 1024 /* the large ring: ids 0 .. BUF_COUNT-1; a power of two */
 #define BUF_GROUP 0
+#define BUF_HOT_COUNT 64 /* the small ring: ids BUF_COUNT ..; a power of two */
+#define BUF_HOT_GROUP 1
 /* Buffers of the same size the worker hands out itself (decrypted TLS
- * records): ids BUF_COUNT and up, so that whoever receives a buffer
+ * records): ids PLAIN_BASE and up, so that whoever receives a buffer
  * releases it the same way whatever filled it. */
+#define PLAIN_BASE (BUF_COUNT + BUF_HOT_COUNT)
 #define PLAIN_MAX 8192
 #define PLAIN_KEEP 64 /* free ones kept allocated */
 #define BID_NONE 0xffffu
@@ -66,11 +74,18 @@ struct lsock {
 	socklen_t addrlen;
 };
 
+struct buf_ring {
+	struct io_uring_buf_ring *br;
+	char *bufs;
+	unsigned count;
+	uint16_t base; /* the id of its first buffer */
+	uint16_t group;
+};
+
 struct worker {
 	int id;
 	struct io_uring ring;
-	struct io_uring_buf_ring *br;
-	char *bufs;
+	struct buf_ring rings[2]; /* BUF_GROUP, BUF_HOT_GROUP */
 	struct wheel wheel;
 	struct __kernel_timespec tick_ts;
 	int wake_fd;
@@ -128,11 +143,13 @@ static inline uint64_t op_data(void *obj, enum op_kind kind)
 void worker_buf_release(struct worker *w, uint16_t bid);
 static inline char *worker_buf(struct worker *w, uint16_t bid)
 {
+	if (bid >= PLAIN_BASE)
+		return w->plain[bid - PLAIN_BASE];
 	if (bid >= BUF_COUNT)
-		return w->plain[bid - BUF_COUNT];
-	return w->bufs + (size_t)bid * BUF_SIZE;
+		return w->rings[1].bufs + (size_t)(bid - BUF_COUNT) * BUF_SIZE;
+	return w->rings[0].bufs + (size_t)bid * BUF_SIZE;
 }
-/* A buffer of BUF_SIZE the worker owns (id >= BUF_COUNT), BID_NONE when
+/* A buffer of BUF_SIZE the worker owns (id >= PLAIN_BASE), BID_NONE when
  * PLAIN_MAX are out; released with worker_buf_release(). */
 uint16_t worker_plain_get(struct worker *w);
 
