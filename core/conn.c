@@ -323,8 +323,8 @@ static void linger_add(struct conn *c, uint32_t linger_ms)
 	if (c->flags & CONN_F_LINGER)
 		return;
 	c->flags |= CONN_F_LINGER;
-	c->linger_until_ms = worker_now_ms() + linger_ms;
-	c->next = c->w->lingering;
+	c->linger_until = (uint32_t)(worker_now_ms() + linger_ms);
+	c->next_linger = c->w->lingering;
 	c->w->lingering = c;
 }
 
@@ -387,11 +387,11 @@ void conn_expire_lingering(struct worker *w, uint64_t now_ms)
 	while (*pp) {
 		struct conn *c = *pp;
 
-		if (!linger_done(c) && now_ms < c->linger_until_ms) {
-			pp = &c->next;
+		if (!linger_done(c) && (int32_t)((uint32_t)now_ms - c->linger_until) < 0) {
+			pp = &c->next_linger;
 			continue;
 		}
-		*pp = c->next;
+		*pp = c->next_linger;
 		c->flags &= (uint16_t)~(CONN_F_LINGER | CONN_F_FLUSH);
 		abort_io(c);
 		maybe_free(c);
@@ -404,7 +404,7 @@ void conn_resume_starved(struct worker *w)
 
 	if (!c)
 		return;
-	w->starved = c->next;
+	w->starved = c->next_starved;
 	c->flags &= (uint16_t)~CONN_F_STARVED;
 	if (may_recv(c))
 		arm_recv(c);
@@ -413,10 +413,10 @@ void conn_resume_starved(struct worker *w)
 
 static void starve(struct conn *c)
 {
-	if (c->flags & (CONN_F_STARVED | CONN_F_LINGER))
+	if (c->flags & CONN_F_STARVED)
 		return;
 	c->flags |= CONN_F_STARVED;
-	c->next = c->w->starved;
+	c->next_starved = c->w->starved;
 	c->w->starved = c;
 }
 

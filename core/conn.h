@@ -52,13 +52,13 @@ struct conn {
 	const struct conn_handler *h;
 	void *owner;
 	struct worker *w;
-	struct conn *next; /* on the worker's starved or lingering list */
-	struct conn *next_deferred;
-	uint64_t linger_until_ms;
+	/* one link per list: a conn can be starved and lingering at once */
+	struct conn *next_starved, *next_linger, *next_deferred;
+	uint32_t linger_until; /* low 32 bits of worker_now_ms() */
+	uint32_t tls_left_len;
 	struct __kernel_timespec connect_ts;
 	struct tls_io *tls; /* NULL: plaintext */
 	char *tls_left; /* ciphertext received but not read yet (paused) */
-	uint32_t tls_left_len;
 };
 
 /* A new conn on an open socket (fd < 0: a socket is made by conn_connect). */
