@@ -355,6 +355,8 @@ static void front_tls_start(struct session *s, const char *pre, size_t prelen)
 	session_set_state(s, S_TLS);
 	session_timeout(s, s->l->timeouts.tls_handshake);
 	conn_start_tls(s->client, t, pre, prelen);
+	/* a pause for unread replies must not outlive the command phase */
+	conn_recv_start(s->client);
 }
 
 /* Passthrough: the ClientHello's server name routes; nothing is parsed

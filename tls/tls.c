@@ -18,6 +18,7 @@
 #include <openssl/pem.h>
 #include <openssl/pool.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -455,7 +456,11 @@ struct tls_ctx *tls_ctx_new(const struct config *cfg, const struct cfg_tls *t, b
 			goto fail;
 		SSL_CTX_set_app_data(tc->server, tc);
 		SSL_CTX_set_select_certificate_cb(tc->server, select_cert);
-		SSL_CTX_set_session_id_context(tc->server, (const uint8_t *)"mxlb", 4);
+		/* sessions resume only in the context that made them */
+		uint8_t sid_ctx[SHA256_DIGEST_LENGTH];
+
+		SHA256((const uint8_t *)t->name, strlen(t->name), sid_ctx);
+		SSL_CTX_set_session_id_context(tc->server, sid_ctx, sizeof(sid_ctx));
 		if (t->session_tickets) {
 			SSL_CTX_set_session_cache_mode(tc->server, SSL_SESS_CACHE_OFF);
 			SSL_CTX_set_tlsext_ticket_key_cb(tc->server, ticket_cb);
