@@ -287,6 +287,7 @@ struct session {
 	bool replay_mail; /* routed at MAIL without STARTTLS: replay it */
 	bool no_smtp;     /* implicit-TLS passthrough: bytes only */
 	bool back_tls;    /* the backend side is TLS */
+	bool back_chunking; /* the backend's EHLO reply offers CHUNKING */
 	const char *tls_version, *tls_cipher; /* static strings of the library */
 	char *sni;
 

@@ -255,6 +255,8 @@ void relay_start(struct session *s)
 			return;
 		}
 		smtp_guard_init(s->guard);
+		if (!s->back_chunking)
+			smtp_guard_no_chunking(s->guard);
 	}
 	/* backend bytes that came after its EHLO reply */
 	if (dbuf_used(&s->bin)) {

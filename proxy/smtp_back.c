@@ -316,6 +316,8 @@ static void back_ehlo_reply(struct session *s, int code, size_t len)
 		relay_start(s);
 		return;
 	}
+	s->back_chunking = code == 250 &&
+			   (smtp_ehlo_extensions(dbuf_data(&s->bin), len) & SMTP_EXT_CHUNKING);
 	out = malloc(len);
 	if (!out) {
 		session_close(s, R_ERROR, "out of memory");

@@ -19,6 +19,11 @@ void smtp_guard_init(struct smtp_guard *g)
 	g->mode = G_CMD;
 }
 
+void smtp_guard_no_chunking(struct smtp_guard *g)
+{
+	g->no_chunking = 1;
+}
+
 bool smtp_guard_holding(const struct smtp_guard *g)
 {
 	return g->mode == G_DATA_WAIT;
@@ -101,7 +106,7 @@ static bool decide(struct smtp_guard *g, char *out, size_t *o)
 	if (verb_is(g->line, v, "DATA") && end == arg) {
 		g->mode = G_DATA_WAIT;
 		g->data_index = g->cmds_sent;
-	} else if (verb_is(g->line, v, "BDAT")) {
+	} else if (verb_is(g->line, v, "BDAT") && !g->no_chunking) {
 		int64_t n = bdat_size(g->line, end);
 
 		if (n > 0) {

@@ -32,6 +32,7 @@ struct smtp_guard { /* private: use the functions below */
 	char reply_code[3];
 	char reply_sep;
 	uint8_t line_len;     /* octets of the current line start held */
+	uint8_t no_chunking;  /* the backend does not offer CHUNKING */
 	char line[40];        /* start of the current command line */
 	unsigned refused;     /* lines rewritten so far (for the log) */
 	uint64_t bdat_left;   /* octets of a BDAT chunk still to pass */
@@ -41,6 +42,9 @@ struct smtp_guard { /* private: use the functions below */
 };
 
 void smtp_guard_init(struct smtp_guard *g);
+/* The backend did not offer CHUNKING: it will take what follows a BDAT
+ * line as commands, so the guard must too (no chunk is skipped). */
+void smtp_guard_no_chunking(struct smtp_guard *g);
 
 /*
  * Feed client bytes in[0..len). Writes what may go to the backend to out

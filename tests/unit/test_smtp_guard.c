@@ -21,6 +21,8 @@ struct script {
 /* With pass, each piece goes first through smtp_guard_pass() (what passes
  * as it is, as the relay sends it without a copy), the rest through
  * smtp_guard_client(): the output must be the same. */
+static bool no_chunking; /* the backend of the next runs offers no CHUNKING */
+
 static size_t run(const char *client, const char *server, size_t step, char *out, bool pass)
 {
 	struct smtp_guard g;
@@ -28,6 +30,8 @@ static size_t run(const char *client, const char *server, size_t step, char *out
 	char *buf = malloc(len + SMTP_GUARD_SLACK + OUT_MAX);
 
 	smtp_guard_init(&g);
+	if (no_chunking)
+		smtp_guard_no_chunking(&g);
 	assert_non_null(buf);
 	while (off < len) {
 		size_t n = len - off < step ? len - off : step, outlen = 0, used = 0;
@@ -119,6 +123,16 @@ static void test_bdat_chunk_passes(void **state)
 			 SMTP_GUARD_REFUSED);
 }
 
+/* A backend without CHUNKING reads a "chunk" as commands: so does the guard. */
+static void test_bdat_without_chunking_is_not_skipped(void **state)
+{
+	(void)state;
+	no_chunking = true;
+	expect_all_steps("BDAT 24\r\nXCLIENT ADDR=9.9.9.9\r\nNOOP\r\n", "502 no\r\n",
+			 "BDAT 24\r\n" SMTP_GUARD_REFUSED "NOOP\r\n");
+	no_chunking = false;
+}
+
 static void test_long_lines_pass(void **state)
 {
 	char *line = malloc(5000), *want = malloc(5000);
@@ -154,6 +168,7 @@ int main(void)
 		cmocka_unit_test(test_data_refused_keeps_watching),
 		cmocka_unit_test(test_bare_lf_dot_ends_data),
 		cmocka_unit_test(test_bdat_chunk_passes),
+		cmocka_unit_test(test_bdat_without_chunking_is_not_skipped),
 		cmocka_unit_test(test_long_lines_pass),
 		cmocka_unit_test(test_many_refusals_bounded_output),
 	};
