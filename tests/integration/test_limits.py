@@ -74,3 +74,94 @@ def test_max_sessions_per_client(env):
         h.cmd(b"QUIT")
     wait_for(lambda: deliver(mx.port) == {}, what="a free slot")
     assert mx.stop() == 0
+
+
+def test_buffer_starvation_then_closes_and_stop(env):
+    """Every receive buffer held by sessions whose backend stopped reading:
+    new clients starve, time out and are closed; once the backend goes,
+    everything is released and SIGTERM ends mxlb at once (a lingering
+    close of a starved connection once cut the starved list)."""
+    import threading
+
+    from conftest import free_port, wait_port
+
+    stalled = []
+
+    def backend(port, stop):
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        srv.bind(("127.0.0.1", port))
+        srv.listen(1024)
+        srv.settimeout(0.2)
+
+        def serve(c):
+            f = c.makefile("rb")
+            c.sendall(b"220 stall.test ESMTP\r\n")
+            while not stop.is_set():
+                line = f.readline()
+                if not line:
+                    return
+                if line.upper().startswith(b"EHLO"):
+                    c.sendall(b"250-stall.test\r\n250 8BITMIME\r\n")
+                elif line.upper().startswith(b"DATA"):
+                    c.sendall(b"354 go\r\n")
+                    stop.wait(60)  # never reads again: mxlb's buffers fill
+                    return
+                else:
+                    c.sendall(b"250 ok\r\n")
+
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except socket.timeout:
+                continue
+            stalled.append(c)
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+        srv.close()
+
+    bport, stop = free_port(), threading.Event()
+    bt = threading.Thread(target=backend, args=(bport, stop), daemon=True)
+    bt.start()
+    wait_port(bport)
+    mx = env.mxlb([bport], server={"workers": 1},
+                  listener={"timeouts": {"command": "1s", "idle": "60s", "connect": "1s"}})
+    big = (b"y" * 78 + b"\r\n") * 50000  # 4 MB
+    fillers = []
+
+    def fill():
+        try:
+            s = socket.create_connection(("127.0.0.1", mx.port), timeout=60)
+            fillers.append(s)
+            f = s.makefile("rb")
+            f.readline()
+            s.sendall(b"EHLO fill.test\r\n")
+            while f.readline()[3:4] == b"-":
+                pass
+            for cmd in (b"MAIL FROM:<a@b.test>\r\n", b"RCPT TO:<c@d.test>\r\n", b"DATA\r\n"):
+                s.sendall(cmd)
+                f.readline()
+            s.sendall(big)
+        except OSError:
+            pass
+
+    threads = [threading.Thread(target=fill, daemon=True) for _ in range(300)]
+    for t in threads:
+        t.start()
+    time.sleep(6)
+    # two more clients: greeted, then starved of buffers; their command
+    # timeout closes them with a 421 and a lingering close
+    late = [Client(mx.port) for _ in range(2)]
+    for c in late:
+        assert c.reply()[0] == 220
+    time.sleep(2.5)
+    stop.set()  # the backend goes: every buffer comes back
+    for c in stalled:
+        c.close()
+    for s in fillers:
+        s.close()
+    for c in late:
+        c.close()
+    time.sleep(2)
+    # a hang here ends in SIGKILL after 15 s: a non-zero status
+    assert mx.stop() == 0
