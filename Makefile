@@ -57,8 +57,8 @@ $(LIBA): $(LIB_OBJS)
 $(BUILD)/mxlb: $(OBJ)/proxy/main.o $(LIBA) $(BUILD)/.variant
 	$(CC) $(LDFLAGS) -o $@ $(OBJ)/proxy/main.o $(LIBA) $(LIBS)
 # Tools and tests link only the objects they use, so each builds on its own.
-SINK_OBJS := bench/sink.o proxy/proxy_proto.o
-BENCH_OBJS := bench/bench.o proxy/smtp_parse.o
+SINK_OBJS := bench/sink.o proxy/proxy_proto.o config/config.o
+BENCH_OBJS := bench/bench.o proxy/smtp_parse.o config/config.o
 $(BUILD)/mxlb-sink: $(SINK_OBJS:%=$(OBJ)/%) $(BUILD)/.variant
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS)
 $(BUILD)/mxlb-bench: $(BENCH_OBJS:%=$(OBJ)/%) $(BUILD)/.variant

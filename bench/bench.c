@@ -18,6 +18,7 @@
  * The main thread waits for SIGINT/SIGTERM, prints the progress line, says
  * "held N" in --hold mode, and prints the summary once every worker is done.
  */
+#include "config/config.h"
 #include "proxy/smtp_parse.h"
 
 #include <arpa/inet.h>
@@ -1753,46 +1754,23 @@ static bool parse_u64(const char *s, size_t len, uint64_t *out)
 	return true;
 }
 
-/* A number followed by one of units (factors alike). */
-static bool parse_scaled(const char *s, const char *const *units, const uint64_t *factors,
-			 uint64_t *out)
-{
-	size_t digits = strspn(s, "0123456789");
-	uint64_t v;
-
-	if (!parse_u64(s, digits, &v))
-		return false;
-	for (int i = 0; units[i]; i++) {
-		if (strcmp(s + digits, units[i]) == 0) {
-			if (v > UINT64_MAX / factors[i])
-				return false;
-			*out = v * factors[i];
-			return true;
-		}
-	}
-	return false;
-}
-
+/* Durations and sizes are written as in the configuration (config.h). */
 static uint64_t opt_duration_ms(const char *s, const char *what)
 {
-	static const char *const units[] = { "ms", "s", "m", "h", NULL };
-	static const uint64_t factors[] = { 1, 1000, 60000, 3600000 };
-	uint64_t ms;
+	uint32_t ms;
 
 	if (strcmp(s, "0") == 0)
 		return 0;
-	if (!parse_scaled(s, units, factors, &ms) || ms > BENCH_DURATION_MAX_MS)
+	if (config_parse_duration(s, &ms) < 0 || ms > BENCH_DURATION_MAX_MS)
 		die("bad %s '%s' (like 500ms, 30s, 2m)", what, s);
 	return ms;
 }
 
 static uint64_t opt_size(const char *s)
 {
-	static const char *const units[] = { "", "k", "K", "m", "M", NULL };
-	static const uint64_t factors[] = { 1, 1 << 10, 1 << 10, 1 << 20, 1 << 20 };
 	uint64_t v;
 
-	if (!parse_scaled(s, units, factors, &v) || v > BENCH_SIZE_MAX)
+	if (config_parse_size(s, &v) < 0 || v > BENCH_SIZE_MAX)
 		die("bad --size '%s' (like 512, 1k, 100k, 1M; at most 256M)", s);
 	return v;
 }
@@ -1820,41 +1798,13 @@ static const char *opt_name(const char *s, const char *what)
 /* host:port or [v6]:port; a host name is resolved once, here. */
 static void target_parse(const char *s)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-	struct addrinfo *res;
-	const char *colon, *port, *hs = s;
-	size_t hlen;
-	uint64_t pn;
-	int err;
+	struct cfg_addr a;
 
-	if (strlen(s) > 200 || strpbrk(s, "\"\\ \t\r\n"))
-		die("bad --target '%s' (like 127.0.0.1:2525 or [::1]:2525)", s);
-	if (s[0] == '[') {
-		const char *rb = strchr(s, ']');
-
-		if (!rb || rb[1] != ':')
-			die("bad --target '%s' (like [::1]:2525)", s);
-		hs = s + 1;
-		hlen = (size_t)(rb - hs);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon)
-			die("bad --target '%s' (like 127.0.0.1:2525)", s);
-		hlen = (size_t)(colon - s);
-	}
-	port = colon + 1;
-	if (hlen == 0 || hlen >= sizeof(cfg.target_host) || !parse_u64(port, strlen(port), &pn) ||
-	    pn == 0 || pn > 65535)
-		die("bad --target '%s' (like 127.0.0.1:2525 or [::1]:2525)", s);
-	memcpy(cfg.target_host, hs, hlen);
-	cfg.target_host[hlen] = '\0';
-	err = getaddrinfo(cfg.target_host, port, &hints, &res);
-	if (err)
-		die("--target %s: %s", s, gai_strerror(err));
-	memcpy(&cfg.target, res->ai_addr, res->ai_addrlen);
-	cfg.target_len = res->ai_addrlen;
-	freeaddrinfo(res);
+	if (strpbrk(s, "\"\\ \t\r\n") || config_parse_addr(s, &a) < 0)
+		die("bad --target '%s' (like 127.0.0.1:2525, [::1]:2525 or localhost:2525)", s);
+	memcpy(&cfg.target, &a.ss, a.len);
+	cfg.target_len = a.len;
+	snprintf(cfg.target_host, sizeof(cfg.target_host), "%s", a.host);
 	cfg.target_text = s;
 }
 

@@ -25,6 +25,7 @@
  * CS_TLS_ACCEPT until the handshake is done. One SSL_CTX serves all
  * threads.
  */
+#include "config/config.h"
 #include "proxy/proxy_proto.h"
 
 #include <arpa/inet.h>
@@ -2034,91 +2035,44 @@ static void usage(FILE *f)
 	      f);
 }
 
-/* "127.0.0.1:2526" or "[::1]:2526". */
+/* "127.0.0.1:2526" or "[::1]:2526", as in the configuration; port 0
+ * (the kernel picks one, reported in the log) is allowed here too. */
 static bool addr_parse(const char *s, struct listen_addr *a)
 {
-	char host[INET6_ADDRSTRLEN];
-	const char *colon, *hs = s;
-	size_t hlen;
-	uint64_t port;
-	bool v6 = s[0] == '[';
+	char buf[300];
+	size_t n = strlen(s);
+	bool any_port = n >= 2 && n < sizeof(buf) && !strcmp(s + n - 2, ":0");
+	struct cfg_addr ca;
 
-	if (v6) {
-		const char *rb = strchr(s, ']');
-
-		if (!rb || rb[1] != ':')
-			return false;
-		hs = s + 1;
-		hlen = (size_t)(rb - hs);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon)
-			return false;
-		hlen = (size_t)(colon - s);
-	}
-	if (hlen == 0 || hlen >= sizeof(host) || !parse_u64(colon + 1, strlen(colon + 1), &port) ||
-	    port > 65535)
+	snprintf(buf, sizeof(buf), "%s", s);
+	if (any_port)
+		buf[n - 1] = '1';
+	if (config_parse_addr(buf, &ca) < 0)
 		return false;
-	memcpy(host, hs, hlen);
-	host[hlen] = '\0';
-	memset(a, 0, sizeof(*a));
-	if (v6) {
-		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&a->sa;
-
-		in6->sin6_family = AF_INET6;
-		in6->sin6_port = htons((uint16_t)port);
-		a->len = sizeof(*in6);
-		return inet_pton(AF_INET6, host, &in6->sin6_addr) == 1;
-	}
-	struct sockaddr_in *in4 = (struct sockaddr_in *)&a->sa;
-
-	in4->sin_family = AF_INET;
-	in4->sin_port = htons((uint16_t)port);
-	a->len = sizeof(*in4);
-	return inet_pton(AF_INET, host, &in4->sin_addr) == 1;
+	if (any_port)
+		((struct sockaddr_in *)&ca.ss)->sin_port = 0; /* same place in sockaddr_in6 */
+	memcpy(&a->sa, &ca.ss, ca.len);
+	a->len = ca.len;
+	return true;
 }
 
-/* A number followed by a unit: the unit's factor, or 0 when it is unknown. */
-static bool parse_scaled(const char *s, const char *const *units, const uint64_t *factors,
-			 uint64_t *out)
-{
-	size_t digits = strspn(s, "0123456789");
-	uint64_t v;
-
-	if (!parse_u64(s, digits, &v))
-		return false;
-	for (int i = 0; units[i]; i++) {
-		if (strcmp(s + digits, units[i]) == 0) {
-			if (v > UINT64_MAX / factors[i])
-				return false;
-			*out = v * factors[i];
-			return true;
-		}
-	}
-	return false;
-}
-
+/* Durations and sizes are written as in the configuration (config.h). */
 static uint64_t opt_duration_ms(const char *s)
 {
-	static const char *const units[] = { "ms", "s", "m", "h", NULL };
-	static const uint64_t factors[] = { 1, 1000, 60000, 3600000 };
-	uint64_t ms;
+	uint32_t ms;
 
 	if (strcmp(s, "0") == 0)
 		return 0;
-	if (!parse_scaled(s, units, factors, &ms) || ms > SINK_DELAY_MAX_MS)
+	if (config_parse_duration(s, &ms) < 0 || ms > SINK_DELAY_MAX_MS)
 		die("bad duration '%s' (like 250ms, 2s, 1m)", s);
 	return ms;
 }
 
 static uint64_t opt_size(const char *s)
 {
-	static const char *const units[] = { "", "k", "K", "m", "M", "g", "G", NULL };
-	static const uint64_t factors[] = { 1, 1 << 10, 1 << 10, 1 << 20, 1 << 20, 1 << 30, 1 << 30 };
 	uint64_t v;
 
-	if (!parse_scaled(s, units, factors, &v))
+	if (config_parse_size(s, &v) < 0)
 		die("bad size '%s' (like 512, 64k, 10M)", s);
 	return v;
 }
