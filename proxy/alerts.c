@@ -44,6 +44,12 @@ static const struct cfg_alerts *acfg(void)
 	return &mxlb_rt->cfg->alerts;
 }
 
+/* Alerts speak for the server as configured now (worker 0's runtime). */
+static const char *hostname(void)
+{
+	return mxlb_rt->cfg->server.hostname;
+}
+
 static void send_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static void send_line(const char *fmt, ...)
@@ -76,7 +82,7 @@ static void send_body(const struct alert *a)
 		     "From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\n"
 		     "Message-ID: <mxlb-%llu-%lld-%d@%s>\r\nAuto-Submitted: auto-generated\r\n\r\n",
 		     acfg()->from, acfg()->to[0], a->subject, date, (unsigned long long)al.seq++,
-		     (long long)now, (int)getpid(), session_hostname());
+		     (long long)now, (int)getpid(), hostname());
 	if (n > 0)
 		dbuf_append(&b, head, (size_t)n < sizeof(head) ? (size_t)n : sizeof(head) - 1, 1 << 20);
 	for (const char *p = a->text; *p;) {
@@ -145,7 +151,7 @@ static void alert_process(void)
 		}
 		switch (al.step) {
 		case A_GREETING:
-			send_line("EHLO %s", session_hostname());
+			send_line("EHLO %s", hostname());
 			al.step = A_EHLO;
 			break;
 		case A_EHLO:
@@ -270,14 +276,14 @@ void alerts_event(unsigned event, const char *pool, const char *backend, const c
 	}
 	if (backend)
 		snprintf(subject, sizeof(subject), "[mxlb %s] %s: backend %s of pool %s is %s",
-			 session_hostname(), names[k], backend, pool, k == 1 ? "up" : "down");
+			 hostname(), names[k], backend, pool, k == 1 ? "up" : "down");
 	else
 		snprintf(subject, sizeof(subject), "[mxlb %s] pool_down: no backend of pool %s is up",
-			 session_hostname(), pool);
+			 hostname(), pool);
 	snprintf(text, sizeof(text),
 		 "mxlb on %s reports %s.\nPool: %s\nBackend: %s\nReason: %s\n"
 		 "Mail to this pool is %s.\n",
-		 session_hostname(), names[k], pool, backend ? backend : "(all)", reason,
+		 hostname(), names[k], pool, backend ? backend : "(all)", reason,
 		 k == 2 ? "answered 421 4.3.2 until a backend comes back" : "still flowing");
 	a = calloc(1, sizeof(*a));
 	if (!a || !(a->subject = strdup(subject)) || !(a->text = strdup(text))) {

@@ -12,10 +12,10 @@ static int lc_pass(struct pool_rt *p, const struct pick_ctx *ctx, bool backup)
 	for (size_t k = 0; k < p->nbackends; k++) {
 		/* start after the last pick to rotate among equals */
 		size_t i = (k + p->rand_state + 1) % p->nbackends;
-		struct backend_rt *b = &p->backends[i];
+		struct backend_rt *b = p->backends[i].st;
 		uint64_t load;
 
-		if (b->cfg->backup != backup || !pool_eligible(p, i, ctx))
+		if (p->backends[i].cfg->backup != backup || !pool_eligible(p, i, ctx))
 			continue;
 		/* active/weight compared without division: scale by a constant */
 		load = (uint64_t)atomic_load(&b->active) * 1000000u / backend_weight(b);

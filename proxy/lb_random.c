@@ -21,9 +21,9 @@ static int draw(struct pool_rt *p, const struct pick_ctx *ctx, bool backup, uint
 	uint64_t r = next_rand(p) % total;
 
 	for (size_t i = 0; i < p->nbackends; i++) {
-		struct backend_rt *b = &p->backends[i];
+		struct backend_rt *b = p->backends[i].st;
 
-		if (b->cfg->backup != backup || !pool_eligible(p, i, ctx))
+		if (p->backends[i].cfg->backup != backup || !pool_eligible(p, i, ctx))
 			continue;
 		if (r < backend_weight(b))
 			return (int)i;
@@ -35,19 +35,22 @@ static int draw(struct pool_rt *p, const struct pick_ctx *ctx, bool backup, uint
 static int rnd_pass(struct pool_rt *p, const struct pick_ctx *ctx, bool backup)
 {
 	uint64_t total = 0;
+	struct backend_rt *sa, *sb;
 	int a, b;
 
 	for (size_t i = 0; i < p->nbackends; i++)
 		if (p->backends[i].cfg->backup == backup && pool_eligible(p, i, ctx))
-			total += backend_weight(&p->backends[i]);
+			total += backend_weight(p->backends[i].st);
 	if (!total)
 		return -1;
 	a = draw(p, ctx, backup, total);
 	b = draw(p, ctx, backup, total);
 	if (a < 0 || b < 0)
 		return a < 0 ? b : a;
-	return (uint64_t)atomic_load(&p->backends[b].active) * backend_weight(&p->backends[a]) <
-			       (uint64_t)atomic_load(&p->backends[a].active) * backend_weight(&p->backends[b])
+	sa = p->backends[a].st;
+	sb = p->backends[b].st;
+	return (uint64_t)atomic_load(&sb->active) * backend_weight(sa) <
+			       (uint64_t)atomic_load(&sa->active) * backend_weight(sb)
 		       ? b
 		       : a;
 }

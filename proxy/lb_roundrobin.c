@@ -11,12 +11,13 @@ static int rr_pass(struct pool_rt *p, const struct pick_ctx *ctx, bool backup)
 	int best = -1, total = 0;
 
 	for (size_t i = 0; i < p->nbackends; i++) {
-		struct backend_rt *b = &p->backends[i];
+		struct pool_backend *b = &p->backends[i];
+		unsigned w = backend_weight(b->st);
 
 		if (b->cfg->backup != backup || !pool_eligible(p, i, ctx))
 			continue;
-		b->cur_weight += (int)backend_weight(b);
-		total += (int)backend_weight(b);
+		b->cur_weight += (int)w;
+		total += (int)w;
 		if (best < 0 || b->cur_weight > p->backends[best].cur_weight)
 			best = (int)i;
 	}

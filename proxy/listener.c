@@ -115,7 +115,7 @@ static void accepted(struct worker *w, struct lsock *ls, int fd)
 		else
 			session_close_reply(s, R_REJECTED, "max_sessions",
 					    "421 4.7.0 %s Too many connections, try again later",
-					    session_hostname());
+					    session_hostname(s));
 		return;
 	}
 	front_start(s);
@@ -210,6 +210,7 @@ static void reload(struct worker *w, void *arg)
 	w->shutdown_timeout_ms = ra->rt->cfg->server.shutdown_timeout;
 	if (w->id == 0) {
 		health_stop();
+		runtime_adopt(ra->rt);
 		health_start(w);
 	}
 	runtime_unref(old);

@@ -16,7 +16,7 @@
 #include "core/log.h"
 #include "core/timer.h"
 #include "core/worker.h"
-#include "proxy/smtp_guard.h"
+#include "proxy/smtp_track.h"
 
 #define BUG_ON(cond) \
 	do { \
@@ -54,19 +54,24 @@ union sockaddr_any {
 
 /* ---- route.c: pools at run time ---- */
 
-struct hcheck;
-
 enum { ADMIN_ENABLED, ADMIN_DRAIN, ADMIN_DISABLED };
 
+/* A backend's state for the life of the process, one per pool name and
+ * backend name, shared by every configuration that names that backend: a
+ * session counts where it was taken, whichever configuration later reads
+ * it, so max_sessions, the balancers, /status and /metrics see the
+ * sessions that started before a reload. Each runtime holds a reference
+ * (pool_rt_init); it is freed with the last runtime that names it, that
+ * is once no session can still drop on it. A backend whose address
+ * changes keeps its counters but starts its health state (up, admin,
+ * weight, what the checks learned) fresh (pool_rt_adopt). */
 struct backend_rt {
-	const struct cfg_backend *cfg;
 	atomic_uint active;
 	atomic_ulong total;
 	atomic_ulong connect_failures;
 	atomic_bool up;
 	atomic_int admin;    /* ADMIN_*: set by POST /backends/... */
 	atomic_uint weight;  /* the configured weight until an admin sets one */
-	int cur_weight; /* smooth round robin state; under the pool's lock */
 	/* published by health.c for sessions, /status and /metrics */
 	atomic_uint passive_failures; /* real sessions' failures not yet counted */
 	atomic_ulong checks_ok, checks_failed;
@@ -74,7 +79,13 @@ struct backend_rt {
 	atomic_ulong size_max;  /* its SIZE, 0 when none */
 	atomic_ulong last_check_ms; /* wall clock */
 	atomic_bool last_check_ok;
-	struct hcheck *hc; /* owned by the health checker's worker */
+};
+
+/* A backend as one configuration's pool has it. */
+struct pool_backend {
+	const struct cfg_backend *cfg;
+	struct backend_rt *st; /* a reference, released by pool_rt_fini */
+	int cur_weight; /* smooth round robin state; under the pool's lock */
 };
 
 struct pool_rt;
@@ -98,7 +109,7 @@ struct lb_ops {
 
 struct pool_rt {
 	const struct cfg_pool *cfg;
-	struct backend_rt *backends;
+	struct pool_backend *backends; /* parallel to cfg->backends */
 	size_t nbackends;
 	pthread_mutex_t lock;
 	const struct lb_ops *lb;
@@ -110,13 +121,29 @@ extern const struct lb_ops lb_roundrobin, lb_leastconn, lb_source, lb_ehlo, lb_r
 
 /* The balancer named by a pool's `balance`. */
 const struct lb_ops *lb_for(enum cfg_balance b);
-/* Set up the run-time state of a pool (backends up, balancer). */
+/* Set up the run-time state of a pool: its balancer, and a reference to
+ * each backend's process-lifetime state, found by pool and backend name or
+ * made (up, enabled, the configured weight). Nothing that exists changes
+ * until pool_rt_adopt, so a reload that fails after this leaves no trace.
+ * 0, or -1 when out of memory. */
 int pool_rt_init(struct pool_rt *p, const struct cfg_pool *cfg);
+/* Release the pool's references; a backend state no runtime names any
+ * more is freed. Any thread. */
 void pool_rt_fini(struct pool_rt *p);
+/* The pool's configuration is now the one in force (a reload switches;
+ * health checks are stopped): a backend whose address changed starts its
+ * health state fresh, a weight follows the file unless an admin set one,
+ * and a pool without health checks has every backend up. */
+void pool_rt_adopt(struct pool_rt *p);
 
 /* Whether backend i may take a new session (up, enabled, weighted, not
  * tried, not full). */
 bool pool_eligible(struct pool_rt *p, size_t i, const struct pick_ctx *ctx);
+/* Pick a backend with the pool's balancer and take it (active and total
+ * counted); -1 when none is eligible. max_sessions holds across
+ * configurations: a backend filled between the pick and the take by a
+ * session of another configuration is not taken. */
+int pool_pick(struct pool_rt *p, const struct pick_ctx *ctx);
 static inline unsigned backend_weight(struct backend_rt *b)
 {
 	return atomic_load_explicit(&b->weight, memory_order_relaxed);
@@ -149,14 +176,15 @@ void admin_stop(void);
 
 /* A configuration with its run-time state. A reload makes a new one; the
  * old one lives on while sessions that started with it do: each session,
- * each worker and the main thread hold a reference. */
+ * each worker and the main thread hold a reference. What must outlive a
+ * configuration (backend states, listener stats) it only references. */
 struct tls_ctx;
 
 struct runtime {
 	struct config *cfg;
 	struct tls_ctx **tls; /* parallel to cfg->tls */
 	struct pool_rt *pools; /* parallel to cfg->pools */
-	struct listener_stats *lstats; /* parallel to cfg->listeners */
+	struct listener_stats **lstats; /* parallel to cfg->listeners; references */
 	atomic_uint refs;
 };
 
@@ -171,9 +199,9 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen);
 struct tls_ctx *runtime_tls(const struct runtime *rt, const struct cfg_tls *t);
 void runtime_ref(struct runtime *rt);
 void runtime_unref(struct runtime *rt);
-/* Carry backend state (up/down, admin actions, learned capabilities)
- * from old to new for backends of the same pool, name and address. */
-void runtime_carry(struct runtime *to, const struct runtime *from);
+/* rt comes into force: pool_rt_adopt on each of its pools. Once per
+ * reload, on worker 0 (before the others switch), its checks stopped. */
+void runtime_adopt(struct runtime *rt);
 
 /* ---- listener.c ---- */
 
@@ -241,6 +269,9 @@ struct hist {
 	atomic_ulong sum_usec;
 };
 
+/* Kept per listener name for the life of the process, like backend
+ * states: a session counts on the stats it was counted on at accept, so
+ * nothing resets or goes negative at a reload. */
 struct listener_stats {
 	atomic_ulong sessions[R_COUNT];
 	atomic_ulong tls12, tls13, tls_failures, starttls_discarded;
@@ -251,6 +282,11 @@ struct listener_stats {
 
 void hist_observe(struct hist *h, uint64_t usec);
 struct listener_stats *listener_stats(const struct runtime *rt, const struct cfg_listener *l);
+/* The stats of the listener named so, made (zero) when no runtime has
+ * them; a reference. NULL when out of memory. Any thread. */
+struct listener_stats *listener_stats_get(const char *name);
+/* Release a reference; the last frees the stats. NULL is ignored. */
+void listener_stats_put(struct listener_stats *st);
 
 /* A growable byte buffer: data is p[off..len). Freed when emptied. */
 struct dbuf {
@@ -296,7 +332,8 @@ struct session {
 	uint16_t tried[MAX_TRIES];
 	uint8_t ntried;
 
-	struct smtp_guard *guard; /* xclient handoff only */
+	struct smtp_track *track; /* the client-stream tracker (xclient handoff) */
+	unsigned ehlo_drop;       /* SMTP_EXT_* removed from the backend's EHLO replies */
 	struct dbuf stash[2]; /* relay overflow per direction (0: to backend) */
 	bool eof[2];          /* 0: client shut its side, 1: backend did */
 
@@ -324,7 +361,8 @@ void session_timeout(struct session *s, uint32_t ms);
  * sends what is queued (once per batch of commands). */
 void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void session_flush(struct session *s);
-const char *session_hostname(void);
+/* The hostname of the configuration the session started with. */
+const char *session_hostname(const struct session *s);
 
 int dbuf_append(struct dbuf *b, const char *p, size_t len, size_t max);
 void dbuf_consume(struct dbuf *b, size_t n);
@@ -352,7 +390,7 @@ void front_stop(struct session *s);  /* server stopping: 421 unless relaying */
 /* ---- route.c ---- */
 
 struct pool_rt *route_pick_pool(const struct session *s);
-/* Pick and take a backend not tried yet; -1 when none is left. */
+/* Pick and take a backend not tried yet (pool_pick); -1 when none is left. */
 int pool_take(struct pool_rt *p, struct session *s);
 void pool_drop(struct pool_rt *p, int backend);
 

@@ -41,13 +41,8 @@ int pool_take(struct pool_rt *p, struct session *s)
 
 	if (s->ntried >= MAX_TRIES)
 		return -1;
-	pthread_mutex_lock(&p->lock);
-	i = p->lb->pick(p, &ctx);
-	if (i >= 0) {
-		atomic_fetch_add(&p->backends[i].active, 1);
-		atomic_fetch_add(&p->backends[i].total, 1);
+	i = pool_pick(p, &ctx);
+	if (i >= 0)
 		s->tried[s->ntried++] = (uint16_t)i;
-	}
-	pthread_mutex_unlock(&p->lock);
 	return i;
 }

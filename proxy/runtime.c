@@ -1,5 +1,7 @@
 /* runtime.c - a configuration with its run-time state, reference counted
- * so a reload never pulls a configuration from under a session. */
+ * so a reload never pulls a configuration from under a session. What must
+ * outlive the configuration (backend states, listener stats) is found by
+ * name when the runtime is made and only referenced from it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,8 @@ static void runtime_release(struct runtime *rt, size_t npools)
 {
 	for (size_t i = 0; i < npools; i++)
 		pool_rt_fini(&rt->pools[i]);
+	for (size_t i = 0; rt->lstats && i < rt->cfg->nlisteners; i++)
+		listener_stats_put(rt->lstats[i]);
 	for (size_t i = 0; rt->tls && i < rt->cfg->ntls; i++)
 		tls_ctx_free(rt->tls[i]);
 	free(rt->tls);
@@ -44,6 +48,13 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
 	if (!rt->pools || !rt->lstats || !rt->tls) {
 		runtime_release(rt, 0);
 		return NULL;
+	}
+	for (i = 0; i < cfg->nlisteners; i++) {
+		rt->lstats[i] = listener_stats_get(cfg->listeners[i].name);
+		if (!rt->lstats[i]) {
+			runtime_release(rt, 0);
+			return NULL;
+		}
 	}
 	/* certificates are read here, at start and at each reload */
 	for (i = 0; i < cfg->ntls; i++) {
@@ -87,41 +98,8 @@ void runtime_unref(struct runtime *rt)
 		runtime_free(rt);
 }
 
-static const struct pool_rt *find_pool(const struct runtime *rt, const char *name)
+void runtime_adopt(struct runtime *rt)
 {
 	for (size_t i = 0; i < rt->cfg->npools; i++)
-		if (!strcmp(rt->pools[i].cfg->name, name))
-			return &rt->pools[i];
-	return NULL;
-}
-
-void runtime_carry(struct runtime *to, const struct runtime *from)
-{
-	for (size_t i = 0; i < to->cfg->npools; i++) {
-		struct pool_rt *np = &to->pools[i];
-		const struct pool_rt *op = find_pool(from, np->cfg->name);
-
-		for (size_t j = 0; op && j < np->nbackends; j++) {
-			struct backend_rt *nb = &np->backends[j];
-
-			for (size_t k = 0; k < op->nbackends; k++) {
-				const struct backend_rt *ob = &op->backends[k];
-				const struct cfg_backend *oc = ob->cfg, *nc = nb->cfg;
-
-				if (strcmp(oc->name, nc->name) || oc->address.len != nc->address.len ||
-				    memcmp(&oc->address.ss, &nc->address.ss, oc->address.len))
-					continue;
-				atomic_store(&nb->up, atomic_load(&ob->up));
-				atomic_store(&nb->admin, atomic_load(&ob->admin));
-				/* a weight set by an admin outlives the reload */
-				if (atomic_load(&ob->weight) != oc->weight)
-					atomic_store(&nb->weight, atomic_load(&ob->weight));
-				atomic_store(&nb->caps, atomic_load(&ob->caps));
-				atomic_store(&nb->size_max, atomic_load(&ob->size_max));
-				atomic_store(&nb->last_check_ms, atomic_load(&ob->last_check_ms));
-				atomic_store(&nb->last_check_ok, atomic_load(&ob->last_check_ok));
-				break;
-			}
-		}
-	}
+		pool_rt_adopt(&rt->pools[i]);
 }

@@ -47,9 +47,9 @@ const char *session_state_name(enum session_state st)
 	return state_names[st];
 }
 
-const char *session_hostname(void)
+const char *session_hostname(const struct session *s)
 {
-	return mxlb_rt->cfg->server.hostname;
+	return s->rt->cfg->server.hostname;
 }
 
 int dbuf_append(struct dbuf *b, const char *p, size_t len, size_t max)
@@ -120,7 +120,7 @@ static void on_timeout(struct timer *t)
 		break;
 	case S_COMMAND:
 		session_close_reply(s, R_TIMEOUT, "command timeout",
-				    "421 4.4.2 %s Error: timeout exceeded", session_hostname());
+				    "421 4.4.2 %s Error: timeout exceeded", session_hostname(s));
 		break;
 	case S_RELAY:
 		session_close(s, R_TIMEOUT, "idle timeout");
@@ -316,7 +316,7 @@ void session_reap(struct proxy_worker *pw)
 		free(s->ehlo_line);
 		free(s->ehlo_name);
 		free(s->sni);
-		free(s->guard);
+		free(s->track);
 		runtime_unref(s->rt);
 		slab_free(&pw->session_slab, s);
 	}

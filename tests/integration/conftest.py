@@ -125,6 +125,17 @@ class Mxlb:
     def stop(self):
         return self.proc.stop()
 
+    def rewrite(self, change):
+        """Apply change(doc) to the configuration file (JSON is YAML)."""
+        doc = json.loads(self.cfg_path.read_text())
+        change(doc)
+        self.cfg_path.write_text(json.dumps(doc))
+
+    def reload(self, n):
+        """SIGHUP, then wait for the n-th reload line of this process."""
+        self.proc.signal(signal.SIGHUP)
+        wait_for(lambda: self.log().count("event=reload") >= n, what=f"reload {n}")
+
 
 def _kv_split(line):
     parts, cur, quoted = [], "", False
@@ -244,6 +255,16 @@ class Client:
     def cmd(self, line):
         self.send(line + b"\r\n")
         return self.reply()
+
+    def replies_until_eof(self, limit=100000):
+        """Every reply until the server closes: [(code, lines)]."""
+        out = []
+        for _ in range(limit):
+            code, lines = self.reply()
+            if code is None:
+                break
+            out.append((code, lines))
+        return out
 
     def eof(self, timeout=10):
         """True when the server closes without sending anything more."""

@@ -1,23 +1,11 @@
 """SIGHUP reloads the configuration: new sessions use the new one, sessions
 in progress finish on theirs, an invalid file changes nothing, listeners
 come and go, and reloads under load lose nothing."""
-import json
 import signal
 import subprocess
 import time
 
 from conftest import refused, Client, deliver, free_port, wait_for
-
-
-def rewrite(mx, change):
-    doc = json.loads(mx.cfg_path.read_text())
-    change(doc)
-    mx.cfg_path.write_text(json.dumps(doc))
-
-
-def reload(mx, n):
-    mx.proc.signal(signal.SIGHUP)
-    wait_for(lambda: mx.log().count("event=reload") >= n, what=f"reload {n}")
 
 
 def test_reload_switches_new_sessions_and_keeps_old_ones(env):
@@ -26,9 +14,9 @@ def test_reload_switches_new_sessions_and_keeps_old_ones(env):
     held = Client(mx.port)
     held.reply()
     assert held.cmd(b"EHLO old.test")[0] == 250
-    rewrite(mx, lambda d: d["pools"][0]["backends"].__setitem__(
+    mx.rewrite(lambda d: d["pools"][0]["backends"].__setitem__(
         0, {"name": "b0", "address": f"127.0.0.1:{b.port}"}))
-    reload(mx, 1)
+    mx.reload(1)
     assert "configuration reloaded" in mx.log()
     assert deliver(mx.port) == {}
     assert wait_for(b.messages)
@@ -57,8 +45,8 @@ def test_listeners_added_and_removed(env):
     a = env.sink()
     mx = env.mxlb([a.port])
     new_port = free_port()
-    rewrite(mx, lambda d: d["listeners"][0].__setitem__("listen", [f"127.0.0.1:{new_port}"]))
-    reload(mx, 1)
+    mx.rewrite(lambda d: d["listeners"][0].__setitem__("listen", [f"127.0.0.1:{new_port}"]))
+    mx.reload(1)
     assert deliver(new_port) == {}
     wait_for(lambda: refused(mx.port), what="the old listener to close")
     assert mx.stop() == 0
@@ -72,7 +60,7 @@ def test_three_reloads_during_smtp_source_lose_nothing(env):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for i in range(3):
         time.sleep(0.15)
-        rewrite(mx, lambda d: d["pools"][0]["backends"][0].__setitem__("weight", 1 + i))
+        mx.rewrite(lambda d: d["pools"][0]["backends"][0].__setitem__("weight", 1 + i))
         mx.proc.signal(signal.SIGHUP)
     out, err = src.communicate(timeout=120)
     assert src.returncode == 0, err
