@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -40,6 +41,8 @@ static const struct unbuilt {
 #define CFG_WORKERS_MAX 64
 #define CFG_BANNER_MAX 200
 #define CFG_MAILBOX_MAX 254
+#define CFG_TOKEN_MIN 16 /* a bearer token that cannot be guessed over HTTP */
+#define CFG_TOKEN_MAX 256
 
 struct ctx {
 	const char *file;
@@ -517,18 +520,61 @@ static int log_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t 
 	return 0;
 }
 
+/* "unix:/absolute/path" into a struct sockaddr_un; n is a checked scalar. */
+static int unix_addr_of(struct ctx *c, yaml_node_t *n, struct cfg_addr *out)
+{
+	const char *path = scalar(n) + strlen("unix:");
+	struct sockaddr_un *sun = (struct sockaddr_un *)&out->ss;
+
+	memset(out, 0, sizeof(*out));
+	if (path[0] != '/')
+		return fail(c, n, "server.admin.listen: a unix socket needs an absolute path "
+				  "(unix:/run/mxlb/admin.sock)");
+	if (strlen(path) >= sizeof(sun->sun_path))
+		return fail(c, n, "server.admin.listen: a unix socket path has at most %zu "
+				  "characters",
+			    sizeof(sun->sun_path) - 1);
+	sun->sun_family = AF_UNIX;
+	memcpy(sun->sun_path, path, strlen(path) + 1);
+	out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+	snprintf(out->text, sizeof(out->text), "%s", scalar(n));
+	return 0;
+}
+
 static int admin_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
 	struct cfg_server *s = arg;
 
 	(void)k;
+	if (!strcmp(key, "token")) {
+		size_t n;
+
+		if (get_str(c, v, "server.admin.token", &s->admin_token) < 0)
+			return -1;
+		n = strlen(s->admin_token);
+		/* the token itself never goes into a message */
+		if (n && (n < CFG_TOKEN_MIN || n > CFG_TOKEN_MAX))
+			return fail(c, v, "server.admin.token: %d to %d characters are needed "
+					  "(openssl rand -hex 16 makes one)",
+				    CFG_TOKEN_MIN, CFG_TOKEN_MAX);
+		for (const char *p = s->admin_token; *p; p++)
+			if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+				return fail(c, v, "server.admin.token: only printable ASCII without "
+						  "spaces is allowed");
+		return 0;
+	}
 	if (strcmp(key, "listen"))
 		return 1;
 	if (want(c, v, YAML_SCALAR_NODE, "server.admin.listen") < 0)
 		return -1;
 	s->has_admin = *scalar(v) != '\0'; /* "" turns the admin server off */
+	s->admin_line = s->admin_column = 0;
 	if (!s->has_admin)
 		return 0;
+	s->admin_line = (unsigned)v->start_mark.line + 1;
+	s->admin_column = (unsigned)v->start_mark.column + 1;
+	if (!strncmp(scalar(v), "unix:", 5))
+		return unix_addr_of(c, v, &s->admin);
 	return addr_of(c, v, "server.admin.listen", &s->admin);
 }
 
@@ -1003,6 +1049,41 @@ static bool same_addr(const struct cfg_addr *a, const struct cfg_addr *b)
 	return a->len == b->len && !memcmp(&a->ss, &b->ss, a->len);
 }
 
+/* v6 sockets are V6ONLY, so "[::]" does not cover v4. */
+bool config_addr_overlap(const struct cfg_addr *a, const struct cfg_addr *b)
+{
+	if (a->ss.ss_family != b->ss.ss_family)
+		return false;
+	if (a->ss.ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+
+		return x->sin_port == y->sin_port &&
+		       (x->sin_addr.s_addr == y->sin_addr.s_addr ||
+			x->sin_addr.s_addr == htonl(INADDR_ANY) ||
+			y->sin_addr.s_addr == htonl(INADDR_ANY));
+	}
+	if (a->ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+
+		return x->sin6_port == y->sin6_port &&
+		       (IN6_ARE_ADDR_EQUAL(&x->sin6_addr, &y->sin6_addr) ||
+			IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) ||
+			IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+	}
+	return false;
+}
+
+bool config_addr_is_local(const struct cfg_addr *a)
+{
+	if (a->ss.ss_family == AF_UNIX)
+		return true;
+	if (a->ss.ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr) >> 24) == 127;
+	if (a->ss.ss_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
+	return false;
+}
+
 /* An address already taken by an earlier listener, or earlier in l's list
  * (l is the last of c->cfg->listeners). */
 static const struct cfg_addr *listened(struct ctx *c, const struct cfg_listener *l,
@@ -1046,6 +1127,13 @@ static int parse_listen(struct ctx *c, struct cfg_listener *l, yaml_node_t *v)
 		if (dup)
 			return fail(c, a, "%s is listened on twice (as %s)", l->listen[i].text,
 				    dup->text);
+		/* one owner per address (SPEC §11): sharing it with the admin
+		 * server would split connections between the two */
+		if (c->cfg->server.has_admin &&
+		    config_addr_overlap(&l->listen[i], &c->cfg->server.admin))
+			return fail(c, a, "%s is taken by the admin server (server.admin.listen: %s); "
+					  "each needs an address of its own",
+				    l->listen[i].text, c->cfg->server.admin.text);
 	}
 	return 0;
 }
@@ -1348,7 +1436,9 @@ static int load_doc(struct ctx *c, yaml_node_t *root)
 	}
 	if (!cfg->server.user)
 		cfg->server.user = strdup("");
-	if (!cfg->server.hostname || !cfg->server.user)
+	if (!cfg->server.admin_token)
+		cfg->server.admin_token = strdup("");
+	if (!cfg->server.hostname || !cfg->server.user || !cfg->server.admin_token)
 		return fail(c, root, "out of memory");
 	if (!cfg->server.workers) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1534,6 +1624,7 @@ void config_free(struct config *cfg)
 	free(cfg->path);
 	free(cfg->server.hostname);
 	free(cfg->server.user);
+	free(cfg->server.admin_token);
 	for (size_t i = 0; i < cfg->ntls; i++) {
 		struct cfg_tls *t = &cfg->tls[i];
 

@@ -31,7 +31,9 @@ enum cfg_log_format { CFG_LOG_TEXT, CFG_LOG_JSON };
 #define CFG_EV_BACKEND_UP 0x2u
 #define CFG_EV_POOL_DOWN 0x4u
 
-/* A socket address with the text it was written as ("127.0.0.1:25"). */
+/* A socket address with the text it was written as ("127.0.0.1:25"). Only
+ * server.admin.listen may also be a unix socket ("unix:/run/mxlb/admin.sock":
+ * ss holds a struct sockaddr_un, host is ""). */
 struct cfg_addr {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -142,7 +144,9 @@ struct cfg_server {
 	enum cfg_log_level log_level;
 	enum cfg_log_format log_format;
 	bool has_admin;
-	struct cfg_addr admin;
+	struct cfg_addr admin; /* TCP or AF_UNIX; never a listener's address */
+	char *admin_token; /* "" = none: POSTs over TCP are refused */
+	unsigned admin_line, admin_column; /* of server.admin.listen; 0 = the default */
 };
 
 struct config {
@@ -172,6 +176,13 @@ int config_parse_size(const char *s, uint64_t *bytes);
 int config_parse_addr(const char *s, struct cfg_addr *out); /* resolves names */
 int config_parse_cidr(const char *s, struct cfg_cidr *out);
 bool config_cidr_match(const struct cfg_cidr *c, const struct sockaddr *sa);
+
+/* A loopback address (127.0.0.0/8, ::1) or a unix socket: reachable from
+ * this host only. */
+bool config_addr_is_local(const struct cfg_addr *a);
+/* Two TCP addresses that different owners cannot both listen on: one port
+ * and family, and one host or either of them the wildcard. */
+bool config_addr_overlap(const struct cfg_addr *a, const struct cfg_addr *b);
 
 const char *config_handoff_name(enum cfg_handoff h);
 

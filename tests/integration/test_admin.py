@@ -1,5 +1,6 @@
 """Admin HTTP (/metrics valid for promtool, /status, backend actions,
-malformed requests) and health checks seen through it."""
+malformed requests) and health checks seen through it. Who may use it
+(Host, Origin, the token, the unix socket): test_admin_access.py."""
 import json
 import socket
 import subprocess
@@ -10,6 +11,18 @@ import pytest
 
 from conftest import Client, deliver, free_port, wait_for
 
+TOKEN = "admin-tests-0123456789abcdef"
+AUTH = f"Authorization: Bearer {TOKEN}\r\n".encode()
+
+
+def start(env, backends, **kw):
+    """mxlb with an admin token, so that the tests may POST actions."""
+    admin = free_port()
+    server = {"admin": {"listen": f"127.0.0.1:{admin}", "token": TOKEN}, **kw.pop("server", {})}
+    mx = env.mxlb(backends, server=server, **kw)
+    mx.admin_port = admin
+    return mx
+
 
 def get(mx, path):
     with urllib.request.urlopen(f"http://127.0.0.1:{mx.admin_port}{path}", timeout=5) as r:
@@ -17,7 +30,8 @@ def get(mx, path):
 
 
 def post(mx, path):
-    req = urllib.request.Request(f"http://127.0.0.1:{mx.admin_port}{path}", method="POST", data=b"")
+    req = urllib.request.Request(f"http://127.0.0.1:{mx.admin_port}{path}", method="POST", data=b"",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status
@@ -59,15 +73,26 @@ def test_metrics_are_valid_prometheus_text(env):
 
 def test_malformed_admin_requests_get_4xx(env):
     sink = env.sink()
-    mx = env.mxlb([sink.port])
+    mx = start(env, [sink.port])
     assert raw(mx, b"garbage\r\n\r\n").endswith("400 Bad Request")
     assert raw(mx, b"GET /nope HTTP/1.1\r\n\r\n").endswith("404 Not Found")
     assert raw(mx, b"DELETE /metrics HTTP/1.1\r\n\r\n").endswith("405 Method Not Allowed")
     assert raw(mx, b"POST /backends/main/b0/drain HTTP/1.1\r\nContent-Length: 99999\r\n\r\n"
                ).endswith("413 Content Too Large")
     assert raw(mx, b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\n\r\n").startswith("HTTP/1.1 431")
-    assert raw(mx, b"POST /backends/main/b0/weight?value=x HTTP/1.1\r\n\r\n").endswith("400 Bad Request")
-    assert raw(mx, b"POST /backends/main/zz/drain HTTP/1.1\r\n\r\n").endswith("404 Not Found")
+    assert raw(mx, b"POST /backends/main/b0/weight?value=x HTTP/1.1\r\n" + AUTH + b"\r\n"
+               ).endswith("400 Bad Request")
+    assert raw(mx, b"POST /backends/main/b0/weight?value=+5 HTTP/1.1\r\n" + AUTH + b"\r\n"
+               ).endswith("400 Bad Request")
+    assert raw(mx, b"POST /backends/main/zz/drain HTTP/1.1\r\n" + AUTH + b"\r\n"
+               ).endswith("404 Not Found")
+    assert raw(mx, b"GET /status HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").endswith("400 Bad Request")
+    assert raw(mx, b"GET /status HTTP/1.1\r\n folded: x\r\n\r\n").endswith("400 Bad Request")
+    assert raw(mx, b"POST /backends/main/b0/drain HTTP/1.1\r\n" + AUTH +
+               b"Transfer-Encoding: chunked\r\n\r\n").startswith("HTTP/1.1 411")
+    assert raw(mx, b"POST /backends/main/b0/drain HTTP/1.1\r\n" + AUTH +
+               b"CONTENT-LENGTH: 1\r\ncontent-length: 1\r\n\r\nx").endswith("400 Bad Request")
+    assert status(mx)["pools"][0]["backends"][0]["state"] == "up"
     # a slow client is cut off; mail goes on meanwhile
     with socket.create_connection(("127.0.0.1", mx.admin_port)) as s:
         s.sendall(b"GET /sta")
@@ -78,7 +103,7 @@ def test_malformed_admin_requests_get_4xx(env):
 
 def test_drain_disable_enable_and_weight(env):
     a, b = env.sink(), env.sink()
-    mx = env.mxlb([a.port, b.port])
+    mx = start(env, [a.port, b.port])
     held = Client(mx.port)
     held.reply()
     assert held.cmd(b"EHLO held.test")[0] == 250

@@ -31,9 +31,10 @@ def test_busy_port_is_a_runtime_failure(env):
     assert r.returncode == 1  # an empty file is a configuration error
     mx = env.mxlb([sink.port])
     twin = env.mxlb([sink.port], listener={"listen": [f"127.0.0.1:{mx.port}"]}, wait=False)
-    # SO_REUSEPORT lets a second mxlb share the port only with the same user;
-    # either way the first keeps serving
-    time.sleep(0.3)
+    # no silent sharing through SO_REUSEPORT: the second one says why and
+    # exits 2, and the first keeps serving
+    assert twin.proc.proc.wait(10) == 2
+    assert "already in use" in twin.log()
     assert deliver(mx.port) == {}
     twin.stop()
     assert mx.stop() == 0

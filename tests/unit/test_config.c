@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/un.h>
 #include <cmocka.h>
 
 #include "config/config.h"
@@ -52,6 +53,9 @@ static void test_full_file(void **state)
 	assert_true(c->server.has_admin);
 	assert_string_equal(c->server.admin.text, "127.0.0.1:18025");
 	assert_int_equal(ntohs(((struct sockaddr_in *)&c->server.admin.ss)->sin_port), 18025);
+	assert_string_equal(c->server.admin_token, "full-yaml-token-0123456789");
+	assert_int_equal(c->server.admin_line, 11);
+	assert_int_equal(c->server.admin_column, 20);
 
 	assert_int_equal(c->ntls, 2);
 	assert_string_equal(c->tls[0].name, "to-backends");
@@ -182,6 +186,8 @@ static void test_defaults(void **state)
 	assert_int_equal(c->server.log_format, CFG_LOG_TEXT);
 	assert_true(c->server.has_admin);
 	assert_string_equal(c->server.admin.text, "127.0.0.1:8025");
+	assert_string_equal(c->server.admin_token, "");
+	assert_int_equal(c->server.admin_line, 0);
 	assert_int_equal(c->ntls, 0);
 	assert_false(c->alerts.enabled);
 
@@ -265,6 +271,62 @@ static void test_partial_sections(void **state)
 	config_free(c);
 }
 
+/* 107 characters: with the leading "/", one more than sun_path holds */
+#define LONG_PATH                                                                         \
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
+	"aaaaaaaaaaaaaaaaaaaaaaaa"
+
+/* The admin server on a unix socket, and addresses that share a port
+ * without overlapping; what counts as reachable from this host only. */
+static void test_admin_addresses(void **state)
+{
+	static const char unix_yaml[] = "server:\n  admin: {listen: \"unix:/run/mxlb/admin.sock\"}\n"
+					POOL LISTENER;
+	static const char shared_port[] =
+		"server:\n  admin: {listen: \"127.0.0.2:25\"}\n" POOL
+		"listeners: [{name: l, listen: [\"127.0.0.1:25\", \"[::]:25\"], pool: p}]\n";
+	char err[CFG_ERR_MAX] = "";
+	struct config *c = load(unix_yaml, err);
+	const struct sockaddr_un *sun;
+	struct cfg_addr a;
+
+	(void)state;
+	if (!c)
+		fail_msg("%s", err);
+	sun = (const struct sockaddr_un *)&c->server.admin.ss;
+	assert_true(c->server.has_admin);
+	assert_int_equal(sun->sun_family, AF_UNIX);
+	assert_string_equal(sun->sun_path, "/run/mxlb/admin.sock");
+	assert_int_equal(c->server.admin.len,
+			 offsetof(struct sockaddr_un, sun_path) + strlen("/run/mxlb/admin.sock") + 1);
+	assert_string_equal(c->server.admin.text, "unix:/run/mxlb/admin.sock");
+	assert_string_equal(c->server.admin.host, "");
+	assert_int_equal(c->server.admin_line, 2);
+	assert_int_equal(c->server.admin_column, 19);
+	assert_true(config_addr_is_local(&c->server.admin));
+	config_free(c);
+
+	c = load(shared_port, err);
+	if (!c)
+		fail_msg("%s", err);
+	config_free(c);
+
+	assert_int_equal(config_parse_addr("127.0.0.1:25", &a), 0);
+	assert_true(config_addr_is_local(&a));
+	assert_int_equal(config_parse_addr("127.1.2.3:25", &a), 0);
+	assert_true(config_addr_is_local(&a));
+	assert_int_equal(config_parse_addr("[::1]:25", &a), 0);
+	assert_true(config_addr_is_local(&a));
+	assert_int_equal(config_parse_addr("0.0.0.0:25", &a), 0);
+	assert_false(config_addr_is_local(&a));
+	assert_int_equal(config_parse_addr("[::]:25", &a), 0);
+	assert_false(config_addr_is_local(&a));
+	assert_int_equal(config_parse_addr("192.0.2.1:25", &a), 0);
+	assert_false(config_addr_is_local(&a));
+	assert_int_equal(config_parse_addr("[::ffff:127.0.0.1]:25", &a), 0);
+	assert_false(config_addr_is_local(&a)); /* a V6ONLY socket cannot bind it anyway */
+}
+
 /* Each bad input: the text, and the "FILE:LINE:COLUMN:" and a word the
  * error must have. */
 static const struct bad {
@@ -343,6 +405,33 @@ static const struct bad {
 	{ "server:\n  admin: {listen: \"[::1]25\"}\n", "t.yaml:2:19:", "bad address" },
 	{ "server:\n  admin: {listen: \"[127.0.0.1]:25\"}\n", "t.yaml:2:19:", "bad address" },
 	{ "server:\n  admin: {listen: \"[]:25\"}\n", "t.yaml:2:19:", "bad address" },
+	{ "server:\n  admin: {listen: \"unix:run/admin.sock\"}\n", "t.yaml:2:19:",
+	  "absolute path" },
+	{ "server:\n  admin: {listen: \"unix:\"}\n", "t.yaml:2:19:", "absolute path" },
+	{ "server:\n  admin: {listen: \"unix:/" LONG_PATH "\"}\n", "t.yaml:2:19:",
+	  "at most 107 characters" },
+	/* the admin token: long enough, and nothing that breaks a header */
+	{ "server:\n  admin: {token: short}\n", "t.yaml:2:18:", "16 to 256 characters" },
+	{ "server:\n  admin: {token: \"0123456789abcdef 0123\"}\n", "t.yaml:2:18:",
+	  "printable ASCII" },
+	{ "server:\n  admin: {token: \"0123456789abcdef\\r\\nX: y\"}\n", "t.yaml:2:18:",
+	  "printable ASCII" },
+	{ "server:\n  admin: {token: [a]}\n", "t.yaml:2:18:", "expected a scalar" },
+	{ "server:\n  admin: {tokens: x}\n", "t.yaml:2:11:",
+	  "unknown key \"tokens\" in server.admin" },
+	/* one owner per address: the admin server and a listener, at the listener's */
+	{ "server:\n  admin: {listen: \"127.0.0.1:25\"}\n" POOL LISTENER, "t.yaml:4:31:",
+	  "taken by the admin server" },
+	{ "server:\n  admin: {listen: \"0.0.0.0:25\"}\n" POOL LISTENER, "t.yaml:4:31:",
+	  "taken by the admin server" },
+	{ "server:\n  admin: {listen: \"127.0.0.1:26\"}\n" POOL
+	  "listeners: [{name: l, listen: [\"127.0.0.1:25\", \"0.0.0.0:26\"], pool: p}]\n",
+	  "t.yaml:4:48:", "taken by the admin server" },
+	{ "server:\n  admin: {listen: \"[::1]:25\"}\n" POOL
+	  "listeners: [{name: l, listen: \"[::]:25\", pool: p}]\n",
+	  "t.yaml:4:31:", "taken by the admin server" },
+	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:8025\", pool: p}]\n", "t.yaml:2:31:",
+	  "(server.admin.listen: 127.0.0.1:8025)" },
 	{ "pools: [{name: p, backends: [{name: b, address: \"300.1.1.1:25\"}]}]\n",
 	  "t.yaml:1:49:", "bad address" },
 	{ "pools: [{name: p, backends: [{name: b, address: \"no-such-host.invalid:25\"}]}]\n",
@@ -785,6 +874,7 @@ int main(void)
 		cmocka_unit_test(test_full_file),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_partial_sections),
+		cmocka_unit_test(test_admin_addresses),
 		cmocka_unit_test(test_bad_inputs),
 		cmocka_unit_test(test_bad_files),
 		cmocka_unit_test(test_hostile_inputs),
