@@ -268,6 +268,16 @@ int conn_send_buf(struct conn *c, char *p, size_t len, uint16_t bid)
 	return 0;
 }
 
+int conn_write_now(struct conn *c, const void *p, size_t len)
+{
+	ssize_t n;
+
+	if (c->tls || c->seg_count || c->fd < 0 || (c->flags & (CONN_F_DEAD | CONN_F_SHUT_WR)))
+		return -EINVAL;
+	n = send(c->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	return n < 0 ? -errno : (int)n;
+}
+
 /* A plain syscall: IORING_OP_SHUTDOWN always goes to an io-wq thread. */
 static void do_shutdown_wr(struct conn *c)
 {

@@ -84,6 +84,11 @@ static inline bool conn_queue_full(const struct conn *c)
 	return c->seg_count >= CONN_SEGS;
 }
 
+/* A best-effort send(2) now, without the ring: for a last word on a
+ * plaintext conn nothing was queued on yet, right before conn_close()
+ * (which then frees the fd at once). Returns octets sent or -errno. */
+int conn_write_now(struct conn *c, const void *p, size_t len);
+
 /* Shut the write side once the queue is empty. */
 void conn_shutdown_wr(struct conn *c);
 

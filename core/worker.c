@@ -1,11 +1,17 @@
 /* worker.c - see worker.h. */
 #include "core/worker.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -152,9 +158,123 @@ static void arm_accept(struct lsock *ls)
 {
 	struct io_uring_sqe *sqe = worker_sqe(ls->w);
 
-	io_uring_prep_multishot_accept(sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
+	if (ls->probe)
+		io_uring_prep_accept(sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
+	else
+		io_uring_prep_multishot_accept(sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, op_data(ls, OP_ACCEPT));
 	ls->accepting = true;
+}
+
+/* ---- file descriptors: the reserve and the accept back-off ---- */
+
+static void fd_limit_read(struct worker *w)
+{
+	struct rlimit rl;
+	rlim_t lim, reserve;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur > INT_MAX) {
+		w->fd_limit = w->fd_high = INT_MAX;
+		return;
+	}
+	lim = rl.rlim_cur;
+	reserve = lim / FD_RESERVE_DIV;
+	if (reserve < FD_RESERVE_MIN)
+		reserve = FD_RESERVE_MIN;
+	if (reserve > FD_RESERVE_MAX)
+		reserve = FD_RESERVE_MAX;
+	if (reserve > lim / 4)
+		reserve = lim / 4;
+	w->fd_limit = (int)lim;
+	w->fd_high = (int)(lim - reserve);
+}
+
+/* Whether fd is in the reserve, after reading the limit again (it may
+ * have been raised since, with prlimit(1)). */
+static bool fd_reserved(struct worker *w, int fd)
+{
+	if (!worker_fd_in_reserve(w, fd))
+		return false;
+	fd_limit_read(w);
+	return worker_fd_in_reserve(w, fd);
+}
+
+static void lsock_name(const struct lsock *ls, char *out, size_t cap)
+{
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)&ls->addr;
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&ls->addr;
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (ls->addr.ss_family == AF_INET6) {
+		inet_ntop(AF_INET6, &a6->sin6_addr, host, sizeof(host));
+		snprintf(out, cap, "[%s]:%u", host, ntohs(a6->sin6_port));
+	} else if (ls->addr.ss_family == AF_INET) {
+		inet_ntop(AF_INET, &a4->sin_addr, host, sizeof(host));
+		snprintf(out, cap, "%s:%u", host, ntohs(a4->sin_port));
+	} else {
+		snprintf(out, cap, "fd %d", ls->fd);
+	}
+}
+
+static void on_backoff_end(struct timer *t)
+{
+	struct lsock *ls = (struct lsock *)((char *)t - offsetof(struct lsock, backoff));
+
+	ls->resumed_ms = worker_now_ms();
+	/* a cancelled multishot accept not reaped yet: on_accept re-arms */
+	if (ls->fd < 0 || ls->retired || ls->w->stopping || ls->accepting)
+		return;
+	arm_accept(ls);
+}
+
+/* An accept failed for lack of resources (err < 0) or handed out the
+ * reserved fd `fd` (err 0): pause accepting on ls, unless it pauses
+ * already, in which case the failure is counted for the next line. */
+static void accept_backoff(struct lsock *ls, int err, int fd)
+{
+	struct worker *w = ls->w;
+	uint64_t now = worker_now_ms();
+	char name[INET6_ADDRSTRLEN + 10];
+
+	ls->failures++;
+	if (timer_armed(&ls->backoff))
+		return;
+	if (!ls->backoff_ms || now - ls->resumed_ms >= ACCEPT_BACKOFF_RESET_MS)
+		ls->backoff_ms = ACCEPT_BACKOFF_MIN_MS;
+	else if ((ls->backoff_ms *= 2) > ACCEPT_BACKOFF_MAX_MS)
+		ls->backoff_ms = ACCEPT_BACKOFF_MAX_MS;
+	ls->probe = true;
+	if (ls->accepting) {
+		struct io_uring_sqe *sqe = worker_sqe(w);
+
+		io_uring_prep_cancel64(sqe, op_data(ls, OP_ACCEPT), 0);
+		io_uring_sqe_set_data64(sqe, OP_IGNORE);
+	}
+	timer_set(&w->wheel, &ls->backoff, ls->backoff_ms, on_backoff_end);
+	lsock_name(ls, name, sizeof(name));
+	if (err < 0)
+		log_warn("accept", "worker %d: accept on %s failed: %s; %u failure%s since the last "
+				   "report; not accepting for %u ms",
+			 w->id, name, strerror(-err), ls->failures, ls->failures == 1 ? "" : "s",
+			 ls->backoff_ms);
+	else
+		log_warn("accept", "worker %d: accept on %s: file descriptors low (fd %d of limit "
+				   "%d, %d kept in reserve), client turned away; %u failure%s since "
+				   "the last report; not accepting for %u ms",
+			 w->id, name, fd, w->fd_limit, w->fd_limit - w->fd_high, ls->failures,
+			 ls->failures == 1 ? "" : "s", ls->backoff_ms);
+	ls->failures = 0;
+}
+
+/* Errors of one connection (it went before we took it, or a firewall
+ * rule refused it): the next one may well be fine. Any other error
+ * (EMFILE, ENFILE, ENOBUFS, ENOMEM, or something wrong with the socket)
+ * would come back at once if accepting went on at once. */
+static bool accept_err_one_conn(int err)
+{
+	return err == -ECONNABORTED || err == -EPERM || err == -EPROTO || err == -EINTR ||
+	       err == -EAGAIN;
 }
 
 int worker_init(struct worker *w)
@@ -188,6 +308,7 @@ int worker_init(struct worker *w)
 	if (!w->plain || !w->plain_free)
 		return -ENOMEM;
 	wheel_init(&w->wheel, worker_now_ms());
+	fd_limit_read(w);
 	return 0;
 }
 
@@ -230,6 +351,7 @@ void worker_reload(struct worker *w, void *arg)
  * the fd number is free at once. */
 static void lsock_close(struct worker *w, struct lsock *ls)
 {
+	timer_del(&ls->backoff);
 	if (ls->accepting) {
 		struct io_uring_sqe *sqe = worker_sqe(w);
 
@@ -282,30 +404,49 @@ static void stop_accepting(struct worker *w)
 
 static void on_accept(struct lsock *ls, struct io_uring_cqe *cqe)
 {
+	struct worker *w = ls->w;
+	int res = cqe->res;
+
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		ls->accepting = false;
 	if (ls->retired) {
 		/* a listener the reload removed: what raced in is turned away */
-		if (cqe->res >= 0)
-			close(cqe->res);
+		if (res >= 0)
+			close(res);
 		if (!ls->accepting)
-			reap_retired(ls->w, ls);
+			reap_retired(w, ls);
 		return;
 	}
-	if (cqe->res >= 0) {
-		if (ls->w->stopping)
-			close(cqe->res);
-		else
-			ls->w->ops->accepted(ls->w, ls, cqe->res);
-	} else if (cqe->res != -ECANCELED) {
-		log_warn("accept", "accept failed: %s", strerror(-cqe->res));
+	if (res >= 0) {
+		bool reserved = fd_reserved(w, res);
+
+		if (w->stopping) {
+			close(res);
+		} else {
+			/* a reserved fd too: the proxy turns the client away */
+			w->ops->accepted(w, ls, res);
+			if (reserved)
+				accept_backoff(ls, 0, res);
+			else if (!timer_armed(&ls->backoff))
+				ls->probe = false;
+		}
+	} else if (res == -ECANCELED) {
+		/* lsock_close() or accept_backoff() */
+	} else if (accept_err_one_conn(res)) {
+		log_warn("accept", "accept failed: %s", strerror(-res));
+	} else {
+		/* EMFILE leaves the connection queued: accepting again at once
+		 * fails again at once */
+		accept_backoff(ls, res, -1);
 	}
 	if (!ls->accepting) {
-		if (!ls->w->stopping) {
+		if (w->stopping) {
+			if (ls->fd >= 0) {
+				close(ls->fd); /* no new connections queue up while we stop */
+				ls->fd = -1;
+			}
+		} else if (!timer_armed(&ls->backoff) && ls->fd >= 0) {
 			arm_accept(ls);
-		} else if (ls->fd >= 0) {
-			close(ls->fd); /* no new connections queue up while we stop */
-			ls->fd = -1;
 		}
 	}
 }

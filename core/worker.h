@@ -62,11 +62,24 @@ struct worker_ops {
 	void (*reload)(struct worker *w, void *arg); /* worker_request_reload()'s arg */
 };
 
-/* A listening socket owned by one worker. */
+/* A listening socket owned by one worker.
+ *
+ * Accepting backs off when it fails (EMFILE, ENFILE, ENOBUFS, ...; not
+ * for errors of one connection) or hands out a file descriptor from the
+ * reserve (worker_fd_in_reserve()): no accept for ACCEPT_BACKOFF_MIN_MS,
+ * doubling up to ACCEPT_BACKOFF_MAX_MS, one log line per pause. After a
+ * pause a single accept probes; multishot accepting resumes once a probe
+ * gets an fd below the reserve, and the next pause starts over at the
+ * minimum once ACCEPT_BACKOFF_RESET_MS passed without a failure. */
 struct lsock {
 	int fd;
 	bool accepting;
 	bool retired; /* closed by a reload; freed when its accept is reaped */
+	bool probe;   /* after a pause: one accept at a time */
+	struct timer backoff; /* armed while accepting pauses */
+	uint32_t backoff_ms;  /* the last pause */
+	uint32_t failures;    /* failed or refused accepts since the last log line */
+	uint64_t resumed_ms;  /* when the last pause ended */
 	struct worker *w;
 	void *owner; /* the proxy's listener */
 	struct lsock *next;
@@ -101,6 +114,8 @@ struct worker {
 	const struct worker_ops *ops;
 	void *proxy; /* the proxy's per-worker state */
 	unsigned nconns; /* conns alive, orphans included */
+	int fd_high; /* fds at or above it are the reserve; see worker_fd_in_reserve() */
+	int fd_limit; /* RLIMIT_NOFILE as last read */
 	bool stopping;
 	uint64_t stop_deadline_ms;
 	uint32_t shutdown_timeout_ms;
@@ -154,5 +169,26 @@ static inline char *worker_buf(struct worker *w, uint16_t bid)
 uint16_t worker_plain_get(struct worker *w);
 
 uint64_t worker_now_ms(void);
+
+/* Accept back-off (struct lsock). */
+#define ACCEPT_BACKOFF_MIN_MS 100
+#define ACCEPT_BACKOFF_MAX_MS 1000
+#define ACCEPT_BACKOFF_RESET_MS 2000
+
+/* The last file descriptors below RLIMIT_NOFILE are kept for what the
+ * process opens itself (backend connects, health checks, alerts): an
+ * accept that hands out one of them makes its socket back off, and the
+ * proxy turns that client away at once (worker_fd_in_reserve()). The
+ * reserve is RLIMIT_NOFILE / FD_RESERVE_DIV, at least FD_RESERVE_MIN
+ * and at most FD_RESERVE_MAX, never more than a quarter of the limit. */
+#define FD_RESERVE_DIV 64
+#define FD_RESERVE_MIN 32
+#define FD_RESERVE_MAX 1024
+/* Whether an accepted fd is one of the reserve: the kernel hands out the
+ * lowest free number, so every fd below it is taken. */
+static inline bool worker_fd_in_reserve(const struct worker *w, int fd)
+{
+	return fd >= w->fd_high;
+}
 
 #endif

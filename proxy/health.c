@@ -9,6 +9,7 @@
  * A check that fails after the greeting still says QUIT before closing, so
  * it never leaves a half-open session on the backend.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +78,8 @@ static void log_state(struct hcheck *hc, bool up, const char *why)
 /* One check's outcome (and the real sessions' failures since the last). */
 static void hc_result(struct hcheck *hc, bool ok, const char *why)
 {
-	struct backend_rt *b = &hc->p->backends[hc->i];
+	const struct cfg_backend *c = hc->p->backends[hc->i].cfg;
+	struct backend_rt *b = hc->p->backends[hc->i].st;
 	const struct cfg_health *h = &hc->p->cfg->health;
 	unsigned passive = atomic_exchange(&b->passive_failures, 0);
 	bool up = atomic_load(&b->up);
@@ -104,9 +106,9 @@ static void hc_result(struct hcheck *hc, bool ok, const char *why)
 
 		atomic_store(&b->up, false);
 		log_state(hc, false, reason);
-		alerts_event(CFG_EV_BACKEND_DOWN, hc->p->cfg->name, b->cfg->name, reason);
+		alerts_event(CFG_EV_BACKEND_DOWN, hc->p->cfg->name, c->name, reason);
 		for (size_t i = 0; i < hc->p->nbackends; i++)
-			any_up |= atomic_load(&hc->p->backends[i].up);
+			any_up |= atomic_load(&hc->p->backends[i].st->up);
 		if (!any_up) {
 			log_warn("pool_down", "pool %s: no backend is up", hc->p->cfg->name);
 			alerts_event(CFG_EV_POOL_DOWN, hc->p->cfg->name, NULL, "every backend is down");
@@ -114,10 +116,10 @@ static void hc_result(struct hcheck *hc, bool ok, const char *why)
 	} else if (!up && hc->ok_run >= h->rise) {
 		atomic_store(&b->up, true);
 		log_state(hc, true, "checks passed");
-		alerts_event(CFG_EV_BACKEND_UP, hc->p->cfg->name, b->cfg->name, "checks passed");
+		alerts_event(CFG_EV_BACKEND_UP, hc->p->cfg->name, c->name, "checks passed");
 	}
 	if (!ok)
-		log_debug("health", "%s/%s: %s: %s", hc->p->cfg->name, b->cfg->name,
+		log_debug("health", "%s/%s: %s: %s", hc->p->cfg->name, c->name,
 			  step_names[hc->step], why);
 }
 
@@ -322,6 +324,7 @@ static void hc_begin(struct hcheck *hc)
 	const struct cfg_health *h = &hc->p->cfg->health;
 	uint8_t hdr[PROXY_V2_MAX];
 	size_t n = 0;
+	int err;
 
 	hc->c = conn_new(hc->w, -1, &hc_handler, hc);
 	if (!hc->c) {
@@ -334,8 +337,18 @@ static void hc_begin(struct hcheck *hc)
 	hc->size = 0;
 	/* the check's whole budget, connect included */
 	timer_set(&hc->w->wheel, &hc->timer, h->timeout, hc_timer);
-	if (conn_connect(hc->c, (const struct sockaddr *)&b->address.ss, b->address.len,
-			 h->timeout) < 0) {
+	err = conn_connect(hc->c, (const struct sockaddr *)&b->address.ss, b->address.len,
+			   h->timeout);
+	if (err == -EMFILE || err == -ENFILE || err == -ENOBUFS || err == -ENOMEM) {
+		/* our own shortage says nothing about the backend: no result,
+		 * the next check in an interval */
+		conn_close(hc->c);
+		hc->c = NULL;
+		hc->step = HC_IDLE;
+		timer_set(&hc->w->wheel, &hc->timer, h->interval, hc_timer);
+		return;
+	}
+	if (err < 0) {
 		hc_finish(hc, false, "socket failed");
 		return;
 	}
@@ -388,7 +401,6 @@ void health_start(struct worker *w)
 			hc->rt = mxlb_rt;
 			hc->p = p;
 			hc->i = j;
-			p->backends[j].hc = hc;
 			checks[nchecks++] = hc;
 			/* spread the first checks over a short while */
 			timer_set(&w->wheel, &hc->timer, (uint32_t)(1 + (nchecks * 7) % 20) * 10,
@@ -406,7 +418,6 @@ void health_stop(void)
 		conn_close(hc->c);
 		hc->c = NULL;
 		dbuf_free(&hc->in);
-		hc->p->backends[hc->i].hc = NULL;
 		free(hc);
 	}
 	free(checks);
@@ -417,5 +428,5 @@ void health_stop(void)
 void health_passive_failure(struct pool_rt *p, int backend)
 {
 	if (p->cfg->health.check != CFG_CHECK_NONE)
-		atomic_fetch_add(&p->backends[backend].passive_failures, 1);
+		atomic_fetch_add(&p->backends[backend].st->passive_failures, 1);
 }

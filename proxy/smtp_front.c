@@ -16,6 +16,28 @@
 /* Client bytes we accept beyond FRONT_IN_MAX: what is already on its way
  * when we pause reading. */
 #define FRONT_IN_SLACK (8 * BUF_SIZE)
+/* Replies of mxlb's own not yet sent past which the command phase takes
+ * no further command (and reads no further): a client that sends faster
+ * than it reads waits until it has read, and gets every reply; one that
+ * never reads runs into the command timeout. Well below SESSION_OUT_MAX,
+ * so one batch of replies never overflows. */
+#define FRONT_OUT_HIGH (32 * 1024)
+
+/* Client bytes handled in the command phase; what is left in s->in when
+ * relaying starts is counted by the relay. */
+static void front_consume(struct session *s, size_t n)
+{
+	s->bytes_in += n;
+	dbuf_consume(&s->in, n);
+}
+
+/* Whether the client has enough of our replies to read for now. */
+static bool front_backlogged(const struct session *s)
+{
+	const struct conn *c = s->client;
+
+	return c->queued + dbuf_used(&s->out) >= FRONT_OUT_HIGH || c->seg_count >= FRONT_SEGS_HIGH;
+}
 
 static void client_error(struct session *s, const char *what)
 {
@@ -39,7 +61,7 @@ static bool front_refuse(struct session *s, const char *what, const char *reply)
 	client_error(s, what);
 	if (++s->errors >= FRONT_MAX_ERRORS) {
 		session_close_reply(s, R_REJECTED, "too many errors",
-				    "421 4.7.0 %s Error: too many errors", session_hostname());
+				    "421 4.7.0 %s Error: too many errors", session_hostname(s));
 		return false;
 	}
 	session_reply(s, "%s", reply);
@@ -79,7 +101,7 @@ static void front_pre_tls_ehlo(struct session *s)
 	unsigned long size = 0;
 
 	for (size_t i = 0; i < p->nbackends; i++) {
-		struct backend_rt *b = &p->backends[i];
+		struct backend_rt *b = p->backends[i].st;
 		unsigned long sz;
 
 		if (!atomic_load(&b->up) || !atomic_load(&b->last_check_ok))
@@ -92,7 +114,7 @@ static void front_pre_tls_ehlo(struct session *s)
 	}
 	if (!seen)
 		caps = 0;
-	session_reply(s, "250-%s", session_hostname());
+	session_reply(s, "250-%s", session_hostname(s));
 	if (caps & SMTP_EXT_SIZE) {
 		if (size)
 			session_reply(s, "250-SIZE %lu", size);
@@ -124,7 +146,7 @@ static bool do_helo(struct session *s, const struct smtp_cmd *c)
 	s->ehlo_name = strndup(c->arg, n);
 	if (pre_tls(s)) {
 		/* answered by mxlb: the routing point comes after STARTTLS */
-		dbuf_consume(&s->in, c->line_len);
+		front_consume(s, c->line_len);
 		if (!s->ehlo_name) {
 			session_close(s, R_ERROR, "out of memory");
 			return false;
@@ -132,7 +154,7 @@ static bool do_helo(struct session *s, const struct smtp_cmd *c)
 		if (s->esmtp)
 			front_pre_tls_ehlo(s);
 		else
-			session_reply(s, "250 %s", session_hostname());
+			session_reply(s, "250 %s", session_hostname(s));
 		return true;
 	}
 	s->ehlo_line = malloc(c->line_len);
@@ -142,7 +164,7 @@ static bool do_helo(struct session *s, const struct smtp_cmd *c)
 	}
 	memcpy(s->ehlo_line, c->line, c->line_len);
 	s->ehlo_line_len = (uint16_t)c->line_len;
-	dbuf_consume(&s->in, c->line_len);
+	front_consume(s, c->line_len);
 	back_route(s);
 	return false;
 }
@@ -165,7 +187,7 @@ static bool do_quit(struct session *s, const struct smtp_cmd *c)
 {
 	(void)c;
 	session_close_reply(s, R_CLIENT_QUIT, "quit", "221 2.0.0 %s closing connection",
-			    session_hostname());
+			    session_hostname(s));
 	return false;
 }
 
@@ -247,6 +269,7 @@ static bool do_starttls(struct session *s, const struct smtp_cmd *c)
 		atomic_fetch_add(&listener_stats(s->rt, s->l)->starttls_discarded, rest);
 		client_error(s, "plaintext after STARTTLS discarded");
 	}
+	s->bytes_in += rest;
 	dbuf_free(&s->in);
 	s->discarding = false;
 	session_flush(s);
@@ -286,37 +309,45 @@ static bool front_command(struct session *s, const struct smtp_cmd *c)
 			continue;
 		why = fc->check ? fc->check(s, c, &reply) : NULL;
 		if (why) {
-			dbuf_consume(&s->in, c->line_len);
+			front_consume(s, c->line_len);
 			return front_refuse(s, why, reply);
 		}
 		if (fc->proceed != do_helo && fc->proceed != do_mail)
-			dbuf_consume(&s->in, c->line_len);
+			front_consume(s, c->line_len);
 		return fc->proceed(s, c);
 	}
-	dbuf_consume(&s->in, c->line_len);
+	front_consume(s, c->line_len);
 	return front_refuse(s, "unknown command", "500 5.5.2 Error: command not recognized");
 }
 
-/* Handle the complete command lines in s->in until routed or closed. */
+/* Handle the complete command lines in s->in until routed, closed, or
+ * the client has replies enough to read (front_drained() goes on). */
 static void front_process(struct session *s)
 {
+	bool held = false, handled = false;
+
 	while (s->state == S_COMMAND && dbuf_used(&s->in)) {
 		struct smtp_cmd cmd;
 		size_t used;
 		bool eol = false;
 		enum smtp_parse r;
 
+		if (front_backlogged(s)) {
+			held = true;
+			break;
+		}
+		handled = true;
 		if (s->discarding) {
 			if (smtp_skip_line(dbuf_data(&s->in), dbuf_used(&s->in), &used))
 				s->discarding = false;
-			dbuf_consume(&s->in, used);
+			front_consume(s, used);
 			continue;
 		}
 		r = smtp_parse_command(dbuf_data(&s->in), dbuf_used(&s->in), &cmd, &used, &eol);
 		if (r == SMTP_AGAIN)
 			break;
 		if (r == SMTP_INVALID) {
-			dbuf_consume(&s->in, used);
+			front_consume(s, used);
 			if (cmd.error == SMTP_CMD_ERR_TOO_LONG) {
 				s->discarding = !eol;
 				if (!front_refuse(s, "line too long", "500 5.5.2 Error: line too long"))
@@ -331,13 +362,14 @@ static void front_process(struct session *s)
 		if (!front_command(s, &cmd))
 			return;
 	}
-	if (s->state == S_COMMAND)
+	/* a client that reads none of its replies runs into the timeout */
+	if (s->state == S_COMMAND && (handled || !held))
 		session_timeout(s, s->l->timeouts.command);
 }
 
 static void front_greet(struct session *s)
 {
-	session_reply(s, "220 %s %s", session_hostname(), s->l->banner);
+	session_reply(s, "220 %s %s", session_hostname(s), s->l->banner);
 	s->t_greeting = clock_usec();
 	session_set_state(s, S_COMMAND);
 	session_timeout(s, s->l->timeouts.command);
@@ -399,7 +431,7 @@ static void front_begin(struct session *s)
 			else
 				session_close_reply(s, R_REJECTED, "max_sessions_per_client",
 						    "421 4.7.0 %s Too many connections from your address",
-						    session_hostname());
+						    session_hostname(s));
 			return;
 		}
 		s->counted_client = true;
@@ -440,12 +472,41 @@ static void front_proxy_header(struct session *s)
 		memcpy(&s->peer, &pi.src, pi.src_len < sizeof(s->peer) ? pi.src_len : sizeof(s->peer));
 		memcpy(&s->local, &pi.dst, pi.dst_len < sizeof(s->local) ? pi.dst_len : sizeof(s->local));
 	}
-	dbuf_consume(&s->in, used);
+	front_consume(s, used);
 	front_begin(s);
+}
+
+/* The accept took one of the file descriptors kept for backend connects
+ * and health checks (core/worker.h), and the listener now backs off: the
+ * client is turned away at once, and the fd is free again before any
+ * health check or connect runs (no lingering close: the 421 goes out in
+ * one send on a fresh socket). */
+static void front_refuse_fd(struct session *s)
+{
+	char line[SMTP_LINE_MAX_REPLY];
+	int n;
+
+	/* a client that starts with TLS could not read a reply */
+	if (s->l->tls != CFG_TLS_IMPLICIT) {
+		n = snprintf(line, sizeof(line),
+			     "421 4.3.2 %s Service not available, closing transmission channel\r\n",
+			     session_hostname(s));
+		if (n > 0 && (size_t)n < sizeof(line) &&
+		    conn_write_now(s->client, line, (size_t)n) == n)
+			s->bytes_out += (uint64_t)n;
+	}
+	session_close(s, R_REJECTED, "out of file descriptors");
 }
 
 void front_start(struct session *s)
 {
+	if (worker_fd_in_reserve(s->w, s->client->fd)) {
+		front_refuse_fd(s);
+		return;
+	}
+	/* one buffer per receive: a pause (unread replies, input held)
+	 * takes effect within one buffer, not a socket buffer's worth */
+	conn_recv_oneshot(s->client);
 	if (s->l->accept_proxy) {
 		session_set_state(s, S_PROXY_HEADER);
 		session_timeout(s, s->l->timeouts.proxy_header);
@@ -463,7 +524,7 @@ void front_stop(struct session *s)
 		session_close(s, R_REJECTED, "shutting down");
 	else if (s->state < S_RELAY)
 		session_close_reply(s, R_REJECTED, "shutting down",
-				    "421 4.3.2 %s Service shutting down", session_hostname());
+				    "421 4.3.2 %s Service shutting down", session_hostname(s));
 }
 
 static bool front_data(struct conn *c, char *p, size_t len, uint16_t bid)
@@ -496,16 +557,22 @@ static bool front_data(struct conn *c, char *p, size_t len, uint16_t bid)
 	}
 	session_flush(s);
 	/* a client that does not read its replies is not read either */
-	if (s->state == S_COMMAND && s->client->seg_count >= FRONT_SEGS_HIGH)
+	if (s->state == S_COMMAND && (front_backlogged(s) || dbuf_used(&s->in) > FRONT_IN_MAX))
 		conn_recv_pause(s->client);
 	return false;
 }
 
+/* The client read what we sent: go on with the commands held, and read
+ * again once they are handled and their replies are few enough. */
 static void front_drained(struct conn *c)
 {
 	struct session *s = c->owner;
 
-	if (s->state == S_COMMAND)
+	if (s->state != S_COMMAND)
+		return;
+	front_process(s);
+	session_flush(s);
+	if (s->state == S_COMMAND && !front_backlogged(s) && dbuf_used(&s->in) <= FRONT_IN_MAX)
 		conn_recv_start(c);
 }
 
