@@ -68,7 +68,7 @@ $(BUILD)/mxlb-bench: $(BENCH_OBJS:%=$(OBJ)/%) $(BUILD)/.variant
 UNIT_DEPS_test_config := config/config.o
 UNIT_DEPS_test_smtp_parse := proxy/smtp_parse.o
 UNIT_DEPS_test_proxy_proto := proxy/proxy_proto.o
-UNIT_DEPS_test_smtp_guard := proxy/smtp_guard.o proxy/smtp_parse.o
+UNIT_DEPS_test_smtp_track := proxy/smtp_track.o
 UNIT_DEPS_test_clienthello := tls/clienthello.o
 UNIT_DEPS_test_balance := proxy/pool.o proxy/lb_roundrobin.o proxy/lb_leastconn.o proxy/lb_chash.o \
 	proxy/lb_random.o
@@ -93,7 +93,7 @@ FUZZ_CFLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -I. $(SSL_CFLAGS) -fsanitize=fuzz
 FUZZ_DEPS_fuzz_command := proxy/smtp_parse.c
 FUZZ_DEPS_fuzz_reply := proxy/smtp_parse.c
 FUZZ_DEPS_fuzz_proxy := proxy/proxy_proto.c
-FUZZ_DEPS_fuzz_guard := proxy/smtp_guard.c
+FUZZ_DEPS_fuzz_track := proxy/smtp_track.c
 FUZZ_DEPS_fuzz_config := config/config.c
 FUZZ_DEPS_fuzz_clienthello := tls/clienthello.c
 $(BUILD)/fuzz/%: tests/fuzz/%.c $$(FUZZ_DEPS_$$*)
@@ -106,7 +106,8 @@ fuzz:
 	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); \
 	  mkdir -p $(BUILD)/fuzz/corpus-$$n; \
 	  echo "== $$n for $(FUZZ_SECONDS)s"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $(BUILD)/fuzz/corpus-$$n tests/fuzz/corpus/$$n 2>&1 | tail -3; done
+	  d=; [ -f tests/fuzz/$$n.dict ] && d=-dict=tests/fuzz/$$n.dict; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $$d $(BUILD)/fuzz/corpus-$$n tests/fuzz/corpus/$$n 2>&1 | tail -3; done
 
 # The load generator and the side-by-side comparison are not built yet.
 bench: all

@@ -5,15 +5,22 @@
  * then go to a small per-direction stash, sent first when the queue drains.
  *
  * Direction 0 is client -> backend, 1 is backend -> client. With the
- * xclient handoff the client's bytes pass through the guard (a copy).
+ * xclient handoff the client's bytes pass through the tracker
+ * (smtp_track.h): message text still in its buffer, commands through a
+ * copy; the backend's replies are watched, and its replies to a client's
+ * EHLO filtered like the first one.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "proxy/proxy.h"
+#include "proxy/smtp_parse.h"
 
 /* Stashed bytes beyond which the session is broken, not just slow. */
 #define RELAY_STASH_MAX (16 * BUF_SIZE)
+/* The longest EHLO reply collected to be filtered. */
+#define RELAY_EHLO_MAX (16 * 1024)
 
 static struct conn *dst_of(struct session *s, int dir)
 {
@@ -40,7 +47,7 @@ static void relay_backpressure(struct session *s, int dir)
 }
 
 /* Resume reading a side unless it ended, its peer is congested, or (the
- * client with the guard) its kept bytes wait for a DATA reply. */
+ * client with the tracker) its kept bytes wait for a reply. */
 static void relay_resume(struct session *s, int dir)
 {
 	if (s->eof[dir] || relay_congested(s, dir) || (dir == 0 && dbuf_used(&s->in)))
@@ -69,20 +76,45 @@ static bool relay_forward(struct session *s, int dir, char *p, size_t len, int b
 	return taken;
 }
 
-/* Run the client's kept bytes (s->in) through the guard. */
-static void guard_feed(struct session *s)
+/*
+ * The tracker refused the client stream (smtp_track.h): nothing more goes
+ * to the backend, whose connection is reset rather than closed so that it
+ * reads an error, not an end of input after a partial line; the client is
+ * told why, and the session line says it too. The message in progress is
+ * never delivered.
+ */
+static void relay_refuse(struct session *s, const char *why)
 {
-	while (s->state == S_RELAY && dbuf_used(&s->in) && !smtp_guard_holding(s->guard) &&
+	static const struct linger reset = {.l_onoff = 1, .l_linger = 0};
+
+	if (s->back)
+		setsockopt(s->back->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+	session_close_reply(s, R_REJECTED, why, "554 5.7.1 %s Error: %s; closing connection",
+			    session_hostname(s), why);
+}
+
+/* Run the client's kept bytes (s->in) through the tracker. */
+static void track_feed(struct session *s)
+{
+	while (s->state == S_RELAY && dbuf_used(&s->in) && !smtp_track_holding(s->track) &&
 	       !relay_congested(s, 0)) {
 		size_t len = dbuf_used(&s->in), outlen = 0, used = 0;
-		char *out = malloc(len + SMTP_GUARD_SLACK);
+		char *out = malloc(len + SMTP_TRACK_SLACK);
+		enum smtp_track_result r;
 
 		if (!out) {
 			session_close(s, R_ERROR, "out of memory");
 			return;
 		}
-		smtp_guard_client(s->guard, dbuf_data(&s->in), len, out, &outlen, &used);
+		r = smtp_track_client(s->track, dbuf_data(&s->in), len, out, &outlen, &used);
 		dbuf_consume(&s->in, used);
+		if (r == TRACK_FAIL) {
+			/* what came before the failure is harmless, but the
+			 * backend gets nothing more at all */
+			free(out);
+			relay_refuse(s, smtp_track_error(s->track));
+			return;
+		}
 		if (!outlen) {
 			free(out);
 		} else if (conn_send_heap(s->back, out, outlen) < 0) {
@@ -95,7 +127,7 @@ static void guard_feed(struct session *s)
 			break;
 	}
 	if (s->state == S_RELAY && dbuf_used(&s->in))
-		conn_recv_pause(s->client); /* held: a DATA reply, or room to send */
+		conn_recv_pause(s->client); /* held: a reply, or room to send */
 }
 
 static void relay_shutdown_if_done(struct session *s, int dir)
@@ -112,10 +144,10 @@ static bool relay_client_data(struct conn *c, char *p, size_t len, uint16_t bid)
 
 	s->bytes_in += len;
 	session_timeout(s, s->l->timeouts.idle);
-	if (!s->guard)
+	if (!s->track)
 		return relay_forward(s, 0, p, len, bid);
-	/* message text goes on in its buffer; the guard reads the commands */
-	pass = dbuf_used(&s->in) ? 0 : smtp_guard_pass(s->guard, p, len);
+	/* message text goes on in its buffer; the tracker reads the commands */
+	pass = dbuf_used(&s->in) ? 0 : smtp_track_pass(s->track, p, len);
 	if (pass == len)
 		return relay_forward(s, 0, p, len, bid);
 	if (pass) {
@@ -125,34 +157,90 @@ static bool relay_client_data(struct conn *c, char *p, size_t len, uint16_t bid)
 		}
 		taken = relay_forward(s, 0, p, pass, bid);
 		if (s->state == S_RELAY)
-			guard_feed(s);
+			track_feed(s);
 		return taken;
 	}
 	if (dbuf_append(&s->in, p, len, RELAY_STASH_MAX) < 0) {
 		session_close(s, R_ERROR, "relay overflow");
 		return false;
 	}
-	guard_feed(s);
+	track_feed(s);
 	return false;
+}
+
+/* A piece of the backend's reply to a client's EHLO: collected, and once
+ * whole sent on filtered like the first (smtp_back.c). */
+static void relay_ehlo_reply(struct session *s, const char *p, size_t len, bool end)
+{
+	size_t n, used = 0;
+	int code = 0;
+	char *out;
+
+	if (dbuf_append(&s->bin, p, len, RELAY_EHLO_MAX) < 0) {
+		session_close_reply(s, R_ERROR, "backend EHLO reply too long",
+				    "421 4.3.0 %s Error: backend reply too long", session_hostname(s));
+		return;
+	}
+	if (!end)
+		return;
+	n = dbuf_used(&s->bin);
+	out = malloc(n);
+	if (!out) {
+		session_close(s, R_ERROR, "out of memory");
+		return;
+	}
+	if (smtp_parse_reply(dbuf_data(&s->bin), n, &code, &used) == SMTP_OK && code == 250 &&
+	    used == n)
+		n = smtp_ehlo_filter(dbuf_data(&s->bin), n, out, s->ehlo_drop);
+	else
+		memcpy(out, dbuf_data(&s->bin), n);
+	dbuf_free(&s->bin);
+	relay_forward(s, 1, out, n, -1);
+	free(out);
+}
+
+/* Backend bytes to the client, through the tracker where there is one;
+ * bid as relay_forward(). */
+static bool relay_back_bytes(struct session *s, char *p, size_t len, int bid)
+{
+	bool taken = false;
+	size_t off = 0;
+
+	if (!s->track)
+		return relay_forward(s, 1, p, len, bid);
+	while (off < len && s->state == S_RELAY) {
+		bool capture, end;
+		size_t n = smtp_track_server(s->track, p + off, len - off, &capture, &end);
+
+		if (capture)
+			relay_ehlo_reply(s, p + off, n, end);
+		else if (off == 0 && n == len)
+			taken = relay_forward(s, 1, p, len, bid);
+		else
+			relay_forward(s, 1, p + off, n, -1);
+		off += n;
+	}
+	if (s->state != S_RELAY)
+		return taken;
+	if (smtp_track_error(s->track)) {
+		relay_refuse(s, smtp_track_error(s->track));
+		return taken;
+	}
+	if (dbuf_used(&s->in) && !smtp_track_holding(s->track)) {
+		track_feed(s);
+		if (s->state == S_RELAY)
+			relay_resume(s, 0);
+	}
+	return taken;
 }
 
 static bool relay_back_data(struct conn *c, char *p, size_t len, uint16_t bid)
 {
 	struct session *s = c->owner;
-	bool taken;
 
 	s->bytes_out += len;
 	session_timeout(s, s->l->timeouts.idle);
-	if (s->guard)
-		smtp_guard_server(s->guard, p, len);
-	taken = relay_forward(s, 1, p, len, bid);
-	if (s->state == S_RELAY && s->guard && dbuf_used(&s->in) &&
-	    !smtp_guard_holding(s->guard)) {
-		guard_feed(s);
-		if (s->state == S_RELAY)
-			relay_resume(s, 0);
-	}
-	return taken;
+	return relay_back_bytes(s, p, len, bid);
 }
 
 /* The other side's queue emptied: the stash goes first, then reading
@@ -170,8 +258,8 @@ static void relay_drained(struct session *s, int dir)
 		session_close_flush(s, R_RELAYED, "backend closed");
 		return;
 	}
-	if (dir == 0 && s->guard) {
-		guard_feed(s);
+	if (dir == 0 && s->track) {
+		track_feed(s);
 		if (s->state != S_RELAY)
 			return;
 	}
@@ -249,28 +337,29 @@ void relay_start(struct session *s)
 	conn_recv_oneshot(s->client);
 	conn_recv_oneshot(s->back);
 	if (s->pool->backends[s->backend].cfg->handoff == CFG_HANDOFF_XCLIENT) {
-		s->guard = malloc(sizeof(*s->guard));
-		if (!s->guard) {
+		s->track = malloc(sizeof(*s->track));
+		if (!s->track) {
 			session_close(s, R_ERROR, "out of memory");
 			return;
 		}
-		smtp_guard_init(s->guard);
-		if (!s->back_chunking)
-			smtp_guard_no_chunking(s->guard);
+		smtp_track_init(s->track, s->back_chunking);
 	}
-	/* backend bytes that came after its EHLO reply */
+	/* backend bytes that came after its EHLO reply: nothing the client
+	 * asked for yet, so nothing to filter; s->bin is free for the
+	 * replies to later EHLOs */
 	if (dbuf_used(&s->bin)) {
-		if (s->guard)
-			smtp_guard_server(s->guard, dbuf_data(&s->bin), dbuf_used(&s->bin));
-		s->bytes_out += dbuf_used(&s->bin);
-		relay_forward(s, 1, dbuf_data(&s->bin), dbuf_used(&s->bin), -1);
-		dbuf_free(&s->bin);
+		struct dbuf extra = s->bin;
+
+		s->bin = (struct dbuf){0};
+		s->bytes_out += dbuf_used(&extra);
+		relay_back_bytes(s, dbuf_data(&extra), dbuf_used(&extra), -1);
+		dbuf_free(&extra);
 	}
 	/* client bytes pipelined after the routing line, in order */
 	if (s->state == S_RELAY && dbuf_used(&s->in)) {
 		s->bytes_in += dbuf_used(&s->in);
-		if (s->guard) {
-			guard_feed(s);
+		if (s->track) {
+			track_feed(s);
 		} else {
 			relay_forward(s, 0, dbuf_data(&s->in), dbuf_used(&s->in), -1);
 			dbuf_free(&s->in);

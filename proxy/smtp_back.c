@@ -106,7 +106,7 @@ static void back_set_state(struct session *s, enum session_state st)
 		break;
 	case S_B_TLS_EHLO:
 		s->action = "sending EHLO for STARTTLS";
-		n = snprintf(line, sizeof(line), "EHLO %s\r\n", session_hostname());
+		n = snprintf(line, sizeof(line), "EHLO %s\r\n", session_hostname(s));
 		if (n > 0 && (size_t)n < sizeof(line))
 			back_send(s, line, (size_t)n);
 		break;
@@ -116,7 +116,7 @@ static void back_set_state(struct session *s, enum session_state st)
 		break;
 	case S_B_HELO:
 		s->action = "sending EHLO for XCLIENT";
-		n = snprintf(line, sizeof(line), "EHLO %s\r\n", session_hostname());
+		n = snprintf(line, sizeof(line), "EHLO %s\r\n", session_hostname(s));
 		if (n > 0 && (size_t)n < sizeof(line))
 			back_send(s, line, (size_t)n);
 		break;
@@ -141,7 +141,7 @@ static void back_fail(struct session *s, const char *why)
 	struct logline ll;
 	char id[20];
 
-	atomic_fetch_add(&s->pool->backends[s->backend].connect_failures, 1);
+	atomic_fetch_add(&s->pool->backends[s->backend].st->connect_failures, 1);
 	/* a refused connect, a bad greeting or a certificate that does not
 	 * verify is what a check would see */
 	if (s->state == S_CONNECT || s->state == S_B_GREETING || s->state == S_B_TLS)
@@ -207,7 +207,7 @@ static void back_try(struct session *s)
 	if (i < 0) {
 		session_close_reply(s, R_UNAVAILABLE, "no backend available",
 				    "421 4.3.2 %s Service not available, closing transmission channel",
-				    session_hostname());
+				    session_hostname(s));
 		return;
 	}
 	s->backend = i;
@@ -220,6 +220,14 @@ static void back_try(struct session *s)
 	back_set_state(s, S_CONNECT);
 	err = conn_connect(s->back, (const struct sockaddr *)&b->address.ss, b->address.len,
 			   s->l->timeouts.connect);
+	if (err == -EMFILE || err == -ENFILE || err == -ENOBUFS || err == -ENOMEM) {
+		/* our own shortage: no backend is to blame, none would do
+		 * better now */
+		session_close_reply(s, R_UNAVAILABLE, "out of file descriptors",
+				    "421 4.3.2 %s Service not available, closing transmission channel",
+				    session_hostname(s));
+		return;
+	}
 	if (err < 0) {
 		back_fail(s, strerror(-err));
 		return;
@@ -300,11 +308,12 @@ static void back_ehlo_reply(struct session *s, int code, size_t len)
 	size_t n;
 
 	/* With XCLIENT the backend trusts what comes from mxlb: a client's
-	 * STARTTLS would hide its later commands from the guard. Where mxlb
+	 * STARTTLS would hide its later commands from the tracker. Where mxlb
 	 * terminates TLS, the client has it (or chose to go without). */
 	if (back_handoff(s) == CFG_HANDOFF_XCLIENT || s->tls_done || listener_starttls(s->l) ||
 	    s->back_tls)
 		drop |= SMTP_EXT_STARTTLS;
+	s->ehlo_drop = drop; /* for the replies to the client's later EHLOs */
 	if (s->replay_mail) {
 		/* the client saw mxlb's EHLO reply: this one goes unseen, and
 		 * the client's MAIL follows */

@@ -1,0 +1,455 @@
+/* smtp_track.c - see smtp_track.h. */
+#include "proxy/smtp_track.h"
+
+#include <string.h>
+#include <strings.h>
+
+enum { M_CMD, M_HOLD, M_DATA, M_BDAT, M_FAIL };
+/* in a command line: at its start (leading blanks may come), reading the
+ * verb, reading a whole BDAT line, passing the rest, a CR held, skipping
+ * the rest of a replaced line */
+enum { C_START, C_VERB, C_BDAT, C_REST, C_CR, C_SKIP };
+/* in message text: at a line start after CRLF (or the 354) or after a bare
+ * LF, mid-line, after a CR, a "." held at a line start of either kind, and
+ * ".\r" held after either kind */
+enum { D_BOL_S, D_BOL_L, D_MID, D_CR, D_DOT_S, D_DOT_L, D_DOTCR_S, D_DOTCR_L };
+enum { K_OTHER, K_DATA, K_EHLO };
+
+#define REFUSED_LEN (sizeof(SMTP_TRACK_REFUSED) - 1)
+/* output room one step may need beyond what it consumes: a held line start
+ * and a replacement, or ".\r" held in message text */
+#define STEP_ROOM (sizeof(((struct smtp_track *)0)->line) + REFUSED_LEN + 2)
+#define BDAT_DIGITS_MAX 18
+
+void smtp_track_init(struct smtp_track *t, bool chunking)
+{
+	memset(t, 0, sizeof(*t));
+	t->mode = M_CMD;
+	t->chunking = chunking;
+}
+
+bool smtp_track_holding(const struct smtp_track *t)
+{
+	return t->mode == M_HOLD;
+}
+
+bool smtp_track_in_text(const struct smtp_track *t)
+{
+	return t->mode == M_DATA || t->mode == M_BDAT;
+}
+
+const char *smtp_track_error(const struct smtp_track *t)
+{
+	return t->error;
+}
+
+unsigned smtp_track_refused(const struct smtp_track *t)
+{
+	return t->refused;
+}
+
+static void fail(struct smtp_track *t, const char *why)
+{
+	t->mode = M_FAIL;
+	t->error = why;
+}
+
+/* The separators a backend tokenizes a command on (Postfix: any blank). */
+static bool is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\v' || c == '\f';
+}
+
+static void put(char *out, size_t *o, const char *p, size_t n)
+{
+	memcpy(out + *o, p, n);
+	*o += n;
+}
+
+static bool verb_is(const struct smtp_track *t, const char *verb)
+{
+	return strlen(verb) == t->verb_len && !strncasecmp(t->line, verb, t->verb_len);
+}
+
+static void end_line(struct smtp_track *t)
+{
+	t->cmds_sent++;
+	t->cstate = C_START;
+	t->line_bytes = 0;
+	t->verb_len = 0;
+	if (t->line_kind != K_OTHER) {
+		t->mode = M_HOLD;
+		t->hold_kind = t->line_kind;
+		t->hold_index = t->cmds_sent;
+	}
+	t->line_kind = K_OTHER;
+}
+
+/* The verb in line[0..verb_len) is complete: replace the line, or pass
+ * what is held and the rest. */
+static void decide(struct smtp_track *t, char *out, size_t *o, bool blanks_before)
+{
+	if (verb_is(t, "XCLIENT") || verb_is(t, "XFORWARD") || verb_is(t, "STARTTLS")) {
+		put(out, o, SMTP_TRACK_REFUSED, REFUSED_LEN);
+		t->refused++;
+		t->cmds_sent++;
+		t->verb_len = 0;
+		t->cstate = C_SKIP;
+		return;
+	}
+	if (verb_is(t, "BDAT")) {
+		/* judged on the whole line; blanks before it are not exact */
+		if (!t->chunking)
+			fail(t, "BDAT without CHUNKING");
+		else if (blanks_before)
+			fail(t, "malformed BDAT command");
+		else
+			t->cstate = C_BDAT;
+		return;
+	}
+	/* DATA with anything after it is held too: its reply decides */
+	if (t->verb_len >= 4 && !strncasecmp(t->line, "DATA", 4))
+		t->line_kind = K_DATA;
+	else if (verb_is(t, "EHLO"))
+		t->line_kind = K_EHLO;
+	put(out, o, t->line, t->verb_len);
+	t->verb_len = 0;
+	t->cstate = C_REST;
+}
+
+/* line[0..verb_len) is a whole BDAT line ending in LF: exactly
+ * "BDAT" SP digits [SP "LAST"] CRLF, or -1. */
+static int64_t bdat_size(const struct smtp_track *t)
+{
+	const char *p = t->line + 4, *end = t->line + t->verb_len - 2;
+	int64_t n = 0;
+	size_t digits = 0;
+
+	if (t->verb_len < 8 || end[0] != '\r' || end[1] != '\n' || *p++ != ' ')
+		return -1;
+	for (; p < end && *p >= '0' && *p <= '9'; p++) {
+		if (++digits > BDAT_DIGITS_MAX)
+			return -1;
+		n = n * 10 + (*p - '0');
+	}
+	if (!digits)
+		return -1;
+	if (p == end)
+		return n;
+	if (end - p == 5 && !strncasecmp(p, " LAST", 5))
+		return n;
+	return -1;
+}
+
+/* One step in command mode over in[0..n): returns octets consumed. */
+static size_t cmd_step(struct smtp_track *t, const char *in, size_t n, char *out, size_t *o,
+		       size_t room)
+{
+	size_t i = 0;
+	char c = in[0];
+
+	switch (t->cstate) {
+	case C_START:
+		if (is_blank(c)) {
+			put(out, o, &c, 1);
+			t->line_bytes++;
+			return 1;
+		}
+		if (c == '\0') {
+			fail(t, "NUL in a command line");
+			return 0;
+		}
+		if (c == '\r' || c == '\n') {
+			t->cstate = C_REST; /* an empty line: its end follows */
+			return 0;
+		}
+		t->cstate = C_VERB;
+		return 0;
+	case C_VERB:
+		if (is_blank(c) || c == '\r' || c == '\n' || t->verb_len == sizeof(t->line)) {
+			decide(t, out, o, t->line_bytes > t->verb_len);
+			return 0;
+		}
+		if (c == '\0') {
+			fail(t, "NUL in a command line");
+			return 0;
+		}
+		t->line[t->verb_len++] = c;
+		t->line_bytes++;
+		return 1;
+	case C_BDAT:
+		if (c == '\0' || t->verb_len == sizeof(t->line)) {
+			fail(t, "malformed BDAT command");
+			return 0;
+		}
+		t->line[t->verb_len++] = c;
+		if (c == '\n') {
+			int64_t size = bdat_size(t);
+
+			if (size < 0) {
+				fail(t, "malformed BDAT command");
+				return 0;
+			}
+			put(out, o, t->line, t->verb_len);
+			end_line(t);
+			t->bdat_left = (uint64_t)size;
+			if (size)
+				t->mode = M_BDAT;
+		}
+		return 1;
+	case C_REST:
+		if (room > SMTP_TRACK_LINE_MAX + 1 - t->line_bytes)
+			room = SMTP_TRACK_LINE_MAX + 1 - t->line_bytes;
+		if (n > room)
+			n = room;
+		while (i < n && in[i] != '\r' && in[i] != '\n' && in[i] != '\0')
+			i++;
+		put(out, o, in, i);
+		t->line_bytes += i;
+		if (t->line_bytes > SMTP_TRACK_LINE_MAX) {
+			/* the octet over the limit is not sent */
+			(*o)--;
+			fail(t, "command line too long");
+			return i - 1;
+		}
+		if (i == n)
+			return i;
+		if (in[i] == '\0') {
+			fail(t, "NUL in a command line");
+		} else if (in[i] == '\r') {
+			t->cstate = C_CR; /* held until we know it ends the line */
+			t->line_bytes++;
+			i++;
+		} else {
+			/* a strict backend would read on: the line ends
+			 * differ */
+			fail(t, "bare <LF> in a command line");
+		}
+		return i;
+	case C_CR:
+		if (c != '\n') {
+			fail(t, "bare <CR> in a command line");
+			return 0;
+		}
+		put(out, o, "\r\n", 2);
+		end_line(t);
+		return 1;
+	case C_SKIP: {
+		const char *lf = memchr(in, '\n', n);
+
+		if (!lf)
+			return n;
+		t->cstate = C_START;
+		t->line_bytes = 0;
+		return (size_t)(lf - in) + 1;
+	}
+	}
+	return 0;
+}
+
+#define AMBIGUOUS_END "bare <LF> or <CR> at a \".\" line in message text"
+
+/*
+ * Message text over in[0..n). With out NULL, only what passes exactly as
+ * it is: it stops before a "." at a line start (which is held, so the
+ * output would differ). Returns octets consumed.
+ */
+static size_t data_step(struct smtp_track *t, const char *in, size_t n, char *out, size_t *o)
+{
+	size_t i = 0, start = 0;
+
+#define FLUSH() \
+	do { \
+		if (out) \
+			put(out, o, in + start, i - start); \
+		start = i; \
+	} while (0)
+	while (i < n && t->mode == M_DATA) {
+		char c = in[i];
+
+		switch (t->dstate) {
+		case D_MID: {
+			/* only line ends matter: find the next LF, then any CR
+			 * before it */
+			const char *lf = memchr(in + i, '\n', n - i);
+			size_t e = lf ? (size_t)(lf - in) : n;
+			const char *cr = memchr(in + i, '\r', e - i);
+
+			if (cr) {
+				i = (size_t)(cr - in) + 1;
+				t->dstate = D_CR;
+			} else if (lf) {
+				i = e + 1;
+				t->dstate = D_BOL_L;
+			} else {
+				i = n;
+			}
+			break;
+		}
+		case D_CR:
+		case D_BOL_S:
+		case D_BOL_L:
+			if (c == '.') {
+				FLUSH();
+				if (!out)
+					return i;
+				/* a "." after a bare CR starts a line for some */
+				t->dstate = t->dstate == D_BOL_S ? D_DOT_S : D_DOT_L;
+				start = ++i; /* held */
+			} else if (c == '\n') {
+				t->dstate = t->dstate == D_CR ? D_BOL_S : D_BOL_L;
+				i++;
+			} else if (c == '\r') {
+				t->dstate = D_CR;
+				i++;
+			} else {
+				t->dstate = D_MID;
+			}
+			break;
+		case D_DOT_S:
+		case D_DOT_L:
+			if (c == '\n') {
+				fail(t, AMBIGUOUS_END);
+			} else if (c == '\r') {
+				t->dstate = t->dstate == D_DOT_S ? D_DOTCR_S : D_DOTCR_L;
+				start = ++i; /* held */
+			} else {
+				put(out, o, ".", 1); /* a dot-stuffed or plain line */
+				t->dstate = D_MID;
+			}
+			break;
+		case D_DOTCR_S:
+			if (c != '\n') {
+				fail(t, AMBIGUOUS_END);
+				break;
+			}
+			put(out, o, ".\r\n", 3);
+			start = ++i;
+			t->mode = M_CMD;
+			t->cstate = C_START;
+			t->line_bytes = 0;
+			t->cmds_sent++; /* the end of data is answered */
+			break;
+		case D_DOTCR_L:
+			fail(t, AMBIGUOUS_END);
+			break;
+		}
+	}
+	if (t->mode == M_DATA || t->mode == M_CMD)
+		FLUSH();
+#undef FLUSH
+	return t->mode == M_FAIL ? start : i;
+}
+
+size_t smtp_track_pass(struct smtp_track *t, const char *in, size_t len)
+{
+	if (t->mode == M_BDAT) {
+		size_t n = len < t->bdat_left ? len : (size_t)t->bdat_left;
+
+		t->bdat_left -= n;
+		if (!t->bdat_left)
+			t->mode = M_CMD;
+		return n;
+	}
+	if (t->mode == M_DATA && t->dstate != D_DOT_S && t->dstate != D_DOT_L &&
+	    t->dstate != D_DOTCR_S && t->dstate != D_DOTCR_L)
+		return data_step(t, in, len, NULL, NULL);
+	return 0;
+}
+
+enum smtp_track_result smtp_track_client(struct smtp_track *t, const char *in, size_t len,
+					 char *out, size_t *outlen, size_t *consumed)
+{
+	size_t i = 0, o = 0, cap = len + SMTP_TRACK_SLACK;
+
+	while (i < len && t->mode != M_HOLD && t->mode != M_FAIL && cap - o > STEP_ROOM) {
+		size_t room = cap - o - STEP_ROOM, n = len - i;
+
+		if (n > room)
+			n = room;
+		if (t->mode == M_BDAT) {
+			size_t k = smtp_track_pass(t, in + i, n);
+
+			put(out, &o, in + i, k);
+			i += k;
+		} else if (t->mode == M_DATA) {
+			i += data_step(t, in + i, n, out, &o);
+		} else {
+			i += cmd_step(t, in + i, n, out, &o, n);
+		}
+	}
+	*outlen = o;
+	*consumed = i;
+	if (t->mode == M_FAIL)
+		return TRACK_FAIL;
+	return t->mode == M_HOLD ? TRACK_HOLD : TRACK_MORE;
+}
+
+/* A final reply line was seen. */
+static void on_reply(struct smtp_track *t)
+{
+	bool is354 = !memcmp(t->reply_code, "354", 3);
+
+	t->replies_seen++;
+	if (t->mode == M_HOLD && t->replies_seen == t->hold_index) {
+		if (t->hold_kind == K_DATA && is354) {
+			t->mode = M_DATA;
+			t->dstate = D_BOL_S;
+		} else {
+			t->mode = M_CMD;
+			t->cstate = C_START;
+		}
+		return;
+	}
+	if (is354 && t->mode != M_FAIL)
+		fail(t, "354 reply out of turn");
+}
+
+size_t smtp_track_server(struct smtp_track *t, const char *in, size_t len, bool *capture,
+			 bool *end)
+{
+	bool seg = t->capturing;
+	size_t i;
+
+	*end = false;
+	for (i = 0; i < len; i++) {
+		char c = in[i];
+
+		if (!t->reply_mid) {
+			bool cap = t->mode == M_HOLD && t->hold_kind == K_EHLO &&
+				   t->replies_seen + 1 == t->hold_index;
+
+			if (i == 0)
+				seg = cap;
+			else if (cap != seg)
+				break;
+			t->capturing = cap;
+			t->reply_mid = true;
+		}
+		if (c == '\n') {
+			/* "DDD " or a bare "DDD" ends a reply; "DDD-" does not */
+			bool final = t->reply_pos == 3 || (t->reply_pos == 4 && t->reply_sep != '-');
+
+			t->reply_pos = 0;
+			t->reply_mid = false;
+			if (!final)
+				continue;
+			on_reply(t);
+			if (t->capturing) {
+				t->capturing = false;
+				*end = true;
+				i++;
+				break;
+			}
+			continue;
+		}
+		if (t->reply_pos < 3)
+			t->reply_code[t->reply_pos] = c;
+		else if (t->reply_pos == 3)
+			t->reply_sep = c == '\r' ? ' ' : c;
+		if (t->reply_pos < 4)
+			t->reply_pos++;
+	}
+	*capture = seg;
+	return i;
+}

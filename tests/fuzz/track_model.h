@@ -1,0 +1,377 @@
+/* track_model.h - a reference model of how an SMTP backend reads what the
+ * tracker (proxy/smtp_track.c) lets through, for the differential fuzz
+ * target and the unit tests. Written from the servers' side, not from the
+ * tracker's: lines, tokens, DATA to a "." line, BDAT by length.
+ *
+ * Three framings: FR_CRLF (only CRLF ends a line, a strict server),
+ * FR_LF (LF ends a line, a CR before it is dropped: Postfix before 3.9),
+ * FR_ANY (CR, LF or CRLF end a line: the most lenient reading). The model
+ * answers like a server and its replies go back to the tracker, so the
+ * tracker is driven by the backend it guards.
+ *
+ * Every octet the tracker writes carries a tag: written while the tracker
+ * was in message text or a chunk (TAG_TEXT), or in commands (TAG_CMD).
+ * The model aborts when it takes an octet as a command that the tracker
+ * wrote as text, or the reverse (they disagree on framing), and when it
+ * executes XCLIENT, XFORWARD or STARTTLS.
+ */
+#ifndef MXLB_TRACK_MODEL_H
+#define MXLB_TRACK_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum { FR_CRLF, FR_LF, FR_ANY, FR_COUNT };
+enum { TAG_CMD, TAG_TEXT };
+enum { MM_CMD, MM_DATA, MM_BDAT, MM_DONE };
+
+#define MODEL_LINE_MAX 16384
+#define MODEL_REPLY_MAX 65536
+
+struct model {
+	int framing;
+	bool chunking;
+	int mode;
+	char line[MODEL_LINE_MAX];
+	size_t len;
+	bool overflow;
+	bool after_cr; /* FR_ANY: the last line ended at a CR */
+	uint64_t bdat_left;
+	uint32_t decisions; /* bit i: the i-th DATA gets 354 (else 554) */
+	unsigned ndata;
+	char reply[MODEL_REPLY_MAX];
+	size_t rlen;
+	unsigned messages; /* data ends and chunks taken */
+	const char *violation; /* set instead of aborting when non-NULL wanted */
+};
+
+static inline void model_init(struct model *m, int framing, bool chunking, uint32_t decisions)
+{
+	memset(m, 0, sizeof(*m));
+	m->framing = framing;
+	m->chunking = chunking;
+	m->decisions = decisions;
+}
+
+static inline void model_violation(struct model *m, const char *why)
+{
+	m->violation = why;
+	fprintf(stderr, "track model (framing %d): %s\n", m->framing, why);
+	abort();
+}
+
+static inline void model_reply(struct model *m, const char *r)
+{
+	size_t n = strlen(r);
+
+	if (m->rlen + n <= sizeof(m->reply)) {
+		memcpy(m->reply + m->rlen, r, n);
+		m->rlen += n;
+	}
+}
+
+static inline bool model_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/* The i-th token of line (blank separated, as Postfix splits commands). */
+static inline size_t model_token(const char *line, size_t len, unsigned i, const char **tok)
+{
+	size_t p = 0;
+
+	for (unsigned k = 0;; k++) {
+		size_t s;
+
+		while (p < len && model_blank(line[p]))
+			p++;
+		s = p;
+		while (p < len && !model_blank(line[p]) && line[p] != '\0')
+			p++;
+		if (k == i) {
+			*tok = line + s;
+			return p - s;
+		}
+		if (p >= len)
+			return *tok = line + len, 0;
+		if (line[p] == '\0')
+			return *tok = line + len, 0; /* C strings end at a NUL */
+	}
+}
+
+static inline bool model_tok_is(const char *tok, size_t n, const char *word)
+{
+	return strlen(word) == n && !strncasecmp(tok, word, n);
+}
+
+static inline void model_command(struct model *m)
+{
+	const char *verb, *arg1, *arg2, *arg3;
+	size_t vn = model_token(m->line, m->len, 0, &verb);
+	size_t n1 = model_token(m->line, m->len, 1, &arg1);
+	size_t n2 = model_token(m->line, m->len, 2, &arg2);
+	size_t n3 = model_token(m->line, m->len, 3, &arg3);
+
+	(void)arg3;
+	if (m->overflow) {
+		model_reply(m, "500 5.5.0 Error: line too long\r\n");
+		return;
+	}
+	if (model_tok_is(verb, vn, "XCLIENT") || model_tok_is(verb, vn, "XFORWARD") ||
+	    model_tok_is(verb, vn, "STARTTLS"))
+		model_violation(m, "a client-written XCLIENT/XFORWARD/STARTTLS was executed");
+	if (!vn) {
+		model_reply(m, "500 5.5.2 Error: bad syntax\r\n");
+	} else if (model_tok_is(verb, vn, "DATA")) {
+		if (n1) {
+			model_reply(m, "501 5.5.4 Syntax: DATA\r\n");
+		} else if (m->decisions >> (m->ndata++ % 32) & 1) {
+			model_reply(m, "354 End data with <CR><LF>.<CR><LF>\r\n");
+			m->mode = MM_DATA;
+		} else {
+			model_reply(m, "554 5.5.1 Error: no valid recipients\r\n");
+		}
+	} else if (model_tok_is(verb, vn, "BDAT")) {
+		uint64_t size = 0;
+		bool ok = n1 > 0 && n1 <= 18 && (n2 == 0 || model_tok_is(arg2, n2, "LAST")) && !n3;
+
+		for (size_t i = 0; ok && i < n1; i++) {
+			if (arg1[i] < '0' || arg1[i] > '9')
+				ok = false;
+			else
+				size = size * 10 + (uint64_t)(arg1[i] - '0');
+		}
+		if (!m->chunking) {
+			model_reply(m, "502 5.5.1 Error: command not implemented\r\n");
+		} else if (!ok) {
+			model_reply(m, "501 5.5.4 Syntax: BDAT count [LAST]\r\n");
+		} else if (size) {
+			m->bdat_left = size;
+			m->mode = MM_BDAT;
+		} else {
+			m->messages++;
+			model_reply(m, "250 2.0.0 Ok: 0 octets\r\n");
+		}
+	} else if (model_tok_is(verb, vn, "EHLO")) {
+		model_reply(m, "250-mx.test\r\n250-XCLIENT ADDR NAME\r\n250-CHUNKING\r\n"
+			       "250 8BITMIME\r\n");
+	} else if (model_tok_is(verb, vn, "QUIT")) {
+		model_reply(m, "221 2.0.0 Bye\r\n");
+		m->mode = MM_DONE;
+	} else {
+		model_reply(m, "250 2.0.0 Ok\r\n");
+	}
+}
+
+/* A whole line (without its ending) is in m->line. */
+static inline void model_line(struct model *m)
+{
+	if (m->mode == MM_DATA) {
+		if (m->len == 1 && m->line[0] == '.') {
+			m->mode = MM_CMD;
+			m->messages++;
+			model_reply(m, "250 2.0.0 Ok: queued\r\n");
+		}
+	} else {
+		model_command(m);
+	}
+	m->len = 0;
+	m->overflow = false;
+}
+
+static inline void model_feed(struct model *m, const char *p, const uint8_t *tags, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c = p[i];
+
+		if (m->mode == MM_DONE)
+			return;
+		if (m->framing == FR_ANY && m->after_cr) {
+			m->after_cr = false;
+			if (c == '\n')
+				continue; /* the LF of a CRLF ending */
+		}
+		if ((m->mode == MM_CMD) != (tags[i] == TAG_CMD))
+			model_violation(m, m->mode == MM_CMD
+						   ? "the backend reads as commands what the tracker passed as text"
+						   : "the backend reads as text what the tracker passed as commands");
+		if (m->mode == MM_BDAT) {
+			if (!--m->bdat_left) {
+				m->mode = MM_CMD;
+				m->messages++;
+				model_reply(m, "250 2.0.0 Ok: chunk\r\n");
+			}
+			continue;
+		}
+		if (c == '\n' && m->framing == FR_LF) {
+			if (m->len && m->line[m->len - 1] == '\r')
+				m->len--;
+			model_line(m);
+			continue;
+		}
+		if (c == '\n' && m->framing == FR_CRLF && m->len && m->line[m->len - 1] == '\r') {
+			m->len--;
+			model_line(m);
+			continue;
+		}
+		if ((c == '\n' || c == '\r') && m->framing == FR_ANY) {
+			m->after_cr = c == '\r';
+			model_line(m);
+			continue;
+		}
+		if (m->len < sizeof(m->line))
+			m->line[m->len++] = c;
+		else
+			m->overflow = true;
+	}
+}
+
+
+/* ---- the driver: tracker and model together ---- */
+
+#include "proxy/smtp_track.h"
+
+struct track_run {
+	struct model m;
+	enum smtp_track_result last;
+	char *out;        /* what the tracker let through */
+	size_t out_len;
+	size_t consumed;  /* client octets taken */
+	bool stalled;     /* held for a reply the backend will not send */
+	const char *error;
+};
+
+/* Length of the first reply (up to its final line) in p[0..n), or 0. */
+static inline size_t model_one_reply(const char *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		const char *lf = memchr(p + i, '\n', n - i);
+
+		if (!lf)
+			return 0;
+		if (lf - (p + i) < 4 || p[i + 3] != '-')
+			return (size_t)(lf - p) + 1;
+		i = (size_t)(lf - p) + 1;
+	}
+	return 0;
+}
+
+/* Replies one at a time while the tracker holds; false when it holds and
+ * none is left. */
+static inline bool model_answer(struct smtp_track *t, const char *rep, size_t rlen, size_t *fed)
+{
+	while (smtp_track_holding(t)) {
+		size_t n = model_one_reply(rep + *fed, rlen - *fed);
+
+		if (!n)
+			return false;
+		for (size_t k = 0; k < n;) {
+			bool cap, end;
+
+			k += smtp_track_server(t, rep + *fed + k, n - k, &cap, &end);
+		}
+		*fed += n;
+	}
+	return true;
+}
+
+/*
+ * Run client bytes in[0..len) through a tracker one octet at a time (so
+ * each output octet's tag is exact), the output into the model, and the
+ * model's replies back into the tracker whenever it holds. Then run them
+ * through a second tracker in pieces of steps[k % nsteps] + 1 octets,
+ * through smtp_track_pass() first as the relay does, given the same
+ * replies: its output must be the same. r->out is malloc'ed.
+ */
+static inline void track_drive(struct track_run *r, const char *in, size_t len, int framing,
+			       bool chunking, uint32_t decisions, const uint8_t *steps,
+			       size_t nsteps)
+{
+	struct smtp_track t;
+	char out[1 + SMTP_TRACK_SLACK];
+	uint8_t tags[sizeof(out)];
+	size_t cap = 4 * len + 256, off = 0, fed = 0, o2 = 0;
+	char *out2;
+
+	model_init(&r->m, framing, chunking, decisions);
+	smtp_track_init(&t, chunking);
+	r->out = malloc(cap);
+	out2 = malloc(cap);
+	if (!r->out || !out2)
+		abort();
+	r->out_len = 0;
+	r->stalled = false;
+	r->last = TRACK_MORE;
+	while (off < len && r->last != TRACK_FAIL && r->m.mode != MM_DONE) {
+		size_t outlen = 0, used = 0;
+		uint8_t tag = smtp_track_in_text(&t) ? TAG_TEXT : TAG_CMD;
+
+		r->last = smtp_track_client(&t, in + off, 1, out, &outlen, &used);
+		if (outlen > 1 + SMTP_TRACK_SLACK || used > 1 || r->out_len + outlen > cap)
+			abort();
+		memset(tags, tag, outlen);
+		memcpy(r->out + r->out_len, out, outlen);
+		r->out_len += outlen;
+		model_feed(&r->m, out, tags, outlen);
+		off += used;
+		if (!model_answer(&t, r->m.reply, r->m.rlen, &fed)) {
+			r->stalled = true;
+			break;
+		}
+		if (smtp_track_error(&t))
+			r->last = TRACK_FAIL;
+	}
+	r->consumed = off;
+	r->error = smtp_track_error(&t);
+
+	/* the same bytes in pieces, the same replies */
+	smtp_track_init(&t, chunking);
+	off = 0;
+	fed = 0;
+	for (size_t k = 0; off < len && !smtp_track_error(&t); k++) {
+		size_t n = nsteps ? (size_t)steps[k % nsteps] + 1 : len, p, outlen = 0, used = 0;
+		char *buf;
+
+		if (n > len - off)
+			n = len - off;
+		p = smtp_track_pass(&t, in + off, n);
+		if (o2 + p > cap)
+			abort();
+		memcpy(out2 + o2, in + off, p);
+		o2 += p;
+		off += p;
+		n -= p;
+		if (!n)
+			continue;
+		buf = malloc(n + SMTP_TRACK_SLACK);
+		if (!buf)
+			abort();
+		smtp_track_client(&t, in + off, n, buf, &outlen, &used);
+		if (outlen > n + SMTP_TRACK_SLACK || used > n || o2 + outlen > cap)
+			abort();
+		memcpy(out2 + o2, buf, outlen);
+		free(buf);
+		o2 += outlen;
+		off += used;
+		if (!model_answer(&t, r->m.reply, r->m.rlen, &fed))
+			break;
+	}
+	/* where the backend quit or stalled, the one-at-a-time run stopped
+	 * there: only what both wrote compares */
+	if (memcmp(out2, r->out, o2 < r->out_len ? o2 : r->out_len) ||
+	    (!r->stalled && r->m.mode != MM_DONE &&
+	     (o2 != r->out_len || !smtp_track_error(&t) != !r->error))) {
+		fprintf(stderr, "track: pieces wrote %zu octets, one at a time %zu\n", o2,
+			r->out_len);
+		abort();
+	}
+	free(out2);
+}
+
+#endif
