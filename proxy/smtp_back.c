@@ -314,6 +314,8 @@ static void back_ehlo_reply(struct session *s, int code, size_t len)
 	    s->back_tls)
 		drop |= SMTP_EXT_STARTTLS;
 	s->ehlo_drop = drop; /* for the replies to the client's later EHLOs */
+	s->back_chunking = code == 250 &&
+			   (smtp_ehlo_extensions(dbuf_data(&s->bin), len) & SMTP_EXT_CHUNKING);
 	if (s->replay_mail) {
 		/* the client saw mxlb's EHLO reply: this one goes unseen, and
 		 * the client's MAIL follows */
@@ -325,8 +327,6 @@ static void back_ehlo_reply(struct session *s, int code, size_t len)
 		relay_start(s);
 		return;
 	}
-	s->back_chunking = code == 250 &&
-			   (smtp_ehlo_extensions(dbuf_data(&s->bin), len) & SMTP_EXT_CHUNKING);
 	out = malloc(len);
 	if (!out) {
 		session_close(s, R_ERROR, "out of memory");

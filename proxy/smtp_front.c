@@ -82,11 +82,15 @@ struct front_cmd {
 static const char *check_helo(struct session *s, const struct smtp_cmd *c, const char **reply)
 {
 	(void)s;
-	if (c->arg_len == 0) {
-		*reply = c->verb == SMTP_V_EHLO ? "501 5.5.4 Syntax: EHLO hostname"
-						: "501 5.5.4 Syntax: HELO hostname";
+	*reply = c->verb == SMTP_V_EHLO ? "501 5.5.4 Syntax: EHLO hostname"
+					: "501 5.5.4 Syntax: HELO hostname";
+	if (c->arg_len == 0)
 		return "no EHLO/HELO name";
-	}
+	/* the line goes to the backend as it is: a CR or NUL in it would end
+	 * it early for some servers, which would then run what follows */
+	for (size_t i = 0; i < c->arg_len; i++)
+		if ((unsigned char)c->arg[i] < 0x20 && c->arg[i] != '\t')
+			return "control character in the EHLO/HELO name";
 	return NULL;
 }
 

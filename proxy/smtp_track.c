@@ -66,9 +66,27 @@ static void put(char *out, size_t *o, const char *p, size_t n)
 	*o += n;
 }
 
-static bool verb_is(const struct smtp_track *t, const char *verb)
+/* A backend that cuts a long line (Postfix runs its first line_length_limit
+ * octets as the command) may see any start of the verb as the verb: so a
+ * verb is judged by how it starts (XCLIENTX is refused, DATAX held for
+ * its reply, BDATX must be an exact BDAT line). */
+static bool verb_starts(const struct smtp_track *t, const char *verb)
 {
-	return strlen(verb) == t->verb_len && !strncasecmp(t->line, verb, t->verb_len);
+	size_t n = strlen(verb);
+
+	return t->verb_len >= n && !strncasecmp(t->line, verb, n);
+}
+
+/* Count one more octet of the current command line; false (and the stream
+ * failed) past SMTP_TRACK_LINE_MAX. */
+static bool line_octet(struct smtp_track *t)
+{
+	if (t->line_bytes == SMTP_TRACK_LINE_MAX) {
+		fail(t, "command line too long");
+		return false;
+	}
+	t->line_bytes++;
+	return true;
 }
 
 static void end_line(struct smtp_track *t)
@@ -89,7 +107,7 @@ static void end_line(struct smtp_track *t)
  * what is held and the rest. */
 static void decide(struct smtp_track *t, char *out, size_t *o, bool blanks_before)
 {
-	if (verb_is(t, "XCLIENT") || verb_is(t, "XFORWARD") || verb_is(t, "STARTTLS")) {
+	if (verb_starts(t, "XCLIENT") || verb_starts(t, "XFORWARD") || verb_starts(t, "STARTTLS")) {
 		put(out, o, SMTP_TRACK_REFUSED, REFUSED_LEN);
 		t->refused++;
 		t->cmds_sent++;
@@ -97,7 +115,7 @@ static void decide(struct smtp_track *t, char *out, size_t *o, bool blanks_befor
 		t->cstate = C_SKIP;
 		return;
 	}
-	if (verb_is(t, "BDAT")) {
+	if (verb_starts(t, "BDAT")) {
 		/* judged on the whole line; blanks before it are not exact */
 		if (!t->chunking)
 			fail(t, "BDAT without CHUNKING");
@@ -108,9 +126,9 @@ static void decide(struct smtp_track *t, char *out, size_t *o, bool blanks_befor
 		return;
 	}
 	/* DATA with anything after it is held too: its reply decides */
-	if (t->verb_len >= 4 && !strncasecmp(t->line, "DATA", 4))
+	if (verb_starts(t, "DATA"))
 		t->line_kind = K_DATA;
-	else if (verb_is(t, "EHLO"))
+	else if (verb_starts(t, "EHLO"))
 		t->line_kind = K_EHLO;
 	put(out, o, t->line, t->verb_len);
 	t->verb_len = 0;
@@ -151,8 +169,9 @@ static size_t cmd_step(struct smtp_track *t, const char *in, size_t n, char *out
 	switch (t->cstate) {
 	case C_START:
 		if (is_blank(c)) {
+			if (!line_octet(t))
+				return 0;
 			put(out, o, &c, 1);
-			t->line_bytes++;
 			return 1;
 		}
 		if (c == '\0') {
@@ -174,8 +193,9 @@ static size_t cmd_step(struct smtp_track *t, const char *in, size_t n, char *out
 			fail(t, "NUL in a command line");
 			return 0;
 		}
+		if (!line_octet(t))
+			return 0;
 		t->line[t->verb_len++] = c;
-		t->line_bytes++;
 		return 1;
 	case C_BDAT:
 		if (c == '\0' || t->verb_len == sizeof(t->line)) {
@@ -197,28 +217,27 @@ static size_t cmd_step(struct smtp_track *t, const char *in, size_t n, char *out
 				t->mode = M_BDAT;
 		}
 		return 1;
-	case C_REST:
-		if (room > SMTP_TRACK_LINE_MAX + 1 - t->line_bytes)
-			room = SMTP_TRACK_LINE_MAX + 1 - t->line_bytes;
+	case C_REST: {
+		/* line_bytes never exceeds the limit: the octet that would is
+		 * not sent */
+		size_t allowed = SMTP_TRACK_LINE_MAX - t->line_bytes;
+
 		if (n > room)
 			n = room;
-		while (i < n && in[i] != '\r' && in[i] != '\n' && in[i] != '\0')
+		while (i < n && in[i] != '\r' && in[i] != '\n' && in[i] != '\0' && i < allowed)
 			i++;
 		put(out, o, in, i);
-		t->line_bytes += i;
-		if (t->line_bytes > SMTP_TRACK_LINE_MAX) {
-			/* the octet over the limit is not sent */
-			(*o)--;
-			fail(t, "command line too long");
-			return i - 1;
-		}
+		t->line_bytes += (uint32_t)i;
 		if (i == n)
 			return i;
+		if (i == allowed && in[i] != '\r' && in[i] != '\n' && in[i] != '\0') {
+			fail(t, "command line too long");
+			return i;
+		}
 		if (in[i] == '\0') {
 			fail(t, "NUL in a command line");
 		} else if (in[i] == '\r') {
 			t->cstate = C_CR; /* held until we know it ends the line */
-			t->line_bytes++;
 			i++;
 		} else {
 			/* a strict backend would read on: the line ends
@@ -226,6 +245,7 @@ static size_t cmd_step(struct smtp_track *t, const char *in, size_t n, char *out
 			fail(t, "bare <LF> in a command line");
 		}
 		return i;
+	}
 	case C_CR:
 		if (c != '\n') {
 			fail(t, "bare <CR> in a command line");

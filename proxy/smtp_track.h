@@ -9,10 +9,12 @@
  *
  *  - A command line ends at CRLF. Its verb is the first token after
  *    optional leading SP/HTAB/VT/FF, ended by any of those or CR,
- *    case-insensitive. XCLIENT, XFORWARD and STARTTLS lines are replaced
- *    by SMTP_TRACK_REFUSED (an unknown verb the backend refuses, in order
- *    with the other pipelined replies).
- *  - After a line whose verb starts with DATA, or an EHLO, nothing more
+ *    case-insensitive, and judged by how it starts (a backend that cuts a
+ *    long line may see only its start). Lines whose verb starts with
+ *    XCLIENT, XFORWARD or STARTTLS are replaced by SMTP_TRACK_REFUSED (an
+ *    unknown verb the backend refuses, in order with the other pipelined
+ *    replies).
+ *  - After a line whose verb starts with DATA or EHLO, nothing more
  *    goes to the backend until its reply is seen: 354 starts message text,
  *    anything else keeps reading commands (so a refused DATA cannot smuggle
  *    commands as "text"); an EHLO's reply is handed to the relay to filter.
@@ -47,8 +49,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* What a refused command line is replaced by. */
-#define SMTP_TRACK_REFUSED "XCLIENT-REFUSED-BY-PROXY\r\n"
+/* What a refused command line is replaced by: an unknown verb no start of
+ * which is a verb either (a backend that cuts a long line after leading
+ * blanks sees only a start of it). */
+#define SMTP_TRACK_REFUSED "X-MXLB-REFUSED\r\n"
 /* out of smtp_track_client() must hold len + SMTP_TRACK_SLACK octets */
 #define SMTP_TRACK_SLACK 128
 /* The longest command line passed (RFC 4954's limit for an AUTH line with

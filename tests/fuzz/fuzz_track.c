@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct track_run r; /* the model's buffers are large */
 	uint32_t decisions;
 
-	if (size < 9 || size > 8192)
+	if (size < 9 || size > 20000)
 		return 0;
 	decisions = (uint32_t)data[1] | (uint32_t)data[2] << 8 | (uint32_t)data[3] << 16 |
 		    (uint32_t)data[4] << 24;

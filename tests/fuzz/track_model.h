@@ -4,8 +4,9 @@
  * tracker's: lines, tokens, DATA to a "." line, BDAT by length.
  *
  * Three framings: FR_CRLF (only CRLF ends a line, a strict server),
- * FR_LF (LF ends a line, a CR before it is dropped: Postfix before 3.9),
- * FR_ANY (CR, LF or CRLF end a line: the most lenient reading). The model
+ * FR_LF (LF ends a line, a CR before it is dropped, a command is its
+ * first 2048 octets: Postfix before 3.9), FR_ANY (CR, LF or CRLF end a
+ * line, a command is its first 512 octets: the most lenient reading). The model
  * answers like a server and its replies go back to the tracker, so the
  * tracker is driven by the backend it guards.
  *
@@ -13,7 +14,8 @@
  * was in message text or a chunk (TAG_TEXT), or in commands (TAG_CMD).
  * The model aborts when it takes an octet as a command that the tracker
  * wrote as text, or the reverse (they disagree on framing), and when it
- * executes XCLIENT, XFORWARD or STARTTLS.
+ * executes XCLIENT, XFORWARD or STARTTLS. The driver also checks that what
+ * the tracker writes as text is exactly what the client sent as text.
  */
 #ifndef MXLB_TRACK_MODEL_H
 #define MXLB_TRACK_MODEL_H
@@ -111,13 +113,19 @@ static inline bool model_tok_is(const char *tok, size_t n, const char *word)
 static inline void model_command(struct model *m)
 {
 	const char *verb, *arg1, *arg2, *arg3;
-	size_t vn = model_token(m->line, m->len, 0, &verb);
-	size_t n1 = model_token(m->line, m->len, 1, &arg1);
-	size_t n2 = model_token(m->line, m->len, 2, &arg2);
-	size_t n3 = model_token(m->line, m->len, 3, &arg3);
+	size_t vn, n1, n2, n3;
 
 	(void)arg3;
-	if (m->overflow) {
+	/* a server that cuts a long line runs its start as the command */
+	if (m->framing == FR_LF && m->len > 2048)
+		m->len = 2048;
+	if (m->framing == FR_ANY && m->len > 512)
+		m->len = 512;
+	vn = model_token(m->line, m->len, 0, &verb);
+	n1 = model_token(m->line, m->len, 1, &arg1);
+	n2 = model_token(m->line, m->len, 2, &arg2);
+	n3 = model_token(m->line, m->len, 3, &arg3);
+	if (m->overflow && m->framing == FR_CRLF) {
 		model_reply(m, "500 5.5.0 Error: line too long\r\n");
 		return;
 	}
@@ -296,14 +304,16 @@ static inline void track_drive(struct track_run *r, const char *in, size_t len, 
 	struct smtp_track t;
 	char out[1 + SMTP_TRACK_SLACK];
 	uint8_t tags[sizeof(out)];
-	size_t cap = 4 * len + 256, off = 0, fed = 0, o2 = 0;
-	char *out2;
+	size_t cap = 4 * len + 256, off = 0, fed = 0, o2 = 0, tin = 0, tout = 0;
+	char *out2, *text_in, *text_out;
 
 	model_init(&r->m, framing, chunking, decisions);
 	smtp_track_init(&t, chunking);
 	r->out = malloc(cap);
 	out2 = malloc(cap);
-	if (!r->out || !out2)
+	text_in = malloc(len + 1);
+	text_out = malloc(cap);
+	if (!r->out || !out2 || !text_in || !text_out)
 		abort();
 	r->out_len = 0;
 	r->stalled = false;
@@ -316,6 +326,17 @@ static inline void track_drive(struct track_run *r, const char *in, size_t len, 
 		if (outlen > 1 + SMTP_TRACK_SLACK || used > 1 || r->out_len + outlen > cap)
 			abort();
 		memset(tags, tag, outlen);
+		/* text out is text in, octet for octet (held octets come later) */
+		if (tag == TAG_TEXT) {
+			memcpy(text_in + tin, in + off, used);
+			tin += used;
+			memcpy(text_out + tout, out, outlen);
+			tout += outlen;
+			if (tout > tin || memcmp(text_out, text_in, tout)) {
+				fprintf(stderr, "track: message text altered\n");
+				abort();
+			}
+		}
 		memcpy(r->out + r->out_len, out, outlen);
 		r->out_len += outlen;
 		model_feed(&r->m, out, tags, outlen);
@@ -372,6 +393,8 @@ static inline void track_drive(struct track_run *r, const char *in, size_t len, 
 		abort();
 	}
 	free(out2);
+	free(text_in);
+	free(text_out);
 }
 
 #endif

@@ -165,6 +165,19 @@ def test_second_ehlo_reply_filtered(env):
     assert mx.stop() == 0
 
 
+def test_control_characters_in_the_routing_ehlo_refused(env):
+    """The routing line goes to the backend as the client wrote it: a CR
+    or NUL in it would end it early for some servers."""
+    sink = env.sink("--xclient")
+    mx = env.mxlb([sink.port], pool={"handoff": "xclient"})
+    c = Client(mx.port)
+    assert c.reply()[0] == 220
+    assert c.cmd(b"EHLO foo\rXCLIENT ADDR=6.6.6.6")[0] == 501
+    assert c.cmd(b"EHLO foo\x00bar")[0] == 501
+    assert c.cmd(b"EHLO good.test")[0] == 250
+    assert mx.stop() == 0
+
+
 def test_long_command_line_fails_closed(env):
     sink, mx, c = xclient_env(env)
     c.send(b"NOOP " + b"a" * 20000 + b"\r\nXCLIENT ADDR=6.6.6.6\r\n")

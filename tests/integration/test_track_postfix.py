@@ -101,6 +101,21 @@ def test_spoofed_xclient_xforward_never_reach_postfix(rig):
     rig.check_postfix(ports)
 
 
+@pytest.mark.parametrize("line", [b" " * 2041 + b"XCLIENTX ADDR=203.0.113.66",
+                                  b" " * 2040 + b"XFORWARDX NAME=x ADDR=6.6.6.13",
+                                  b"\t" * 2040 + b"STARTTLS-whatever"],
+                         ids=["xclient", "xforward", "starttls"])
+def test_verb_cut_at_postfix_line_limit(rig, line):
+    """Postfix runs the first 2048 octets of a longer line as the command:
+    blanks that push the verb across that point make XCLIENTX an XCLIENT
+    there. Postfix must answer as to an unknown command, not run it."""
+    port, got = rig.session(line + b"\r\nQUIT\r\n")
+    # "command not recognized", or Postfix's "I can break rules, too" and a
+    # close for a line of tabs; never its XCLIENT 501 or STARTTLS 220
+    assert got[0][0] in (500, 221) and got[-1][0] == 221, got
+    rig.check_postfix([port])
+
+
 def test_messages_after_spoofs_arrive_intact(rig):
     body = b"Subject: after spoofs\r\n\r\nXCLIENT ADDR=6.6.6.1 is text here\r\n..dot\r\n"
     stream = b"\r\n".join(SPOOFS) + b"\r\n" + ENV

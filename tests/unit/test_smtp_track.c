@@ -51,9 +51,52 @@ static void test_refused_commands(void **state)
 	(void)state;
 	expect("XCLIENT ADDR=1.2.3.4\r\nNOOP\r\nxforward NAME=x\r\nStartTLS\r\nQUIT\r\n", true, 0,
 	       R "NOOP\r\n" R R "QUIT\r\n", NULL);
-	/* look-alikes pass */
-	expect("XCLIENTS a\r\nXCLIEN\r\nMAIL FROM:<XCLIENT@x>\r\n", true, 0,
-	       "XCLIENTS a\r\nXCLIEN\r\nMAIL FROM:<XCLIENT@x>\r\n", NULL);
+	/* look-alikes pass; a verb that only starts with one is refused (a
+	 * backend that cuts the line may see just its start) */
+	expect("XCLIEN\r\nMAIL FROM:<XCLIENT@x>\r\nXCLIENTS a\r\n", true, 0,
+	       "XCLIEN\r\nMAIL FROM:<XCLIENT@x>\r\n" R, NULL);
+}
+
+/* Postfix runs the first 2048 octets of a long line as the command: blanks
+ * that push "XCLIENTX" across that point make its verb XCLIENT there. */
+static void test_verb_cut_by_the_backend_refused(void **state)
+{
+	static char in[2200], want[2200];
+
+	(void)state;
+	memset(in, ' ', 2041);
+	strcpy(in + 2041, "XCLIENTX ADDR=203.0.113.66\r\nNOOP\r\n");
+	memset(want, ' ', 2041);
+	strcpy(want + 2041, R "NOOP\r\n");
+	for (int fr = 0; fr < FR_COUNT; fr++) {
+		uint8_t step = 100;
+
+		track_drive(&run, in, strlen(in), fr, true, 0, &step, 1);
+		assert_null(run.error);
+		assert_int_equal(run.out_len, strlen(want));
+		assert_memory_equal(run.out, want, run.out_len);
+		free(run.out);
+	}
+}
+
+/* Leading blanks count towards the line limit too. */
+static void test_blanks_over_the_limit_fail(void **state)
+{
+	size_t n = SMTP_TRACK_LINE_MAX + 10;
+	char *in = malloc(n + 3);
+
+	(void)state;
+	memset(in, ' ', n);
+	strcpy(in + n, "\r\n");
+	for (int fr = 0; fr < FR_COUNT; fr++) {
+		uint8_t step = 255;
+
+		track_drive(&run, in, n + 2, fr, true, 0, &step, 1);
+		assert_string_equal(run.error, "command line too long");
+		assert_int_equal(run.out_len, SMTP_TRACK_LINE_MAX);
+		free(run.out);
+	}
+	free(in);
 }
 
 /* Postfix tokenizes on any blank: leading blanks and other separators. */
@@ -270,6 +313,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_refused_commands),
 		cmocka_unit_test(test_refused_after_blanks),
+		cmocka_unit_test(test_verb_cut_by_the_backend_refused),
+		cmocka_unit_test(test_blanks_over_the_limit_fail),
 		cmocka_unit_test(test_bare_cr_in_command_fails),
 		cmocka_unit_test(test_nul_fails),
 		cmocka_unit_test(test_data_accepted_passes_body),
