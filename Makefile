@@ -1,28 +1,53 @@
 # mxlb - see README.md. `make`, `make run`, `make test`, `make fuzz`,
-# `make SANITIZE=1 test`.
+# `make SANITIZE=1 test`, `make deps`.
+#
+# Packages (SPEC section 12): `make` alone installs nothing; it checks that
+# the build packages are there and, when one is missing, stops before
+# compiling and says so. `make deps` installs them; `make run`, `make test`
+# (and unit, integration, test-bench), `make bench`, `make compare` and
+# `make fuzz` install what they need. Either way tests/deps.sh runs at most
+# once per make, for every goal at once, and before anything compiles: each
+# compile has its stamp as an order-only prerequisite.
+#
+# Flags: CFLAGS (default -g -O2), CPPFLAGS, LDFLAGS and LDLIBS from the
+# environment or the command line come after mxlb's own, so a packager's
+# flags are added to them. -Werror only in developer builds (CFLAGS not
+# given); WERROR=-Werror or WERROR= to choose.
+#
+# Every library source (core/ config/ tls/ proxy/ but proxy/main.c) goes into
+# libmxlb.a, which mxlb, the unit tests (tests/unit/test_*.c) and the bench
+# tools link: each takes only the objects it needs. bench/*.c other than the
+# tools' own files is their toolkit. Fuzz targets (tests/fuzz/fuzz_*.c) link
+# a clang-built archive of the same sources. New files are found by wildcard.
 
-CC ?= cc
-.SECONDEXPANSION:
 BUILD := build
 ifeq ($(SANITIZE),1)
 VARIANT := asan
-OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+SAN := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 else
 VARIANT := rel
-OPT := -O2
+SAN :=
 endif
 OBJ := $(BUILD)/$(VARIANT)
 
+ifeq ($(origin CFLAGS),undefined)
+WERROR ?= -Werror
+endif
+CFLAGS ?= -g -O2
 SSL_CFLAGS := -I/usr/include/android
 SSL_LIBS := -L/usr/lib/x86_64-linux-gnu/android -Wl,-rpath,/usr/lib/x86_64-linux-gnu/android -lssl -lcrypto
-WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
-CFLAGS := -std=gnu11 -g $(OPT) $(WARN) -D_GNU_SOURCE -I. $(SSL_CFLAGS) -MMD -MP
-LDFLAGS := $(OPT)
-LIBS := -luring -lyaml $(SSL_LIBS) -lpthread
+WARN := -Wall -Wextra $(WERROR) -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
+MXLB_CFLAGS := -std=gnu11 -D_GNU_SOURCE -I. $(SSL_CFLAGS) $(WARN)
+COMPILE = $(CC) $(MXLB_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(SAN) -MMD -MP
+LINK = $(CC) $(CFLAGS) $(SAN) $(LDFLAGS)
+LIBS = -luring -lyaml $(SSL_LIBS) -lpthread $(LDLIBS)
 
 LIB_SRCS := $(wildcard core/*.c config/*.c tls/*.c) $(filter-out proxy/main.c,$(wildcard proxy/*.c))
-LIB_OBJS := $(LIB_SRCS:%.c=$(OBJ)/%.o)
 LIBA := $(OBJ)/libmxlb.a
+TOOL_MAINS := bench/bench.c bench/sink.c
+TOOL_SRCS := $(filter-out $(TOOL_MAINS),$(wildcard bench/*.c))
+TOOLA := $(OBJ)/libbenchtool.a
+BINS := $(BUILD)/mxlb $(BUILD)/mxlb-sink $(BUILD)/mxlb-bench
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(OBJ)/tests/%)
@@ -30,91 +55,123 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 20
 
-# mxlb-bench (the load generator) is built once its source exists.
-BINS := $(BUILD)/mxlb $(BUILD)/mxlb-sink $(if $(wildcard bench/bench.c),$(BUILD)/mxlb-bench)
+.PHONY: all run test unit integration test-bench fuzz bench compare clean deps deps-test FORCE
+all: $(BINS)
 
-.PHONY: all run test unit integration fuzz bench compare clean deps deps-test FORCE
-all: deps $(BINS)
+# ---- packages: one stamp for the goals of this make (see the top)
 
-deps:
-	@tests/deps.sh build
-deps-test:
-	@tests/deps.sh test
+DEPS_FOR_deps := build
+DEPS_FOR_run := build
+DEPS_FOR_bench := build
+DEPS_FOR_compare := build
+DEPS_FOR_deps-test := test
+DEPS_FOR_test := test
+DEPS_FOR_unit := test
+DEPS_FOR_integration := test
+DEPS_FOR_test-bench := test
+DEPS_FOR_fuzz := fuzz
+DEPS_SETS := $(sort $(foreach g,$(MAKECMDGOALS),$(DEPS_FOR_$(g))))
+empty :=
+space := $(empty) $(empty)
+DEPS_STAMP := $(BUILD)/.deps/$(if $(DEPS_SETS),$(subst $(space),+,$(DEPS_SETS)),check)
+# `make DEPS_CHECK=` skips the check of `make` alone (packages installed
+# some other way than Debian's).
+DEPS_CHECK ?= 1
 
-# The binaries are rebuilt when the variant (plain or sanitized) changes.
+$(DEPS_STAMP): tests/deps.sh $(if $(filter deps deps-test,$(MAKECMDGOALS)),FORCE)
+	@mkdir -p $(@D)
+	@$(if $(DEPS_SETS),tests/deps.sh $(DEPS_SETS),$(if $(DEPS_CHECK),tests/deps.sh --check build,:))
+	@touch $@
+
+deps deps-test: $(DEPS_STAMP)
+
+# ---- compiling and linking
+
+# The binaries are relinked when the variant (plain or sanitized) changes.
 $(BUILD)/.variant: FORCE
 	@mkdir -p $(BUILD)
 	@[ "$$(cat $@ 2>/dev/null)" = "$(VARIANT)" ] || echo $(VARIANT) > $@
 
-$(OBJ)/%.o: %.c
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+$(OBJ)/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(COMPILE) -c -o $@ $<
 
-$(LIBA): $(LIB_OBJS)
+$(LIBA): $(LIB_SRCS:%.c=$(OBJ)/%.o)
 	@rm -f $@
-	ar rcs $@ $^
+	$(AR) rcs $@ $^
+
+$(TOOLA): $(TOOL_SRCS:%.c=$(OBJ)/%.o)
+	@rm -f $@
+	$(AR) rcs $@ $^
 
 $(BUILD)/mxlb: $(OBJ)/proxy/main.o $(LIBA) $(BUILD)/.variant
-	$(CC) $(LDFLAGS) -o $@ $(OBJ)/proxy/main.o $(LIBA) $(LIBS)
-# Tools and tests link only the objects they use, so each builds on its own.
-SINK_OBJS := bench/sink.o proxy/proxy_proto.o config/config.o
-BENCH_OBJS := bench/bench.o proxy/smtp_parse.o config/config.o
-$(BUILD)/mxlb-sink: $(SINK_OBJS:%=$(OBJ)/%) $(BUILD)/.variant
-	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS)
-$(BUILD)/mxlb-bench: $(BENCH_OBJS:%=$(OBJ)/%) $(BUILD)/.variant
-	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS) -lm
+	$(LINK) -o $@ $< $(LIBA) $(LIBS)
+$(BUILD)/mxlb-sink: $(OBJ)/bench/sink.o $(TOOLA) $(LIBA) $(BUILD)/.variant
+	$(LINK) -o $@ $< $(TOOLA) $(LIBA) $(LIBS)
+$(BUILD)/mxlb-bench: $(OBJ)/bench/bench.o $(TOOLA) $(LIBA) $(BUILD)/.variant
+	$(LINK) -o $@ $< $(TOOLA) $(LIBA) $(LIBS) -lm
 
-# Each unit test: its own object plus the modules it tests.
-UNIT_DEPS_test_config := config/config.o
-UNIT_DEPS_test_smtp_parse := proxy/smtp_parse.o
-UNIT_DEPS_test_proxy_proto := proxy/proxy_proto.o
-UNIT_DEPS_test_smtp_track := proxy/smtp_track.o
-UNIT_DEPS_test_clienthello := tls/clienthello.o
-UNIT_DEPS_test_balance := proxy/pool.o proxy/lb_roundrobin.o proxy/lb_leastconn.o proxy/lb_chash.o \
-	proxy/lb_random.o
-$(OBJ)/tests/%: $(OBJ)/tests/unit/%.o $$(addprefix $(OBJ)/,$$(UNIT_DEPS_$$*))
-	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIBS) -lcmocka
+$(UNIT_BINS): $(OBJ)/tests/%: $(OBJ)/tests/unit/%.o $(LIBA)
+	$(LINK) -o $@ $< $(LIBA) $(LIBS) -lcmocka
+
+# ---- running
 
 run: all
 	@tests/quickstart.sh
 
-unit: deps-test $(UNIT_BINS)
+# pytest in tests/$(1). With PYTEST_ARGS (say -k tls) a folder where
+# nothing matches (pytest's status 5) is no failure.
+pytest = cd tests/$(1) && MXLB_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -rs \
+	$(PYTEST_ARGS)$(if $(PYTEST_ARGS), || [ $$? -eq 5 ])
+
+unit: $(UNIT_BINS) | $(DEPS_STAMP)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-integration: deps-test $(BINS)
-	cd tests/integration && MXLB_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -q -rs $(PYTEST_ARGS)
+integration: $(BINS) | $(DEPS_STAMP)
+	$(call pytest,integration)
 
-test: deps-test all
+# The bench tools' own tests: mxlb-sink, mxlb-bench, bench/compare.sh.
+test-bench: $(BINS) | $(DEPS_STAMP)
+	$(call pytest,bench)
+
+# Everything is built first (in parallel with -j), then run one suite
+# after the other.
+test: $(BINS) $(UNIT_BINS) | $(DEPS_STAMP)
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory integration
+	$(MAKE) --no-print-directory test-bench
 
-# libFuzzer targets, built with clang against the library sources.
-FUZZ_CFLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -I. $(SSL_CFLAGS) -fsanitize=fuzzer,address,undefined
-FUZZ_DEPS_fuzz_command := proxy/smtp_parse.c
-FUZZ_DEPS_fuzz_reply := proxy/smtp_parse.c
-FUZZ_DEPS_fuzz_proxy := proxy/proxy_proto.c
-FUZZ_DEPS_fuzz_track := proxy/smtp_track.c
-FUZZ_DEPS_fuzz_config := config/config.c
-FUZZ_DEPS_fuzz_clienthello := tls/clienthello.c
-$(BUILD)/fuzz/%: tests/fuzz/%.c $$(FUZZ_DEPS_$$*)
-	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^) $(LIBS)
+# libFuzzer targets: clang, the library sources instrumented in an archive
+# of their own.
+FUZZ_CC ?= clang
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -I. $(SSL_CFLAGS)
+FUZZ_OBJ := $(BUILD)/fuzz/obj
+FUZZ_LIBA := $(BUILD)/fuzz/libmxlb-fuzz.a
 
-fuzz:
-	@tests/deps.sh fuzz
-	$(MAKE) --no-print-directory $(FUZZ_BINS)
+$(FUZZ_OBJ)/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c -o $@ $<
+
+$(FUZZ_LIBA): $(LIB_SRCS:%.c=$(FUZZ_OBJ)/%.o)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(FUZZ_BINS): $(BUILD)/fuzz/%: $(FUZZ_OBJ)/tests/fuzz/%.o $(FUZZ_LIBA)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIBA) $(LIBS)
+
+fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); \
 	  mkdir -p $(BUILD)/fuzz/corpus-$$n; \
 	  echo "== $$n for $(FUZZ_SECONDS)s"; \
 	  d=; [ -f tests/fuzz/$$n.dict ] && d=-dict=tests/fuzz/$$n.dict; \
 	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $$d $(BUILD)/fuzz/corpus-$$n tests/fuzz/corpus/$$n 2>&1 | tail -3; done
 
-# The load generator and the side-by-side comparison are not built yet.
+# Benchmarks: bench/README.md.
 bench: all
-	@bench/bench.sh
+	@MXLB_BUILD=$(abspath $(BUILD)) bench/bench.sh
 
 compare: all
-	@bench/compare.sh
+	@MXLB_BUILD=$(abspath $(BUILD)) bench/compare.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -18,33 +18,24 @@
  * The main thread waits for SIGINT/SIGTERM, prints the progress line, says
  * "held N" in --hold mode, and prints the summary once every worker is done.
  */
+#include "bench/tool.h"
 #include "config/config.h"
 #include "proxy/smtp_parse.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
-#include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -58,7 +49,6 @@
 #define BENCH_LINE_MAX 78 /* body lines, CRLF included (RFC 5322 2.1.1 asks <= 78 + CRLF) */
 #define BENCH_SIZE_MAX (256ull << 20)
 #define BENCH_THREADS_MAX 64
-#define BENCH_EVENTS 256
 #define BENCH_TICK_MS 100 /* the main thread's look at the workers */
 #define BENCH_PROGRESS_AFTER_MS 2000 /* no progress line on shorter runs */
 #define BENCH_ERRORS_SHOWN 5 /* error lines on stderr, the rest only counted */
@@ -115,29 +105,6 @@ static struct {
 
 static SSL_CTX *tls_ctx;
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
-/* Usage and setup errors: exit status 2. */
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("mxlb-bench: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(2);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- latency histograms */
 
 /*
@@ -151,7 +118,7 @@ static uint64_t now_ns(void)
 #define HIST_MAX_US 60000000ull
 #define HIST_BUCKETS 2560
 
-struct hist {
+struct bench_hist {
 	uint64_t count;
 	uint64_t max;
 	uint64_t sum;
@@ -182,7 +149,7 @@ static uint64_t hist_bucket_top(unsigned i)
 	return ((m + 1) << shift) - 1;
 }
 
-static void hist_record(struct hist *h, uint64_t us)
+static void hist_record(struct bench_hist *h, uint64_t us)
 {
 	if (us > HIST_MAX_US)
 		us = HIST_MAX_US;
@@ -193,7 +160,7 @@ static void hist_record(struct hist *h, uint64_t us)
 		h->max = us;
 }
 
-static void hist_merge(struct hist *into, const struct hist *h)
+static void hist_merge(struct bench_hist *into, const struct bench_hist *h)
 {
 	for (unsigned i = 0; i < HIST_BUCKETS; i++)
 		into->n[i] += h->n[i];
@@ -205,7 +172,7 @@ static void hist_merge(struct hist *into, const struct hist *h)
 
 /* The value below which pct percent of the samples lie (to the bucket's
  * precision, never above the largest sample); 0 when there are none. */
-static uint64_t hist_percentile(const struct hist *h, double pct)
+static uint64_t hist_percentile(const struct bench_hist *h, double pct)
 {
 	uint64_t rank, seen = 0;
 
@@ -246,7 +213,7 @@ struct stats {
 	uint64_t tls_resumed;
 	uint64_t by_code[600];
 	uint64_t by_kind[ERR_KINDS];
-	struct hist setup, message;
+	struct bench_hist setup, message;
 };
 
 /* ---- the run, shared by all threads */
@@ -269,38 +236,24 @@ static struct {
 
 /* ---- types */
 
-/* What an epoll event points at: the first member of each source. */
-enum src_kind { SRC_WAKE, SRC_SESS };
-
-struct sess;
-
-/* Sessions waiting for a reply or a write. Every wait has the same length
- * (--timeout), so appending keeps the queue sorted. */
-struct tqueue {
-	struct sess *head, *tail;
-	uint64_t ns;
-};
-
-struct worker {
+struct bench_worker {
 	int id;
-	int epfd;
-	enum src_kind wake_kind; /* the eventfd's epoll cookie */
-	int wakefd;
+	struct tool_loop loop;
 	int stop_seen; /* the stop level acted on */
 	pthread_t thread;
 	unsigned slots; /* this thread's share of --concurrency */
 	unsigned nsess;
 	uint64_t opened;
 	bool claimed_out; /* run_claim() said no: it will not say yes again */
-	struct sess *sessions; /* every open session */
-	struct tqueue tq;
+	struct tool_list sessions; /* every open session */
+	struct tool_tqueue tq; /* sessions waiting for a reply or a write (--timeout) */
 	uint64_t msg_seq; /* Message-IDs */
 	SSL_SESSION *resume; /* --resume: the last session ticket */
 	uint64_t end; /* ns: when the last session ended */
 	_Alignas(64) struct stats st;
 };
 
-static struct worker workers[BENCH_THREADS_MAX];
+static struct bench_worker workers[BENCH_THREADS_MAX];
 
 /*
  * A session, from the client's side. Each state but CONNECT, TLS, HOLD and
@@ -348,13 +301,11 @@ static const struct {
 struct xport;
 
 struct sess {
-	enum src_kind kind;
+	struct tool_source src;
 	int fd;
-	struct worker *w;
-	struct sess *prev, *next; /* w->sessions */
-	struct sess *tprev, *tnext; /* in w->tq when armed */
-	bool armed;
-	uint64_t deadline;
+	struct bench_worker *w;
+	struct tool_link link; /* w->sessions */
+	struct tool_timer timer; /* in w->tq */
 
 	enum sess_state state;
 	const struct xport *xp;
@@ -397,56 +348,6 @@ struct xport {
 static void sess_enter(struct sess *s, enum sess_state state);
 static void sess_set_state(struct sess *s, enum sess_state state);
 static void sess_run(struct sess *s);
-
-/* ---- timer queue */
-
-static void tq_arm(struct tqueue *q, struct sess *s)
-{
-	s->deadline = now_ns() + q->ns;
-	s->armed = true;
-	s->tnext = NULL;
-	s->tprev = q->tail;
-	if (q->tail)
-		q->tail->tnext = s;
-	else
-		q->head = s;
-	q->tail = s;
-}
-
-static void tq_disarm(struct tqueue *q, struct sess *s)
-{
-	if (!s->armed)
-		return;
-	if (s->tprev)
-		s->tprev->tnext = s->tnext;
-	else
-		q->head = s->tnext;
-	if (s->tnext)
-		s->tnext->tprev = s->tprev;
-	else
-		q->tail = s->tprev;
-	s->armed = false;
-	s->tprev = s->tnext = NULL;
-}
-
-/* Progress was made: the wait starts again. */
-static void tq_touch(struct tqueue *q, struct sess *s)
-{
-	tq_disarm(q, s);
-	tq_arm(q, s);
-}
-
-/* The epoll_wait timeout (ms, -1 for none) for the earliest deadline. */
-static int tq_timeout(const struct tqueue *q)
-{
-	uint64_t now = now_ns();
-
-	if (!q->head)
-		return -1;
-	if (q->head->deadline <= now)
-		return 0;
-	return (int)((q->head->deadline - now + 999999) / 1000000);
-}
 
 /* ---- transports */
 
@@ -523,7 +424,7 @@ static void tls_init(void)
 {
 	tls_ctx = SSL_CTX_new(TLS_client_method());
 	if (!tls_ctx)
-		die("SSL_CTX_new failed");
+		tool_die("SSL_CTX_new failed");
 	SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION);
 	SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 					  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -538,7 +439,7 @@ static void tls_init(void)
 	}
 	if (cfg.tls_ca) {
 		if (SSL_CTX_load_verify_locations(tls_ctx, cfg.tls_ca, NULL) != 1)
-			die("--tls-ca %s: cannot load it", cfg.tls_ca);
+			tool_die("--tls-ca %s: cannot load it", cfg.tls_ca);
 		SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
 	} else {
 		SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
@@ -600,10 +501,10 @@ static void error_show(struct sess *s, const char *what, const char *text, size_
 	len = first_line(text, len);
 	if (len > 200)
 		len = 200;
-	fprintf(stderr, "mxlb-bench: %s %s%s%.*s\n", what, sess_states[s->state].action,
-		len ? ": " : "", (int)len, text);
+	tool_log("%s %s%s%.*s", what, sess_states[s->state].action, len ? ": " : "", (int)len,
+		 text);
 	if (n + 1 == BENCH_ERRORS_SHOWN && !cfg.verbose)
-		fprintf(stderr, "mxlb-bench: further errors are only counted\n");
+		tool_log("further errors are only counted");
 }
 
 static void error_count(struct sess *s, int code, enum err_kind kind)
@@ -806,13 +707,11 @@ static void message_build(void)
 		msg.hdr_len++;
 	}
 	if (cfg.size < msg.hdr_len)
-		die("--size %" PRIu64 " is below the %zu octets of the header block", cfg.size,
+		tool_die("--size %" PRIu64 " is below the %zu octets of the header block", cfg.size,
 		    msg.hdr_len);
 	text_len = cfg.size - msg.hdr_len;
-	text = malloc(text_len ? text_len : 1);
-	msg.body = malloc(2 * text_len + 3);
-	if (!text || !msg.body)
-		die("out of memory");
+	text = tool_xmalloc(text_len);
+	msg.body = tool_xmalloc(2 * text_len + 3);
 	body_text(text, text_len);
 	msg.body_len = dot_stuff(msg.body, text, text_len);
 	memcpy(msg.body + msg.body_len, ".\r\n", 3);
@@ -863,14 +762,13 @@ static void sess_established(struct sess *s)
 {
 	struct stats *st = &s->w->st;
 
-	hist_record(&st->setup, (now_ns() - s->t_start) / 1000);
+	hist_record(&st->setup, (tool_now_ns() - s->t_start) / 1000);
 	s->established = true;
 	if (s->ssl && SSL_session_reused(s->ssl))
 		st->tls_resumed++;
 	if (cfg.pipelining && !s->ext_pipelining &&
 	    !atomic_exchange_explicit(&run.no_pipelining_said, true, memory_order_relaxed))
-		fprintf(stderr, "mxlb-bench: the server does not advertise PIPELINING: "
-				"commands go one by one\n");
+		tool_log("the server does not advertise PIPELINING: commands go one by one");
 	if (cfg.hold)
 		sess_enter(s, S_HOLD);
 	else
@@ -885,7 +783,7 @@ static void msg_done(struct sess *s, int code, const char *text, size_t len)
 	if (s->body_aborted) {
 		/* counted when the command was refused; this reply means nothing */
 	} else if (code == 250) {
-		hist_record(&st->message, (now_ns() - s->t_msg) / 1000);
+		hist_record(&st->message, (tool_now_ns() - s->t_msg) / 1000);
 		atomic_fetch_add_explicit(&st->messages_ok, 1, memory_order_relaxed);
 		s->msgs_done++;
 		s->in_msg = false;
@@ -907,8 +805,7 @@ static void msg_command_refused(struct sess *s, int code, const char *text, size
 static void sess_reply(struct sess *s, int code, const char *p, size_t len)
 {
 	if (cfg.verbose)
-		fprintf(stderr, "mxlb-bench: [%d.%p] <- %.*s\n", s->w->id, (void *)s,
-			(int)first_line(p, len), p);
+		tool_log("[%d.%p] <- %.*s", s->w->id, (void *)s, (int)first_line(p, len), p);
 	if (code == 421 && s->state != S_QUIT) {
 		/* the server is closing the channel, whatever it was asked */
 		sess_fail(s, code, ERR_PROTOCOL, p, len);
@@ -1044,8 +941,8 @@ static const char *sess_state_name(enum sess_state state)
 static void sess_set_state(struct sess *s, enum sess_state state)
 {
 	if (cfg.verbose)
-		fprintf(stderr, "mxlb-bench: [%d.%p] %s -> %s\n", s->w->id, (void *)s,
-			sess_state_name(s->state), sess_state_name(state));
+		tool_log("[%d.%p] %s -> %s", s->w->id, (void *)s, sess_state_name(s->state),
+			 sess_state_name(state));
 	s->state = state;
 }
 
@@ -1053,7 +950,7 @@ static void sess_set_state(struct sess *s, enum sess_state state)
  * the reply to, or the handshake it drives. */
 static void sess_enter(struct sess *s, enum sess_state state)
 {
-	struct worker *w = s->w;
+	struct bench_worker *w = s->w;
 
 	sess_set_state(s, state);
 	switch (state) {
@@ -1076,7 +973,7 @@ static void sess_enter(struct sess *s, enum sess_state state)
 		break;
 	case S_MAIL:
 	case S_PIPELINE:
-		s->t_msg = now_ns();
+		s->t_msg = tool_now_ns();
 		s->in_msg = true;
 		s->msg_refused = s->body_aborted = false;
 		s->pipe_replies = 0;
@@ -1108,15 +1005,15 @@ static void sess_enter(struct sess *s, enum sess_state state)
 		cmd_queue(s, "RSET\r\n");
 		break;
 	case S_HOLD:
-		tq_disarm(&w->tq, s);
+		tool_timer_disarm(&s->timer);
 		atomic_fetch_add_explicit(&w->st.established, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&w->st.setup_done, 1, memory_order_relaxed);
 		if (atomic_load_explicit(&run.stop, memory_order_relaxed) >= STOP_QUIT)
 			sess_enter(s, S_QUIT);
 		break;
 	case S_QUIT:
-		if (!s->armed)
-			tq_arm(&w->tq, s);
+		if (!tool_timer_armed(&s->timer))
+			tool_timer_arm(&w->tq, &s->timer);
 		cmd_queue(s, "QUIT\r\n");
 		break;
 	}
@@ -1126,17 +1023,12 @@ static void sess_enter(struct sess *s, enum sess_state state)
 
 static void sess_free(struct sess *s)
 {
-	struct worker *w = s->w;
+	struct bench_worker *w = s->w;
 
-	tq_disarm(&w->tq, s);
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		w->sessions = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	tool_timer_disarm(&s->timer);
+	tool_list_remove(&w->sessions, &s->link);
 	w->nsess--;
-	w->end = now_ns();
+	w->end = tool_now_ns();
 	SSL_free(s->ssl);
 	s->ssl = NULL;
 	if (s->fd >= 0)
@@ -1257,8 +1149,8 @@ static void sess_run(struct sess *s)
 			sess_fail(s, 0, s->ssl ? ERR_TLS : ERR_CLOSED, strerror(errno),
 				  strlen(strerror(errno)));
 	}
-	if (progress && s->armed)
-		tq_touch(&s->w->tq, s);
+	if (progress && tool_timer_armed(&s->timer))
+		tool_timer_arm(&s->w->tq, &s->timer); /* progress: the wait starts again */
 }
 
 static void sess_connected(struct sess *s)
@@ -1275,16 +1167,18 @@ static void sess_connected(struct sess *s)
 	sess_enter(s, cfg.tls == TLS_IMPLICIT ? S_TLS : S_GREETING);
 }
 
-static void sess_event(struct sess *s, uint32_t events)
+static void sess_event(struct tool_source *src, uint32_t events)
 {
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+	struct sess *s = TOOL_CONTAINER(src, struct sess, src);
+
+	if (tool_ev_readable(events))
 		s->rd_ready = true;
-	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+	if (tool_ev_ended(events))
 		s->rdhup = true;
-	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+	if (tool_ev_writable(events))
 		s->wr_blocked = false;
 	if (s->state == S_CONNECT) {
-		if (!(events & (EPOLLOUT | EPOLLHUP | EPOLLERR)))
+		if (!tool_ev_writable(events))
 			return;
 		sess_connected(s);
 	}
@@ -1294,28 +1188,21 @@ static void sess_event(struct sess *s, uint32_t events)
 
 /* Opens a session: socket, connect, timer. Connect failures are counted
  * like any other. */
-static void sess_new(struct worker *w)
+static void sess_new(struct bench_worker *w)
 {
-	static const int one = 1;
-	struct epoll_event ev;
 	struct sess *s;
 	int fd;
 
 	/* the buffers need no clearing: only [0..len) is ever read */
-	s = malloc(sizeof(*s));
-	if (!s)
-		die("out of memory");
+	s = tool_xmalloc(sizeof(*s));
 	memset(s, 0, offsetof(struct sess, cmd));
-	s->kind = SRC_SESS;
+	s->src.event = sess_event;
 	s->w = w;
 	s->xp = &xport_plain;
-	s->t_start = now_ns();
+	s->t_start = tool_now_ns();
 	s->state = S_CONNECT;
 	s->fd = -1;
-	s->next = w->sessions;
-	if (w->sessions)
-		w->sessions->prev = s;
-	w->sessions = s;
+	tool_list_push(&w->sessions, &s->link);
 	w->nsess++;
 	fd = socket(cfg.target.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	s->fd = fd;
@@ -1324,12 +1211,9 @@ static void sess_new(struct worker *w)
 		sess_settle(s);
 		return;
 	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	tq_arm(&w->tq, s);
-	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-	ev.data.ptr = s;
-	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-		die("epoll_ctl: %s", strerror(errno));
+	tool_timer_arm(&w->tq, &s->timer);
+	if (tool_loop_add_stream(&w->loop, fd, &s->src) < 0)
+		tool_die("epoll_ctl: %s", strerror(errno));
 	if (connect(fd, (struct sockaddr *)&cfg.target, cfg.target_len) < 0 &&
 	    errno != EINPROGRESS) {
 		sess_fail(s, 0, ERR_CONNECT, strerror(errno), strlen(strerror(errno)));
@@ -1347,7 +1231,7 @@ static bool run_claim(void)
 {
 	if (atomic_load_explicit(&run.stop, memory_order_relaxed) != STOP_NONE)
 		return false;
-	if (run.deadline && now_ns() >= run.deadline)
+	if (run.deadline && tool_now_ns() >= run.deadline)
 		return false;
 	if (cfg.sessions == 0)
 		return true;
@@ -1356,7 +1240,7 @@ static bool run_claim(void)
 
 /* Keeps the thread's share of --concurrency busy. In --hold mode each slot
  * is used once. */
-static void worker_fill(struct worker *w)
+static void worker_fill(struct bench_worker *w)
 {
 	while (!w->claimed_out && (cfg.hold ? w->opened : w->nsess) < w->slots) {
 		if (!run_claim()) {
@@ -1369,16 +1253,18 @@ static void worker_fill(struct worker *w)
 }
 
 /* Acts on a stop level the main thread raised. */
-static void worker_stop(struct worker *w)
+static void worker_stop(struct bench_worker *w)
 {
 	int level = atomic_load_explicit(&run.stop, memory_order_relaxed);
-	struct sess *s, *next;
+	struct tool_link *l, *next;
 
 	if (level == w->stop_seen)
 		return;
 	w->stop_seen = level;
-	for (s = w->sessions; s; s = next) {
-		next = s->next;
+	for (l = w->sessions.head; l; l = next) {
+		struct sess *s = TOOL_CONTAINER(l, struct sess, link);
+
+		next = l->next;
 		if (level == STOP_ABORT) {
 			sess_abort(s);
 		} else if (s->state == S_HOLD) {
@@ -1389,66 +1275,40 @@ static void worker_stop(struct worker *w)
 	}
 }
 
+static void worker_woken(struct tool_loop *l)
+{
+	worker_stop(TOOL_CONTAINER(l, struct bench_worker, loop));
+}
+
+/* The session waited --timeout for the server. */
+static void sess_expired(struct tool_timer *t)
+{
+	struct sess *s = TOOL_CONTAINER(t, struct sess, timer);
+
+	sess_timeout(s);
+	sess_settle(s);
+}
+
 static void *worker_main(void *arg)
 {
-	struct worker *w = arg;
-	struct epoll_event ev[BENCH_EVENTS];
+	struct bench_worker *w = arg;
 
 	worker_fill(w);
 	while (w->nsess > 0) {
-		int n = epoll_wait(w->epfd, ev, BENCH_EVENTS, tq_timeout(&w->tq));
-		uint64_t now;
-		bool woken = false;
-
-		if (n < 0 && errno != EINTR)
-			die("epoll_wait: %s", strerror(errno));
-		/* a session is in a batch at most once, so only its own event frees it */
-		for (int i = 0; i < n; i++) {
-			enum src_kind *k = ev[i].data.ptr;
-
-			if (*k == SRC_WAKE)
-				woken = true;
-			else
-				sess_event((struct sess *)k, ev[i].events);
-		}
-		if (woken) {
-			uint64_t v;
-
-			if (read(w->wakefd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-				die("eventfd: %s", strerror(errno));
-			worker_stop(w);
-		}
-		now = now_ns();
-		while (w->tq.head && w->tq.head->deadline <= now) {
-			struct sess *s = w->tq.head;
-
-			tq_disarm(&w->tq, s);
-			sess_timeout(s);
-			sess_settle(s);
-		}
+		tool_loop_poll(&w->loop);
 		worker_fill(w);
 	}
 	if (!w->end)
-		w->end = now_ns();
+		w->end = tool_now_ns();
 	atomic_fetch_add_explicit(&run.workers_done, 1, memory_order_release);
 	return NULL;
 }
 
-static void worker_setup(struct worker *w, int id)
+static void worker_setup(struct bench_worker *w, int id)
 {
-	struct epoll_event ev;
-
 	w->id = id;
-	w->epfd = epoll_create1(EPOLL_CLOEXEC);
-	w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (w->epfd < 0 || w->wakefd < 0)
-		die("epoll/eventfd: %s", strerror(errno));
-	w->wake_kind = SRC_WAKE;
-	ev.events = EPOLLIN;
-	ev.data.ptr = &w->wake_kind;
-	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wakefd, &ev) < 0)
-		die("epoll_ctl: %s", strerror(errno));
-	w->tq.ns = cfg.timeout_ms * 1000000u;
+	tool_loop_init(&w->loop, worker_woken);
+	tool_tq_init(&w->loop, &w->tq, cfg.timeout_ms * 1000000u, sess_expired);
 	w->slots = cfg.concurrency / (unsigned)cfg.threads +
 		   ((unsigned)id < cfg.concurrency % (unsigned)cfg.threads);
 }
@@ -1461,7 +1321,7 @@ struct totals {
 	uint64_t tls_resumed;
 	uint64_t by_code[600];
 	uint64_t by_kind[ERR_KINDS];
-	struct hist setup, message;
+	struct bench_hist setup, message;
 };
 
 /* The counters the main thread may read while the workers run. */
@@ -1506,7 +1366,7 @@ static const struct {
 } percentiles[] = { { "p50", 50 }, { "p90", 90 }, { "p99", 99 }, { "p999", 99.9 } };
 
 /* A latency for the table: "87us", "1.25ms", "2.50s"; "-" without samples. */
-static const char *us_text(char *buf, size_t cap, const struct hist *h, uint64_t us)
+static const char *us_text(char *buf, size_t cap, const struct bench_hist *h, uint64_t us)
 {
 	if (h->count == 0)
 		snprintf(buf, cap, "-");
@@ -1519,7 +1379,7 @@ static const char *us_text(char *buf, size_t cap, const struct hist *h, uint64_t
 	return buf;
 }
 
-static void table_latency(const char *name, const struct hist *h)
+static void table_latency(const char *name, const struct bench_hist *h)
 {
 	char b[5][24];
 
@@ -1601,7 +1461,7 @@ static void report_table(const struct totals *t, double elapsed, bool interrupte
 		printf("%-16s%" PRIu64 " sessions cut short\n", "interrupted", t->sessions_aborted);
 }
 
-static void json_latency(const char *key, const struct hist *h)
+static void json_latency(const char *key, const struct bench_hist *h)
 {
 	printf(",\"%s\":{", key);
 	for (size_t i = 0; i < sizeof(percentiles) / sizeof(percentiles[0]); i++) {
@@ -1710,88 +1570,46 @@ static void progress_clear(void)
 
 /* ---- options */
 
-static void usage(FILE *f)
+static const char usage[] =
+	"usage: mxlb-bench --target ADDR [options]\n"
+	"  --target ADDR          host:port or [v6]:port of the SMTP server\n"
+	"  --sessions N           sessions in all (default 1000; 0: no limit, needs --duration)\n"
+	"  --concurrency C        sessions open at once (default 10)\n"
+	"  --messages M           messages per session (default 1; 0: EHLO and QUIT only)\n"
+	"  --size BYTES           message size with headers: 512, 1k, 100k, 1M (default 1k)\n"
+	"  --tls MODE             none | starttls | implicit (default none)\n"
+	"  --pipelining           MAIL, RCPT and DATA in one write when PIPELINING is offered\n"
+	"  --duration D           start no session after D (30s, 2m); with --sessions both bound the run\n"
+	"  --timeout D            longest wait for the server in a session (default 30s)\n"
+	"  --threads T            event loops (default 1)\n"
+	"  --ehlo NAME            EHLO name (default bench.client.test)\n"
+	"  --from ADDR, --to ADDR envelope and header addresses\n"
+	"  --hold                 open C sessions, EHLO (and TLS), hold them until SIGINT/SIGTERM\n"
+	"                         or --hold-time; prints 'held N' once all are set up\n"
+	"  --hold-time D          how long --hold holds after 'held N'\n"
+	"  --tls-ca FILE          verify the server's certificate against FILE\n"
+	"  --sni NAME             server name sent in the TLS handshake (and verified)\n"
+	"  --resume               resume TLS sessions (default: full handshakes only)\n"
+	"  --json                 print one JSON object instead of the table\n"
+	"  --progress             a progress line each second even when stderr is no terminal\n"
+	"  --quiet                no progress line\n"
+	"  --verbose              trace every state change and reply, show every error\n"
+	"exit status: 0 every message accepted, 1 not, 2 usage error\n";
+
+/* Durations are written as in the configuration (config.h). */
+static uint64_t opt_duration(const char *s, const char *what)
 {
-	fputs("usage: mxlb-bench --target ADDR [options]\n"
-	      "  --target ADDR          host:port or [v6]:port of the SMTP server\n"
-	      "  --sessions N           sessions in all (default 1000; 0: no limit, needs --duration)\n"
-	      "  --concurrency C        sessions open at once (default 10)\n"
-	      "  --messages M           messages per session (default 1; 0: EHLO and QUIT only)\n"
-	      "  --size BYTES           message size with headers: 512, 1k, 100k, 1M (default 1k)\n"
-	      "  --tls MODE             none | starttls | implicit (default none)\n"
-	      "  --pipelining           MAIL, RCPT and DATA in one write when PIPELINING is offered\n"
-	      "  --duration D           start no session after D (30s, 2m); with --sessions both bound the run\n"
-	      "  --timeout D            longest wait for the server in a session (default 30s)\n"
-	      "  --threads T            event loops (default 1)\n"
-	      "  --ehlo NAME            EHLO name (default bench.client.test)\n"
-	      "  --from ADDR, --to ADDR envelope and header addresses\n"
-	      "  --hold                 open C sessions, EHLO (and TLS), hold them until SIGINT/SIGTERM\n"
-	      "                         or --hold-time; prints 'held N' once all are set up\n"
-	      "  --hold-time D          how long --hold holds after 'held N'\n"
-	      "  --tls-ca FILE          verify the server's certificate against FILE\n"
-	      "  --sni NAME             server name sent in the TLS handshake (and verified)\n"
-	      "  --resume               resume TLS sessions (default: full handshakes only)\n"
-	      "  --json                 print one JSON object instead of the table\n"
-	      "  --progress             a progress line each second even when stderr is no terminal\n"
-	      "  --quiet                no progress line\n"
-	      "  --verbose              trace every state change and reply, show every error\n"
-	      "exit status: 0 every message accepted, 1 not, 2 usage error\n",
-	      f);
-}
-
-static bool parse_u64(const char *s, size_t len, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (len == 0 || len > 18)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return false;
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	}
-	*out = v;
-	return true;
-}
-
-/* Durations and sizes are written as in the configuration (config.h). */
-static uint64_t opt_duration_ms(const char *s, const char *what)
-{
-	uint32_t ms;
-
-	if (strcmp(s, "0") == 0)
-		return 0;
-	if (config_parse_duration(s, &ms) < 0 || ms > BENCH_DURATION_MAX_MS)
-		die("bad %s '%s' (like 500ms, 30s, 2m)", what, s);
-	return ms;
-}
-
-static uint64_t opt_size(const char *s)
-{
-	uint64_t v;
-
-	if (config_parse_size(s, &v) < 0 || v > BENCH_SIZE_MAX)
-		die("bad --size '%s' (like 512, 1k, 100k, 1M; at most 256M)", s);
-	return v;
-}
-
-static uint64_t opt_u64(const char *s, uint64_t min, uint64_t max, const char *what)
-{
-	uint64_t v;
-
-	if (!parse_u64(s, strlen(s), &v) || v < min || v > max)
-		die("bad %s '%s' (%" PRIu64 " to %" PRIu64 ")", what, s, min, max);
-	return v;
+	return tool_opt_duration_ms(s, what, "500ms, 30s, 2m", BENCH_DURATION_MAX_MS);
 }
 
 /* Names go into commands and headers: no spaces, controls or brackets. */
 static const char *opt_name(const char *s, const char *what)
 {
 	if (!*s || strlen(s) > BENCH_NAME_MAX)
-		die("bad %s '%s'", what, s);
+		tool_die("bad %s '%s'", what, s);
 	for (const char *p = s; *p; p++)
 		if ((unsigned char)*p <= ' ' || *p == 0x7f || strchr("<>\"\\", *p))
-			die("bad %s '%s'", what, s);
+			tool_die("bad %s '%s'", what, s);
 	return s;
 }
 
@@ -1801,7 +1619,7 @@ static void target_parse(const char *s)
 	struct cfg_addr a;
 
 	if (strpbrk(s, "\"\\ \t\r\n") || config_parse_addr(s, &a) < 0)
-		die("bad --target '%s' (like 127.0.0.1:2525, [::1]:2525 or localhost:2525)", s);
+		tool_die("bad --target '%s' (like 127.0.0.1:2525, [::1]:2525 or localhost:2525)", s);
 	memcpy(&cfg.target, &a.ss, a.len);
 	cfg.target_len = a.len;
 	snprintf(cfg.target_host, sizeof(cfg.target_host), "%s", a.host);
@@ -1809,7 +1627,7 @@ static void target_parse(const char *s)
 }
 
 enum {
-	OPT_TARGET = 256,
+	OPT_TARGET = TOOL_OPT_FIRST,
 	OPT_SESSIONS,
 	OPT_CONCURRENCY,
 	OPT_MESSAGES,
@@ -1831,7 +1649,6 @@ enum {
 	OPT_SNI,
 	OPT_RESUME,
 	OPT_VERBOSE,
-	OPT_HELP,
 };
 
 static void options_parse(int argc, char **argv)
@@ -1859,29 +1676,30 @@ static void options_parse(int argc, char **argv)
 		{ "sni", required_argument, NULL, OPT_SNI },
 		{ "resume", no_argument, NULL, OPT_RESUME },
 		{ "verbose", no_argument, NULL, OPT_VERBOSE },
-		{ "help", no_argument, NULL, OPT_HELP },
+		{ "help", no_argument, NULL, TOOL_OPT_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool sessions_set = false;
 	int o;
 
-	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((o = tool_getopt(argc, argv, opts, usage)) != -1) {
 		switch (o) {
 		case OPT_TARGET:
 			target_parse(optarg);
 			break;
 		case OPT_SESSIONS:
-			cfg.sessions = opt_u64(optarg, 0, UINT64_MAX / 4, "--sessions");
+			cfg.sessions = tool_opt_u64(optarg, 0, UINT64_MAX / 4, "--sessions");
 			sessions_set = true;
 			break;
 		case OPT_CONCURRENCY:
-			cfg.concurrency = (unsigned)opt_u64(optarg, 1, 1000000, "--concurrency");
+			cfg.concurrency = (unsigned)tool_opt_u64(optarg, 1, 1000000, "--concurrency");
 			break;
 		case OPT_MESSAGES:
-			cfg.messages = opt_u64(optarg, 0, 1000000000, "--messages");
+			cfg.messages = tool_opt_u64(optarg, 0, 1000000000, "--messages");
 			break;
 		case OPT_SIZE:
-			cfg.size = opt_size(optarg);
+			cfg.size = tool_opt_size(optarg, "--size", "512, 1k, 100k, 1M; at most 256M",
+						 BENCH_SIZE_MAX);
 			break;
 		case OPT_TLS:
 			if (strcmp(optarg, "none") == 0)
@@ -1891,24 +1709,24 @@ static void options_parse(int argc, char **argv)
 			else if (strcmp(optarg, "implicit") == 0)
 				cfg.tls = TLS_IMPLICIT;
 			else
-				die("bad --tls '%s' (none, starttls or implicit)", optarg);
+				tool_die("bad --tls '%s' (none, starttls or implicit)", optarg);
 			break;
 		case OPT_PIPELINING:
 			cfg.pipelining = true;
 			break;
 		case OPT_DURATION:
-			cfg.duration_ms = opt_duration_ms(optarg, "--duration");
+			cfg.duration_ms = opt_duration(optarg, "--duration");
 			break;
 		case OPT_TIMEOUT:
-			cfg.timeout_ms = opt_duration_ms(optarg, "--timeout");
+			cfg.timeout_ms = opt_duration(optarg, "--timeout");
 			if (cfg.timeout_ms == 0)
-				die("--timeout must be above 0");
+				tool_die("--timeout must be above 0");
 			break;
 		case OPT_JSON:
 			cfg.json = true;
 			break;
 		case OPT_THREADS:
-			cfg.threads = (int)opt_u64(optarg, 1, BENCH_THREADS_MAX, "--threads");
+			cfg.threads = (int)tool_opt_u64(optarg, 1, BENCH_THREADS_MAX, "--threads");
 			break;
 		case OPT_EHLO:
 			cfg.ehlo = opt_name(optarg, "--ehlo");
@@ -1923,7 +1741,7 @@ static void options_parse(int argc, char **argv)
 			cfg.hold = true;
 			break;
 		case OPT_HOLD_TIME:
-			cfg.hold_ms = opt_duration_ms(optarg, "--hold-time");
+			cfg.hold_ms = opt_duration(optarg, "--hold-time");
 			break;
 		case OPT_QUIET:
 			cfg.quiet = true;
@@ -1943,25 +1761,17 @@ static void options_parse(int argc, char **argv)
 		case OPT_VERBOSE:
 			cfg.verbose = true;
 			break;
-		case OPT_HELP:
-			usage(stdout);
-			exit(0);
-		default:
-			usage(stderr);
-			exit(2);
 		}
 	}
-	if (optind < argc)
-		die("unexpected argument '%s'", argv[optind]);
 	if (!cfg.target_text)
-		die("--target is required (like --target 127.0.0.1:2525)");
+		tool_die("--target is required (like --target 127.0.0.1:2525)");
 	if (cfg.hold) {
 		cfg.sessions = cfg.concurrency;
 		cfg.duration_ms = 0;
 	} else if (cfg.hold_ms) {
-		die("--hold-time needs --hold");
+		tool_die("--hold-time needs --hold");
 	} else if (cfg.sessions == 0 && !cfg.duration_ms) {
-		die("--sessions 0 (no limit) needs --duration");
+		tool_die("--sessions 0 (no limit) needs --duration");
 	} else if (!sessions_set && cfg.duration_ms) {
 		cfg.sessions = 0; /* --duration alone bounds the run */
 	}
@@ -1970,21 +1780,18 @@ static void options_parse(int argc, char **argv)
 	if ((unsigned)cfg.threads > cfg.concurrency)
 		cfg.threads = (int)cfg.concurrency;
 	if ((cfg.tls_ca || cfg.sni || cfg.resume) && cfg.tls == TLS_NONE)
-		die("--tls-ca, --sni and --resume need --tls starttls or implicit");
+		tool_die("--tls-ca, --sni and --resume need --tls starttls or implicit");
 }
 
-/* Many sessions need many descriptors: take the hard limit. */
+/* Many sessions need many descriptors: the hard limit, and a warning
+ * when even that is too few. */
 static void nofile_raise(void)
 {
-	struct rlimit rl;
+	uint64_t limit = tool_nofile_raise();
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)cfg.concurrency + 64)
-		fprintf(stderr, "mxlb-bench: %u sessions need more descriptors than the %lu allowed\n",
-			cfg.concurrency, (unsigned long)rl.rlim_cur);
+	if (limit < (uint64_t)cfg.concurrency + 64)
+		tool_log("%u sessions need more descriptors than the %" PRIu64 " allowed",
+			 cfg.concurrency, limit);
 }
 
 static void stop_raise(int level)
@@ -1992,17 +1799,12 @@ static void stop_raise(int level)
 	if (atomic_load(&run.stop) >= level)
 		return;
 	atomic_store(&run.stop, level);
-	for (int i = 0; i < cfg.threads; i++) {
-		uint64_t one = 1;
-
-		if (write(workers[i].wakefd, &one, sizeof(one)) < 0)
-			die("eventfd: %s", strerror(errno));
-	}
+	for (int i = 0; i < cfg.threads; i++)
+		tool_loop_wake(&workers[i].loop);
 }
 
 int main(int argc, char **argv)
 {
-	struct timespec tick = { 0, BENCH_TICK_MS * 1000000L };
 	uint64_t held_at = 0, end = 0;
 	bool interrupted = false;
 	struct totals *t;
@@ -2010,37 +1812,29 @@ int main(int argc, char **argv)
 	sigset_t sigs;
 	int status;
 
+	tool_init("mxlb-bench");
 	options_parse(argc, argv);
 	message_build();
 	if (cfg.tls != TLS_NONE)
 		tls_init();
 	nofile_raise();
-	signal(SIGPIPE, SIG_IGN);
-	/* workers inherit the mask: only the main thread takes these */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	tool_signals_block(&sigs);
 	progress.tty = isatty(STDERR_FILENO);
 	progress.on = !cfg.quiet && (progress.tty || cfg.progress);
 
 	for (int i = 0; i < cfg.threads; i++)
 		worker_setup(&workers[i], i);
-	run.t0 = now_ns();
+	run.t0 = tool_now_ns();
 	if (cfg.duration_ms)
 		run.deadline = run.t0 + cfg.duration_ms * 1000000u;
-	for (int i = 0; i < cfg.threads; i++) {
-		int err = pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
-
-		if (err)
-			die("pthread_create: %s", strerror(err));
-	}
+	for (int i = 0; i < cfg.threads; i++)
+		tool_thread_start(&workers[i].thread, worker_main, &workers[i]);
 
 	while (atomic_load_explicit(&run.workers_done, memory_order_acquire) < cfg.threads) {
-		int sig = sigtimedwait(&sigs, NULL, &tick);
-		uint64_t now = now_ns();
+		bool sig = tool_signal_wait(&sigs, BENCH_TICK_MS);
+		uint64_t now = tool_now_ns();
 
-		if (sig == SIGINT || sig == SIGTERM) {
+		if (sig) {
 			/* --hold ends politely first; a second signal, or any in a
 			 * load run, cuts every session short */
 			if (cfg.hold && atomic_load(&run.stop) == STOP_NONE) {
@@ -2067,17 +1861,17 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; i < cfg.threads; i++) {
 		pthread_join(workers[i].thread, NULL);
+		tool_loop_close(&workers[i].loop);
 		if (workers[i].end > end)
 			end = workers[i].end;
 	}
 	progress_clear();
-	t = calloc(1, sizeof(*t));
-	if (!t)
-		die("out of memory");
+	t = tool_xmalloc(sizeof(*t));
+	memset(t, 0, sizeof(*t));
 	totals_final(t);
 	if (cfg.hold && !held_at)
 		printf("held %" PRIu64 "\n", t->established);
-	elapsed = (double)((end > run.t0 ? end : now_ns()) - run.t0) / 1e9;
+	elapsed = (double)((end > run.t0 ? end : tool_now_ns()) - run.t0) / 1e9;
 	if (cfg.json)
 		report_json(t, elapsed, interrupted);
 	else

@@ -10,10 +10,11 @@
 # stopped by its PID on exit.
 #
 # Environment: HANDOFF (default xclient), BENCH_THREADS (mxlb-bench
-# --threads, default 1), CASES (e.g. "a d h": only those).
+# --threads, default 1), CASES (e.g. "a d h": only those), MXLB_BUILD
+# (where mxlb, mxlb-sink and mxlb-bench are; default build/).
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
-build="$top/build"
+build=${MXLB_BUILD:-$top/build}
 dir="$build/bench"
 MXLB="$build/mxlb"
 SINK="$build/mxlb-sink"

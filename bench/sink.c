@@ -18,41 +18,31 @@
  *
  * TLS (--tls-cert/--tls-key: STARTTLS; --implicit-tls) is BoringSSL over
  * the socket through a small BIO, non-blocking. Session bytes meet the
- * network only through the session's transport (struct xprt: plain TCP or
+ * network only through the session's transport (struct sink_xprt: plain TCP or
  * TLS), so the SMTP code never asks whether TLS is on. A session reaches
  * TLS through CS_STARTTLS (the 220 goes out in clear text, input pipelined
  * after STARTTLS is dropped) or at once for --implicit-tls, and then
  * CS_TLS_ACCEPT until the handshake is done. One SSL_CTX serves all
  * threads.
  */
+#include "bench/tool.h"
 #include "config/config.h"
 #include "proxy/proxy_proto.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/bio.h>
@@ -68,7 +58,6 @@
 #define SINK_NAME_MAX 255 /* --hostname, --banner */
 #define SINK_LISTEN_MAX 16
 #define SINK_THREADS_MAX 64
-#define SINK_EVENTS 256
 #define SINK_ACCEPT_BATCH 64 /* accepts per wakeup, so a storm does not starve sessions */
 #define SINK_BACKLOG 4096
 #define SINK_LINGER_MS 2000 /* after the last reply, wait this long for the client's FIN */
@@ -115,69 +104,27 @@ static BIO_METHOD *conn_bio_method;
 static pid_t sink_pid;
 static _Atomic uint64_t msg_seq; /* numbers accepted messages: <pid>-<seq> */
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("mxlb-sink: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(2);
-}
-
-/* Allocation failure in a test tool is fatal rather than a reply code. */
-static char *xstrdup(const char *s)
-{
-	char *p = strdup(s);
-
-	if (!p)
-		die("out of memory");
-	return p;
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* ---- types */
 
-/* What an epoll event points at: the first member of each source. */
-enum src_kind { SRC_LISTENER, SRC_WAKE, SRC_CONN };
+struct sink_worker;
+struct sink_conn;
 
-struct listener {
-	enum src_kind kind;
+struct sink_listener {
+	struct tool_source src;
 	int fd;
+	struct sink_worker *w;
 };
 
-struct conn;
-
-/* Sessions waiting for one kind of deadline. All waits in a queue have the
- * same length, so appending keeps it sorted. */
-struct tqueue {
-	struct conn *head, *tail;
-	uint64_t ms;
-	void (*expire)(struct conn *c);
-};
-
-struct worker {
+struct sink_worker {
 	int id;
-	int epfd;
-	enum src_kind wake_kind; /* the eventfd's epoll cookie */
-	int wakefd;
+	struct tool_loop loop;
+	bool stop; /* the main thread woke the loop: the sink is stopping */
 	int spare_fd; /* given up to shed a connection when out of descriptors */
 	bool emfile_logged;
-	struct listener listeners[SINK_LISTEN_MAX];
+	struct sink_listener listeners[SINK_LISTEN_MAX];
 	pthread_t thread;
-	struct conn *conns; /* every session, so shutdown frees them */
-	struct tqueue delay_q, linger_q;
+	struct tool_list conns; /* every session, so shutdown frees them */
+	struct tool_tqueue delay_q, linger_q; /* --greeting-delay; SINK_LINGER_MS */
 	uint64_t tmp_seq;
 	/* written by this worker only, summed by the main thread */
 	_Alignas(64) _Atomic uint64_t sessions;
@@ -185,7 +132,7 @@ struct worker {
 	_Atomic uint64_t bytes;
 };
 
-static struct worker workers[SINK_THREADS_MAX];
+static struct sink_worker workers[SINK_THREADS_MAX];
 
 enum conn_state {
 	CS_PROXY, /* waiting for the PROXY header */
@@ -238,24 +185,22 @@ struct txn {
  * the stream, or -1 with errno (EAGAIN: nothing more for now); *drained
  * says the transport holds no more input, so only a new epoll edge brings
  * some. send: as send(2). shut: before the write side is shut down. */
-struct xprt {
-	ssize_t (*recv)(struct conn *c, void *buf, size_t len, bool *drained);
-	ssize_t (*send)(struct conn *c, const void *buf, size_t len);
-	void (*shut)(struct conn *c);
+struct sink_xprt {
+	ssize_t (*recv)(struct sink_conn *c, void *buf, size_t len, bool *drained);
+	ssize_t (*send)(struct sink_conn *c, const void *buf, size_t len);
+	void (*shut)(struct sink_conn *c);
 };
 
 /* How a TLS stream ended, kept so that every later read says the same. */
 enum tls_end { TLS_OPEN, TLS_EOF, TLS_BROKEN };
 
-struct conn {
-	enum src_kind kind;
+struct sink_conn {
+	struct tool_source src;
 	int fd;
-	struct worker *w;
-	const struct xprt *xprt;
-	struct conn *prev, *next; /* w->conns */
-	struct conn *tprev, *tnext; /* in tq, when tq is set */
-	struct tqueue *tq;
-	uint64_t deadline;
+	struct sink_worker *w;
+	const struct sink_xprt *xprt;
+	struct tool_link link; /* w->conns */
+	struct tool_timer timer; /* in w->delay_q or w->linger_q */
 
 	enum conn_state state;
 	bool rd_ready; /* the socket may hold input: read until EAGAIN */
@@ -299,71 +244,14 @@ enum step {
 	STEP_CLOSE, /* close without a word (bad PROXY header) */
 };
 
-static void conn_run(struct conn *c);
-static void conn_close(struct conn *c);
-
-/* ---- timer queues */
-
-static void tq_arm(struct tqueue *q, struct conn *c)
-{
-	c->deadline = now_ms() + q->ms;
-	c->tq = q;
-	c->tnext = NULL;
-	c->tprev = q->tail;
-	if (q->tail)
-		q->tail->tnext = c;
-	else
-		q->head = c;
-	q->tail = c;
-}
-
-static void tq_disarm(struct conn *c)
-{
-	struct tqueue *q = c->tq;
-
-	if (!q)
-		return;
-	if (c->tprev)
-		c->tprev->tnext = c->tnext;
-	else
-		q->head = c->tnext;
-	if (c->tnext)
-		c->tnext->tprev = c->tprev;
-	else
-		q->tail = c->tprev;
-	c->tq = NULL;
-	c->tprev = c->tnext = NULL;
-}
-
-/* The epoll_wait timeout (ms, -1 for none) for the earliest deadline. */
-static int tq_timeout(const struct tqueue *q, uint64_t now, int timeout)
-{
-	uint64_t left;
-
-	if (!q->head)
-		return timeout;
-	left = q->head->deadline > now ? q->head->deadline - now : 0;
-	if (timeout < 0 || left < (uint64_t)timeout)
-		return (int)left;
-	return timeout;
-}
-
-/* Expiry callbacks may close the session; they are called unlinked. */
-static void tq_expire(struct tqueue *q, uint64_t now)
-{
-	while (q->head && q->head->deadline <= now) {
-		struct conn *c = q->head;
-
-		tq_disarm(c);
-		q->expire(c);
-	}
-}
+static void conn_run(struct sink_conn *c);
+static void conn_close(struct sink_conn *c);
 
 /* ---- replies */
 
 /* Callers keep SINK_REPLY_MAX octets free before each step, and no reply
  * is longer: truncation here is a bug guard, never a path taken. */
-static void reply(struct conn *c, const char *s, size_t n)
+static void reply(struct sink_conn *c, const char *s, size_t n)
 {
 	size_t room = SINK_OUT_CAP - c->out_len;
 
@@ -375,14 +263,14 @@ static void reply(struct conn *c, const char *s, size_t n)
 
 #define REPLY(c, lit) reply((c), lit "\r\n", sizeof(lit "\r\n") - 1)
 
-static void reply_canned(struct conn *c, const struct canned *r)
+static void reply_canned(struct sink_conn *c, const struct canned *r)
 {
 	reply(c, r->text, r->len);
 }
 
-static void replyf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void replyf(struct sink_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static void replyf(struct conn *c, const char *fmt, ...)
+static void replyf(struct sink_conn *c, const char *fmt, ...)
 {
 	size_t room = SINK_OUT_CAP - c->out_len;
 	va_list ap;
@@ -495,7 +383,7 @@ static void json_str_or_null(FILE *f, const char *s)
 /* The client as the session knows it: the TCP peer, replaced by the PROXY
  * header's source, replaced by XCLIENT ADDR/PORT where those carry real
  * values (not "[UNAVAILABLE]"). */
-static void session_client(const struct conn *c, char *addr, size_t cap, unsigned *port)
+static void session_client(const struct sink_conn *c, char *addr, size_t cap, unsigned *port)
 {
 	const char *xa = c->xclient[XA_ADDR];
 	const char *xp = c->xclient[XA_PORT];
@@ -514,22 +402,22 @@ static void session_client(const struct conn *c, char *addr, size_t cap, unsigne
 		*port = (unsigned)atoi(xp);
 }
 
-static void session_set_helo(struct conn *c, const char *name)
+static void session_set_helo(struct sink_conn *c, const char *name)
 {
 	free(c->helo);
-	c->helo = name ? xstrdup(name) : NULL;
+	c->helo = name ? tool_xstrdup(name) : NULL;
 }
 
 /* ---- transactions and saved messages */
 
-static void tmp_path(char *buf, size_t cap, const struct conn *c, const char *ext)
+static void tmp_path(char *buf, size_t cap, const struct sink_conn *c, const char *ext)
 {
 	snprintf(buf, cap, "%s/.tmp-%d-%d-%" PRIu64 ".%s", cfg.save_dir, (int)sink_pid, c->w->id,
 		 c->txn.tmp_id, ext);
 }
 
 /* Ends the transaction, removing any temporary file. */
-static void txn_reset(struct conn *c)
+static void txn_reset(struct sink_conn *c)
 {
 	struct txn *t = &c->txn;
 
@@ -552,7 +440,7 @@ static void txn_reset(struct conn *c)
 
 /* Opens the temporary message file when saving and not yet open. False
  * when it cannot be created. */
-static bool txn_open(struct conn *c)
+static bool txn_open(struct sink_conn *c)
 {
 	struct txn *t = &c->txn;
 	char path[PATH_MAX];
@@ -563,7 +451,7 @@ static bool txn_open(struct conn *c)
 	tmp_path(path, sizeof(path), c, "eml");
 	t->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (t->fd < 0) {
-		fprintf(stderr, "mxlb-sink: %s: %s\n", path, strerror(errno));
+		tool_log("%s: %s", path, strerror(errno));
 		t->failed = true;
 		return false;
 	}
@@ -571,7 +459,7 @@ static bool txn_open(struct conn *c)
 }
 
 /* Message octets, in order. Past --max-size they are dropped, not stored. */
-static void txn_write(struct conn *c, const char *p, size_t n)
+static void txn_write(struct sink_conn *c, const char *p, size_t n)
 {
 	struct txn *t = &c->txn;
 
@@ -588,7 +476,7 @@ static void txn_write(struct conn *c, const char *p, size_t n)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0) {
-			fprintf(stderr, "mxlb-sink: writing a message: %s\n", strerror(errno));
+			tool_log("writing a message: %s", strerror(errno));
 			t->failed = true;
 			break;
 		}
@@ -597,7 +485,7 @@ static void txn_write(struct conn *c, const char *p, size_t n)
 	}
 }
 
-static void txn_json(FILE *f, const struct conn *c, const char *id)
+static void txn_json(FILE *f, const struct sink_conn *c, const char *id)
 {
 	const struct txn *t = &c->txn;
 	char addr[INET6_ADDRSTRLEN + 8];
@@ -669,7 +557,7 @@ static void txn_json(FILE *f, const struct conn *c, const char *id)
 
 /* Publishes the message as <id>.eml then <id>.json, each by rename(), so a
  * reader that sees the .json finds the .eml complete. */
-static bool txn_save(struct conn *c, const char *id)
+static bool txn_save(struct sink_conn *c, const char *id)
 {
 	struct txn *t = &c->txn;
 	char tmp[PATH_MAX], path[PATH_MAX];
@@ -697,7 +585,7 @@ static bool txn_save(struct conn *c, const char *id)
 }
 
 /* The end of a message: the final reply, then a fresh transaction. */
-static void txn_finish(struct conn *c)
+static void txn_finish(struct sink_conn *c)
 {
 	struct txn *t = &c->txn;
 
@@ -711,7 +599,7 @@ static void txn_finish(struct conn *c)
 		snprintf(id, sizeof(id), "%d-%" PRIu64, (int)sink_pid,
 			 atomic_fetch_add_explicit(&msg_seq, 1, memory_order_relaxed) + 1);
 		if (cfg.save_dir && !txn_save(c, id)) {
-			fprintf(stderr, "mxlb-sink: saving message %s: %s\n", id, strerror(errno));
+			tool_log("saving message %s: %s", id, strerror(errno));
 			REPLY(c, "451 4.3.0 Error: could not save the message");
 		} else {
 			atomic_fetch_add_explicit(&c->w->messages, 1, memory_order_relaxed);
@@ -820,22 +708,6 @@ static bool parse_path(char *arg, const char *prefix, char **addr, char **params
 	return true;
 }
 
-/* Decimal without sign or overflow (values up to 2^62). */
-static bool parse_u64(const char *s, size_t len, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (len == 0 || len > 18)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return false;
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	}
-	*out = v;
-	return true;
-}
-
 /* The SIZE=N MAIL parameter, if any and well-formed. */
 static bool mail_param_size(const char *params, uint64_t *size)
 {
@@ -843,7 +715,7 @@ static bool mail_param_size(const char *params, uint64_t *size)
 		size_t len = strcspn(params, " ");
 
 		if (len > 5 && strncasecmp(params, "SIZE=", 5) == 0)
-			return parse_u64(params + 5, len - 5, size);
+			return tool_parse_u64(params + 5, len - 5, size);
 		params += len;
 		while (*params == ' ')
 			params++;
@@ -857,7 +729,7 @@ static bool parse_bdat(const char *arg, uint64_t *size, bool *last)
 	size_t len = strcspn(arg, " ");
 	const char *rest = arg + len;
 
-	if (!parse_u64(arg, len, size))
+	if (!tool_parse_u64(arg, len, size))
 		return false;
 	while (*rest == ' ')
 		rest++;
@@ -892,12 +764,12 @@ static bool xtext_decode(char *s)
 
 /* ---- commands: check validates against the session state, proceed acts */
 
-static const char *check_helo(const struct conn *c)
+static const char *check_helo(const struct sink_conn *c)
 {
 	return c->helo ? NULL : "503 5.5.1 Error: send HELO/EHLO first\r\n";
 }
 
-static const char *check_no_mail(const struct conn *c)
+static const char *check_no_mail(const struct sink_conn *c)
 {
 	const char *err = check_helo(c);
 
@@ -906,7 +778,7 @@ static const char *check_no_mail(const struct conn *c)
 	return c->txn.active ? "503 5.5.1 Error: nested MAIL command\r\n" : NULL;
 }
 
-static const char *check_mail(const struct conn *c)
+static const char *check_mail(const struct sink_conn *c)
 {
 	const char *err = check_helo(c);
 
@@ -915,7 +787,7 @@ static const char *check_mail(const struct conn *c)
 	return c->txn.active ? NULL : "503 5.5.1 Error: need MAIL command\r\n";
 }
 
-static const char *check_rcpt(const struct conn *c)
+static const char *check_rcpt(const struct sink_conn *c)
 {
 	const char *err = check_mail(c);
 
@@ -924,7 +796,7 @@ static const char *check_rcpt(const struct conn *c)
 	return c->txn.nrcpt ? NULL : "503 5.5.1 Error: need RCPT command\r\n";
 }
 
-static const char *check_data(const struct conn *c)
+static const char *check_data(const struct sink_conn *c)
 {
 	const char *err = check_rcpt(c);
 
@@ -933,7 +805,7 @@ static const char *check_data(const struct conn *c)
 	return c->txn.bdat ? "503 5.5.1 Error: DATA after BDAT\r\n" : NULL;
 }
 
-static void cmd_ehlo(struct conn *c, char *arg)
+static void cmd_ehlo(struct sink_conn *c, char *arg)
 {
 	if (!*arg) {
 		REPLY(c, "501 5.5.4 Syntax: EHLO hostname");
@@ -944,7 +816,7 @@ static void cmd_ehlo(struct conn *c, char *arg)
 	reply_canned(c, tls_ctx && !c->ssl ? &canned_ehlo_starttls : &canned_ehlo);
 }
 
-static void cmd_helo(struct conn *c, char *arg)
+static void cmd_helo(struct sink_conn *c, char *arg)
 {
 	if (!*arg) {
 		REPLY(c, "501 5.5.4 Syntax: HELO hostname");
@@ -955,7 +827,7 @@ static void cmd_helo(struct conn *c, char *arg)
 	reply_canned(c, &canned_helo);
 }
 
-static void cmd_mail(struct conn *c, char *arg)
+static void cmd_mail(struct sink_conn *c, char *arg)
 {
 	char *addr, *params;
 	uint64_t size;
@@ -969,12 +841,12 @@ static void cmd_mail(struct conn *c, char *arg)
 		return;
 	}
 	c->txn.active = true;
-	c->txn.mail_from = xstrdup(addr);
-	c->txn.mail_params = xstrdup(params);
+	c->txn.mail_from = tool_xstrdup(addr);
+	c->txn.mail_params = tool_xstrdup(params);
 	REPLY(c, "250 2.1.0 Ok");
 }
 
-static void cmd_rcpt(struct conn *c, char *arg)
+static void cmd_rcpt(struct sink_conn *c, char *arg)
 {
 	struct txn *t = &c->txn;
 	char *addr, *params;
@@ -1001,7 +873,7 @@ static void cmd_rcpt(struct conn *c, char *arg)
 			cap *= 2;
 		p = realloc(t->rcpts, cap);
 		if (!p)
-			die("out of memory");
+			tool_die("out of memory");
 		t->rcpts = p;
 		t->rcpts_cap = cap;
 	}
@@ -1011,7 +883,7 @@ static void cmd_rcpt(struct conn *c, char *arg)
 	REPLY(c, "250 2.1.5 Ok");
 }
 
-static void cmd_data(struct conn *c, char *arg)
+static void cmd_data(struct sink_conn *c, char *arg)
 {
 	if (*arg) {
 		REPLY(c, "501 5.5.4 Syntax: DATA");
@@ -1028,7 +900,7 @@ static void cmd_data(struct conn *c, char *arg)
 }
 
 /* A BDAT chunk has been read in full: its reply. */
-static void bdat_done(struct conn *c)
+static void bdat_done(struct sink_conn *c)
 {
 	c->state = CS_CMD;
 	if (c->bdat_error) {
@@ -1045,7 +917,7 @@ static void bdat_done(struct conn *c)
 
 /* The chunk is read whatever the reply (RFC 3030 2), so a sequencing error
  * is only noted here and given once the octets are consumed. */
-static void cmd_bdat(struct conn *c, char *arg)
+static void cmd_bdat(struct sink_conn *c, char *arg)
 {
 	if (!parse_bdat(arg, &c->bdat_size, &c->bdat_last)) {
 		REPLY(c, "501 5.5.4 Syntax: BDAT count [LAST]");
@@ -1063,26 +935,26 @@ static void cmd_bdat(struct conn *c, char *arg)
 		bdat_done(c);
 }
 
-static void cmd_rset(struct conn *c, char *arg)
+static void cmd_rset(struct sink_conn *c, char *arg)
 {
 	(void)arg;
 	txn_reset(c);
 	REPLY(c, "250 2.0.0 Ok");
 }
 
-static void cmd_noop(struct conn *c, char *arg)
+static void cmd_noop(struct sink_conn *c, char *arg)
 {
 	(void)arg;
 	REPLY(c, "250 2.0.0 Ok");
 }
 
-static void cmd_help(struct conn *c, char *arg)
+static void cmd_help(struct sink_conn *c, char *arg)
 {
 	(void)arg;
 	REPLY(c, "214 2.0.0 mxlb-sink: see RFC 5321");
 }
 
-static void cmd_quit(struct conn *c, char *arg)
+static void cmd_quit(struct sink_conn *c, char *arg)
 {
 	(void)arg;
 	REPLY(c, "221 2.0.0 Bye");
@@ -1094,7 +966,7 @@ static void cmd_quit(struct conn *c, char *arg)
  * XCLIENT and PROXY facts come from the proxy, not the client, and stay,
  * as in Postfix. What the client pipelined after STARTTLS is dropped
  * before the handshake (conn_tls_step()). */
-static void cmd_starttls(struct conn *c, char *arg)
+static void cmd_starttls(struct sink_conn *c, char *arg)
 {
 	if (!tls_ctx) {
 		REPLY(c, "502 5.5.1 Error: command not implemented");
@@ -1120,7 +992,7 @@ static void cmd_starttls(struct conn *c, char *arg)
 /* Postfix's XCLIENT_README: attributes are xtext, may come over several
  * commands (each updates only those it names), and success resets the
  * session to a fresh greeting. */
-static void cmd_xclient(struct conn *c, char *arg)
+static void cmd_xclient(struct sink_conn *c, char *arg)
 {
 	char *vals[XA_COUNT] = { 0 };
 	char *tok, *save = NULL;
@@ -1161,7 +1033,7 @@ static void cmd_xclient(struct conn *c, char *arg)
 	for (int i = 0; i < XA_COUNT; i++) {
 		if (vals[i]) {
 			free(c->xclient[i]);
-			c->xclient[i] = xstrdup(vals[i]);
+			c->xclient[i] = tool_xstrdup(vals[i]);
 		}
 	}
 	c->has_xclient = true;
@@ -1172,8 +1044,8 @@ static void cmd_xclient(struct conn *c, char *arg)
 
 static const struct command {
 	const char *verb;
-	const char *(*check)(const struct conn *c); /* NULL or the error reply */
-	void (*proceed)(struct conn *c, char *arg);
+	const char *(*check)(const struct sink_conn *c); /* NULL or the error reply */
+	void (*proceed)(struct sink_conn *c, char *arg);
 } commands[] = {
 	{ "EHLO", NULL, cmd_ehlo },
 	{ "HELO", NULL, cmd_helo },
@@ -1190,7 +1062,7 @@ static const struct command {
 };
 
 /* One command line, its line end cut off and NUL-terminated. */
-static void command_run(struct conn *c, char *line, size_t len)
+static void command_run(struct sink_conn *c, char *line, size_t len)
 {
 	size_t verb_len;
 	char *arg, *end;
@@ -1229,7 +1101,7 @@ static void command_run(struct conn *c, char *line, size_t len)
 
 /* ---- the session's steps: each consumes input at p[0..avail) */
 
-static void greet_now(struct conn *c)
+static void greet_now(struct sink_conn *c)
 {
 	if (cfg.fail_greeting) {
 		reply_canned(c, &canned_fail);
@@ -1240,23 +1112,25 @@ static void greet_now(struct conn *c)
 	}
 }
 
-static void greet(struct conn *c)
+static void greet(struct sink_conn *c)
 {
 	if (cfg.greeting_delay_ms) {
 		c->state = CS_GREET_WAIT;
-		tq_arm(&c->w->delay_q, c);
+		tool_timer_arm(&c->w->delay_q, &c->timer);
 	} else {
 		greet_now(c);
 	}
 }
 
-static void greet_delay_expired(struct conn *c)
+static void greet_delay_expired(struct tool_timer *t)
 {
+	struct sink_conn *c = TOOL_CONTAINER(t, struct sink_conn, timer);
+
 	greet_now(c);
 	conn_run(c);
 }
 
-static enum step step_proxy(struct conn *c, char *p, size_t avail, size_t *used)
+static enum step step_proxy(struct sink_conn *c, char *p, size_t avail, size_t *used)
 {
 	struct proxy_info pi;
 
@@ -1277,7 +1151,7 @@ static enum step step_proxy(struct conn *c, char *p, size_t avail, size_t *used)
 	return STEP_CLOSE;
 }
 
-static enum step step_command(struct conn *c, char *p, size_t avail, size_t *used)
+static enum step step_command(struct sink_conn *c, char *p, size_t avail, size_t *used)
 {
 	size_t scan = avail < SINK_LINE_MAX ? avail : SINK_LINE_MAX;
 	char *lf;
@@ -1307,7 +1181,7 @@ static enum step step_command(struct conn *c, char *p, size_t avail, size_t *use
 	return STEP_GO;
 }
 
-static enum step step_data(struct conn *c, char *p, size_t avail, size_t *used)
+static enum step step_data(struct sink_conn *c, char *p, size_t avail, size_t *used)
 {
 	bool copy = c->txn.fd >= 0 && !c->txn.too_big && !c->txn.failed;
 	size_t msg_len;
@@ -1323,7 +1197,7 @@ static enum step step_data(struct conn *c, char *p, size_t avail, size_t *used)
 	return *used == avail ? STEP_GO : STEP_MORE;
 }
 
-static enum step step_bdat(struct conn *c, char *p, size_t avail, size_t *used)
+static enum step step_bdat(struct sink_conn *c, char *p, size_t avail, size_t *used)
 {
 	size_t n = avail < c->bdat_left ? avail : (size_t)c->bdat_left;
 
@@ -1338,7 +1212,7 @@ static enum step step_bdat(struct conn *c, char *p, size_t avail, size_t *used)
 
 /* Acts on the buffered input until it runs out, replies need sending
  * first, or the session must close. */
-static enum step conn_process(struct conn *c)
+static enum step conn_process(struct sink_conn *c)
 {
 	enum step st = STEP_MORE;
 
@@ -1387,7 +1261,7 @@ static enum step conn_process(struct conn *c)
 
 /* ---- transports: plain TCP and TLS */
 
-static ssize_t tcp_recv(struct conn *c, void *buf, size_t len, bool *drained)
+static ssize_t tcp_recv(struct sink_conn *c, void *buf, size_t len, bool *drained)
 {
 	ssize_t n = recv(c->fd, buf, len, 0);
 
@@ -1396,17 +1270,17 @@ static ssize_t tcp_recv(struct conn *c, void *buf, size_t len, bool *drained)
 	return n;
 }
 
-static ssize_t tcp_send(struct conn *c, const void *buf, size_t len)
+static ssize_t tcp_send(struct sink_conn *c, const void *buf, size_t len)
 {
 	return send(c->fd, buf, len, MSG_NOSIGNAL);
 }
 
-static void tcp_shut(struct conn *c)
+static void tcp_shut(struct sink_conn *c)
 {
 	(void)c;
 }
 
-static const struct xprt xprt_tcp = { tcp_recv, tcp_send, tcp_shut };
+static const struct sink_xprt xprt_tcp = { tcp_recv, tcp_send, tcp_shut };
 
 /* The reason for the oldest queued TLS error ("WRONG_VERSION_NUMBER"); the
  * thread's queue is left empty, so no stale error misleads SSL_get_error()
@@ -1420,12 +1294,12 @@ static const char *tls_error(void)
 	return r ? r : "unknown error";
 }
 
-static void tls_log(const struct conn *c, const char *what)
+static void tls_log(const struct sink_conn *c, const char *what)
 {
 	char peer[SINK_ADDR_TEXT];
 
 	addr_format_port(&c->peer, peer, sizeof(peer));
-	fprintf(stderr, "mxlb-sink: TLS %s with %s: %s\n", what, peer, tls_error());
+	tool_log("TLS %s with %s: %s", what, peer, tls_error());
 }
 
 /* SSL_read() until len octets or until the socket has nothing more.
@@ -1433,7 +1307,7 @@ static void tls_log(const struct conn *c, const char *what)
  * nothing about the socket: only WANT_READ tells an edge-triggered reader
  * that it may wait. The end of the stream is remembered (tls_end) and
  * reported after the octets that preceded it. */
-static ssize_t tls_recv(struct conn *c, void *buf, size_t len, bool *drained)
+static ssize_t tls_recv(struct sink_conn *c, void *buf, size_t len, bool *drained)
 {
 	size_t got = 0;
 
@@ -1481,7 +1355,7 @@ static ssize_t tls_recv(struct conn *c, void *buf, size_t len, bool *drained)
 /* SSL_MODE_ENABLE_PARTIAL_WRITE: a record at a time, like send(2);
  * SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER: conn_flush() may compact c->out
  * between a WANT_WRITE and the retry, which only appends to it. */
-static ssize_t tls_send(struct conn *c, const void *buf, size_t len)
+static ssize_t tls_send(struct sink_conn *c, const void *buf, size_t len)
 {
 	int n = SSL_write(c->ssl, buf, len < INT_MAX ? (int)len : INT_MAX);
 
@@ -1504,20 +1378,20 @@ static ssize_t tls_send(struct conn *c, const void *buf, size_t len)
 /* close_notify as a courtesy: nothing waits for it to be sent. What the
  * client sends after it is only waited out and dropped (CS_LINGER), so
  * the session reads raw TCP from here on. */
-static void tls_shut(struct conn *c)
+static void tls_shut(struct sink_conn *c)
 {
 	SSL_shutdown(c->ssl);
 	ERR_clear_error();
 	c->xprt = &xprt_tcp;
 }
 
-static const struct xprt xprt_tls = { tls_recv, tls_send, tls_shut };
+static const struct sink_xprt xprt_tls = { tls_recv, tls_send, tls_shut };
 
 /* The BIO under each SSL: the session's socket, read after the carry (see
- * struct conn). EAGAIN becomes a retry, which SSL reports as WANT_*. */
+ * struct sink_conn). EAGAIN becomes a retry, which SSL reports as WANT_*. */
 static int conn_bio_read(BIO *b, char *out, int len)
 {
-	struct conn *c = BIO_get_data(b);
+	struct sink_conn *c = BIO_get_data(b);
 	ssize_t n;
 
 	BIO_clear_retry_flags(b);
@@ -1547,7 +1421,7 @@ static int conn_bio_read(BIO *b, char *out, int len)
 
 static int conn_bio_write(BIO *b, const char *in, int len)
 {
-	struct conn *c = BIO_get_data(b);
+	struct sink_conn *c = BIO_get_data(b);
 	ssize_t n;
 
 	BIO_clear_retry_flags(b);
@@ -1570,7 +1444,7 @@ static long conn_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 /* Gives the session its SSL. Input already read belongs to the handshake
  * (a ClientHello that came with the PROXY header): it moves to the carry.
  * False when out of memory. */
-static bool tls_start(struct conn *c)
+static bool tls_start(struct sink_conn *c)
 {
 	size_t left = c->in_len - c->in_start;
 	BIO *bio;
@@ -1599,7 +1473,7 @@ static bool tls_start(struct conn *c)
 /* ---- the session's socket */
 
 /* Sends what it can of the pending replies. False when the socket failed. */
-static bool conn_flush(struct conn *c)
+static bool conn_flush(struct sink_conn *c)
 {
 	while (c->out_off < c->out_len && !c->wr_blocked) {
 		ssize_t n = c->xprt->send(c, c->out + c->out_off, c->out_len - c->out_off);
@@ -1624,7 +1498,7 @@ static bool conn_flush(struct conn *c)
 /* From STARTTLS (or the accept, or the PROXY header, with --implicit-tls)
  * to the end of the handshake: GO once TLS carries the session, MORE while
  * it waits on the socket, CLOSE when it failed. */
-static enum step conn_tls_step(struct conn *c)
+static enum step conn_tls_step(struct sink_conn *c)
 {
 	int rc;
 
@@ -1668,7 +1542,7 @@ static enum step conn_tls_step(struct conn *c)
 	}
 }
 
-static bool conn_tls_pending(const struct conn *c)
+static bool conn_tls_pending(const struct sink_conn *c)
 {
 	return c->state == CS_STARTTLS || c->state == CS_TLS_ACCEPT;
 }
@@ -1676,7 +1550,7 @@ static bool conn_tls_pending(const struct conn *c)
 /* Reads, acts and replies until the session waits on the network or a
  * timer, or is closed (after which c is gone). After the client's FIN the
  * input already read is still acted on and answered before the close. */
-static void conn_run(struct conn *c)
+static void conn_run(struct sink_conn *c)
 {
 	for (;;) {
 		enum step st;
@@ -1738,7 +1612,7 @@ static void conn_run(struct conn *c)
 			c->xprt->shut(c);
 			shutdown(c->fd, SHUT_WR);
 			c->state = CS_LINGER;
-			tq_arm(&c->w->linger_q, c);
+			tool_timer_arm(&c->w->linger_q, &c->timer);
 			continue;
 		}
 		if (st == STEP_OUTFULL && SINK_OUT_CAP - c->out_len >= SINK_REPLY_MAX)
@@ -1751,38 +1625,33 @@ static void conn_run(struct conn *c)
 	}
 }
 
-static void conn_event(struct conn *c, uint32_t events)
+static void conn_event(struct tool_source *src, uint32_t events)
 {
-	if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !c->eof)
+	struct sink_conn *c = TOOL_CONTAINER(src, struct sink_conn, src);
+
+	if (tool_ev_readable(events) && !c->eof)
 		c->rd_ready = true;
-	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+	if (tool_ev_ended(events))
 		c->rdhup = true;
-	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+	if (tool_ev_writable(events))
 		c->wr_blocked = false;
-	if (c->rd_needs_wr && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))) {
+	if (c->rd_needs_wr && tool_ev_writable(events)) {
 		c->rd_needs_wr = false;
 		if (!c->eof)
 			c->rd_ready = true;
 	}
-	if (c->wr_needs_rd && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+	if (c->wr_needs_rd && tool_ev_readable(events)) {
 		c->wr_needs_rd = false;
 		c->wr_blocked = false;
 	}
 	conn_run(c);
 }
 
-static void conn_close(struct conn *c)
+static void conn_close(struct sink_conn *c)
 {
-	struct worker *w = c->w;
-
-	tq_disarm(c);
+	tool_timer_disarm(&c->timer);
 	txn_reset(c);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		w->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	tool_list_remove(&c->w->conns, &c->link);
 	SSL_free(c->ssl);
 	free(c->carry);
 	close(c->fd);
@@ -1792,11 +1661,15 @@ static void conn_close(struct conn *c)
 	free(c);
 }
 
-static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *peer)
+/* The linger after the last reply is over. */
+static void conn_linger_expired(struct tool_timer *t)
 {
-	static const int one = 1;
-	struct epoll_event ev;
-	struct conn *c;
+	conn_close(TOOL_CONTAINER(t, struct sink_conn, timer));
+}
+
+static void conn_new(struct sink_worker *w, int fd, const struct sockaddr_storage *peer)
+{
+	struct sink_conn *c;
 
 	/* the buffers need no clearing: only [0..len) is ever read */
 	c = malloc(sizeof(*c));
@@ -1804,25 +1677,19 @@ static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *pe
 		close(fd);
 		return;
 	}
-	memset(c, 0, offsetof(struct conn, out));
-	c->kind = SRC_CONN;
+	memset(c, 0, offsetof(struct sink_conn, out));
+	c->src.event = conn_event;
 	c->fd = fd;
 	c->w = w;
 	c->xprt = &xprt_tcp;
 	c->peer = *peer;
 	c->txn.fd = -1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-	ev.data.ptr = c;
-	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+	if (tool_loop_add_stream(&w->loop, fd, &c->src) < 0) {
 		close(fd);
 		free(c);
 		return;
 	}
-	c->next = w->conns;
-	if (w->conns)
-		w->conns->prev = c;
-	w->conns = c;
+	tool_list_push(&w->conns, &c->link);
 	atomic_fetch_add_explicit(&w->sessions, 1, memory_order_relaxed);
 	if (cfg.accept_proxy)
 		c->state = CS_PROXY; /* then greet() or, with --implicit-tls, the handshake */
@@ -1835,8 +1702,12 @@ static void conn_new(struct worker *w, int fd, const struct sockaddr_storage *pe
 
 /* ---- workers */
 
-static void listener_accept(struct worker *w, struct listener *l)
+static void listener_accept(struct tool_source *src, uint32_t events)
 {
+	struct sink_listener *l = TOOL_CONTAINER(src, struct sink_listener, src);
+	struct sink_worker *w = l->w;
+
+	(void)events;
 	for (int i = 0; i < SINK_ACCEPT_BATCH; i++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
@@ -1851,7 +1722,7 @@ static void listener_accept(struct worker *w, struct listener *l)
 		if ((errno == EMFILE || errno == ENFILE) && w->spare_fd >= 0) {
 			/* refuse one client, or the level-triggered listener spins */
 			if (!w->emfile_logged)
-				fprintf(stderr, "mxlb-sink: accept: %s\n", strerror(errno));
+				tool_log("accept: %s", strerror(errno));
 			w->emfile_logged = true;
 			close(w->spare_fd);
 			fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
@@ -1863,43 +1734,21 @@ static void listener_accept(struct worker *w, struct listener *l)
 	}
 }
 
+static void worker_woken(struct tool_loop *l)
+{
+	TOOL_CONTAINER(l, struct sink_worker, loop)->stop = true;
+}
+
 static void *worker_main(void *arg)
 {
-	struct worker *w = arg;
-	struct epoll_event ev[SINK_EVENTS];
-	bool stop = false;
+	struct sink_worker *w = arg;
 
-	while (!stop) {
-		uint64_t now = now_ms();
-		int timeout = tq_timeout(&w->linger_q, now, tq_timeout(&w->delay_q, now, -1));
-		int n = epoll_wait(w->epfd, ev, SINK_EVENTS, timeout);
-
-		if (n < 0 && errno != EINTR)
-			die("epoll_wait: %s", strerror(errno));
-		for (int i = 0; i < n; i++) {
-			enum src_kind *k = ev[i].data.ptr;
-
-			switch (*k) {
-			case SRC_LISTENER:
-				listener_accept(w, (struct listener *)k);
-				break;
-			case SRC_WAKE:
-				stop = true;
-				break;
-			case SRC_CONN:
-				conn_event((struct conn *)k, ev[i].events);
-				break;
-			}
-		}
-		now = now_ms();
-		tq_expire(&w->delay_q, now);
-		tq_expire(&w->linger_q, now);
-	}
-	while (w->conns)
-		conn_close(w->conns);
+	while (!w->stop)
+		tool_loop_poll(&w->loop);
+	while (w->conns.head)
+		conn_close(TOOL_CONTAINER(w->conns.head, struct sink_conn, link));
 	for (int i = 0; i < cfg.nlisten; i++)
 		close(w->listeners[i].fd);
-	close(w->epfd);
 	if (w->spare_fd >= 0)
 		close(w->spare_fd);
 	return NULL;
@@ -1932,42 +1781,31 @@ fail:;
 
 /* Opens the worker's epoll, wake-up eventfd and listeners. The first worker
  * resolves port 0 so that the others share the port it got. */
-static void worker_setup(struct worker *w, int id)
+static void worker_setup(struct sink_worker *w, int id)
 {
-	struct epoll_event ev;
-
 	w->id = id;
-	w->epfd = epoll_create1(EPOLL_CLOEXEC);
-	w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (w->epfd < 0 || w->wakefd < 0)
-		die("epoll/eventfd: %s", strerror(errno));
-	w->wake_kind = SRC_WAKE;
-	ev.events = EPOLLIN;
-	ev.data.ptr = &w->wake_kind;
-	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wakefd, &ev) < 0)
-		die("epoll_ctl: %s", strerror(errno));
+	tool_loop_init(&w->loop, worker_woken);
 	w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	w->delay_q = (struct tqueue){ .ms = cfg.greeting_delay_ms, .expire = greet_delay_expired };
-	w->linger_q = (struct tqueue){ .ms = SINK_LINGER_MS, .expire = conn_close };
+	tool_tq_init(&w->loop, &w->delay_q, cfg.greeting_delay_ms * 1000000u, greet_delay_expired);
+	tool_tq_init(&w->loop, &w->linger_q, SINK_LINGER_MS * 1000000ull, conn_linger_expired);
 	for (int i = 0; i < cfg.nlisten; i++) {
 		struct listen_addr *a = &cfg.listen[i];
-		struct listener *l = &w->listeners[i];
+		struct sink_listener *l = &w->listeners[i];
 		char text[SINK_ADDR_TEXT];
 
-		l->kind = SRC_LISTENER;
+		l->src.event = listener_accept;
+		l->w = w;
 		l->fd = listener_open(a);
 		if (l->fd < 0) {
 			addr_format_port(&a->sa, text, sizeof(text));
-			die("listen on %s: %s", text, strerror(errno));
+			tool_die("listen on %s: %s", text, strerror(errno));
 		}
 		if (id == 0) {
 			a->len = sizeof(a->sa);
 			getsockname(l->fd, (struct sockaddr *)&a->sa, &a->len);
 		}
-		ev.events = EPOLLIN;
-		ev.data.ptr = l;
-		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, l->fd, &ev) < 0)
-			die("epoll_ctl: %s", strerror(errno));
+		if (tool_loop_add(&w->loop, l->fd, EPOLLIN, &l->src) < 0)
+			tool_die("epoll_ctl: %s", strerror(errno));
 	}
 }
 
@@ -1999,41 +1837,38 @@ static void stats_write(const struct totals *t)
 	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", cfg.stats_file, (int)sink_pid);
 	f = fopen(tmp, "we");
 	if (!f) {
-		fprintf(stderr, "mxlb-sink: %s: %s\n", tmp, strerror(errno));
+		tool_log("%s: %s", tmp, strerror(errno));
 		return;
 	}
 	fprintf(f, "sessions=%" PRIu64 " messages=%" PRIu64 " bytes=%" PRIu64 "\n", t->sessions,
 		t->messages, t->bytes);
 	err = ferror(f);
 	if (fclose(f) != 0 || err || rename(tmp, cfg.stats_file) != 0) {
-		fprintf(stderr, "mxlb-sink: %s: %s\n", cfg.stats_file, strerror(errno));
+		tool_log("%s: %s", cfg.stats_file, strerror(errno));
 		unlink(tmp);
 	}
 }
 
 /* ---- options */
 
-static void usage(FILE *f)
-{
-	fputs("usage: mxlb-sink [options]\n"
-	      "  --listen ADDR          127.0.0.1:2526 or [::1]:2526 (port 0: any free port);\n"
-	      "                         repeatable; default 127.0.0.1:2526\n"
-	      "  --hostname NAME        name in the greeting and EHLO reply (default sink.local)\n"
-	      "  --banner TEXT          greeting text after the name (default ESMTP)\n"
-	      "  --threads N            worker threads (default 1)\n"
-	      "  --accept-proxy         require a PROXY v1 or v2 header first\n"
-	      "  --xclient              advertise and accept XCLIENT\n"
-	      "  --save-dir DIR         save each message as DIR/<pid>-<seq>.eml and .json\n"
-	      "  --stats-file FILE      keep 'sessions=N messages=N bytes=N' in FILE\n"
-	      "  --greeting-delay DUR   wait DUR (250ms, 2s, 1m) before the greeting\n"
-	      "  --fail-greeting CODE   greet with CODE (400-599) and close\n"
-	      "  --max-size BYTES       largest message (512, 64k, 10M); 0: no limit (default)\n"
-	      "  --tls-cert FILE        certificate chain (PEM) for STARTTLS, with --tls-key\n"
-	      "  --tls-key FILE         its private key (PEM)\n"
-	      "  --implicit-tls         TLS from the first octet (port 465), no STARTTLS;\n"
-	      "                         after the PROXY header with --accept-proxy\n",
-	      f);
-}
+static const char usage[] =
+	"usage: mxlb-sink [options]\n"
+	"  --listen ADDR          127.0.0.1:2526 or [::1]:2526 (port 0: any free port);\n"
+	"                         repeatable; default 127.0.0.1:2526\n"
+	"  --hostname NAME        name in the greeting and EHLO reply (default sink.local)\n"
+	"  --banner TEXT          greeting text after the name (default ESMTP)\n"
+	"  --threads N            worker threads (default 1)\n"
+	"  --accept-proxy         require a PROXY v1 or v2 header first\n"
+	"  --xclient              advertise and accept XCLIENT\n"
+	"  --save-dir DIR         save each message as DIR/<pid>-<seq>.eml and .json\n"
+	"  --stats-file FILE      keep 'sessions=N messages=N bytes=N' in FILE\n"
+	"  --greeting-delay DUR   wait DUR (250ms, 2s, 1m) before the greeting\n"
+	"  --fail-greeting CODE   greet with CODE (400-599) and close\n"
+	"  --max-size BYTES       largest message (512, 64k, 10M); 0: no limit (default)\n"
+	"  --tls-cert FILE        certificate chain (PEM) for STARTTLS, with --tls-key\n"
+	"  --tls-key FILE         its private key (PEM)\n"
+	"  --implicit-tls         TLS from the first octet (port 465), no STARTTLS;\n"
+	"                         after the PROXY header with --accept-proxy\n";
 
 /* "127.0.0.1:2526" or "[::1]:2526", as in the configuration; port 0
  * (the kernel picks one, reported in the log) is allowed here too. */
@@ -2056,45 +1891,15 @@ static bool addr_parse(const char *s, struct listen_addr *a)
 	return true;
 }
 
-/* Durations and sizes are written as in the configuration (config.h). */
-static uint64_t opt_duration_ms(const char *s)
-{
-	uint32_t ms;
-
-	if (strcmp(s, "0") == 0)
-		return 0;
-	if (config_parse_duration(s, &ms) < 0 || ms > SINK_DELAY_MAX_MS)
-		die("bad duration '%s' (like 250ms, 2s, 1m)", s);
-	return ms;
-}
-
-static uint64_t opt_size(const char *s)
-{
-	uint64_t v;
-
-	if (config_parse_size(s, &v) < 0)
-		die("bad size '%s' (like 512, 64k, 10M)", s);
-	return v;
-}
-
-static int opt_int(const char *s, int min, int max, const char *what)
-{
-	uint64_t v;
-
-	if (!parse_u64(s, strlen(s), &v) || v < (uint64_t)min || v > (uint64_t)max)
-		die("bad %s '%s' (%d to %d)", what, s, min, max);
-	return (int)v;
-}
-
 static const char *opt_text(const char *s, const char *what, bool spaces)
 {
 	if (!*s || strlen(s) > SINK_NAME_MAX || strpbrk(s, spaces ? "\r\n" : " \t\r\n"))
-		die("bad %s '%s'", what, s);
+		tool_die("bad %s '%s'", what, s);
 	return s;
 }
 
 enum {
-	OPT_LISTEN = 256,
+	OPT_LISTEN = TOOL_OPT_FIRST,
 	OPT_HOSTNAME,
 	OPT_BANNER,
 	OPT_THREADS,
@@ -2108,7 +1913,6 @@ enum {
 	OPT_TLS_CERT,
 	OPT_TLS_KEY,
 	OPT_IMPLICIT_TLS,
-	OPT_HELP,
 };
 
 static void options_parse(int argc, char **argv)
@@ -2128,18 +1932,18 @@ static void options_parse(int argc, char **argv)
 		{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
 		{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
 		{ "implicit-tls", no_argument, NULL, OPT_IMPLICIT_TLS },
-		{ "help", no_argument, NULL, OPT_HELP },
+		{ "help", no_argument, NULL, TOOL_OPT_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
 	int o;
 
-	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((o = tool_getopt(argc, argv, opts, usage)) != -1) {
 		switch (o) {
 		case OPT_LISTEN:
 			if (cfg.nlisten == SINK_LISTEN_MAX)
-				die("at most %d --listen", SINK_LISTEN_MAX);
+				tool_die("at most %d --listen", SINK_LISTEN_MAX);
 			if (!addr_parse(optarg, &cfg.listen[cfg.nlisten++]))
-				die("bad --listen '%s' (like 127.0.0.1:2526 or [::1]:2526)", optarg);
+				tool_die("bad --listen '%s' (like 127.0.0.1:2526 or [::1]:2526)", optarg);
 			break;
 		case OPT_HOSTNAME:
 			cfg.hostname = opt_text(optarg, "--hostname", false);
@@ -2148,7 +1952,7 @@ static void options_parse(int argc, char **argv)
 			cfg.banner = opt_text(optarg, "--banner", true);
 			break;
 		case OPT_THREADS:
-			cfg.threads = opt_int(optarg, 1, SINK_THREADS_MAX, "--threads");
+			cfg.threads = (int)tool_opt_u64(optarg, 1, SINK_THREADS_MAX, "--threads");
 			break;
 		case OPT_ACCEPT_PROXY:
 			cfg.accept_proxy = true;
@@ -2163,13 +1967,14 @@ static void options_parse(int argc, char **argv)
 			cfg.stats_file = optarg;
 			break;
 		case OPT_GREETING_DELAY:
-			cfg.greeting_delay_ms = opt_duration_ms(optarg);
+			cfg.greeting_delay_ms = tool_opt_duration_ms(optarg, "duration", "250ms, 2s, 1m",
+								     SINK_DELAY_MAX_MS);
 			break;
 		case OPT_FAIL_GREETING:
-			cfg.fail_greeting = opt_int(optarg, 400, 599, "--fail-greeting");
+			cfg.fail_greeting = (int)tool_opt_u64(optarg, 400, 599, "--fail-greeting");
 			break;
 		case OPT_MAX_SIZE:
-			cfg.max_size = opt_size(optarg);
+			cfg.max_size = tool_opt_size(optarg, "size", "512, 64k, 10M", UINT64_MAX);
 			break;
 		case OPT_TLS_CERT:
 			cfg.tls_cert = optarg;
@@ -2180,37 +1985,29 @@ static void options_parse(int argc, char **argv)
 		case OPT_IMPLICIT_TLS:
 			cfg.implicit_tls = true;
 			break;
-		case OPT_HELP:
-			usage(stdout);
-			exit(0);
-		default:
-			usage(stderr);
-			exit(2);
 		}
 	}
-	if (optind < argc)
-		die("unexpected argument '%s'", argv[optind]);
 	if (cfg.nlisten == 0 && !addr_parse("127.0.0.1:2526", &cfg.listen[cfg.nlisten++]))
-		die("bad default address");
+		tool_die("bad default address");
 	if (!cfg.tls_cert != !cfg.tls_key)
-		die("--tls-cert and --tls-key go together");
+		tool_die("--tls-cert and --tls-key go together");
 	if (cfg.implicit_tls && !cfg.tls_cert)
-		die("--implicit-tls needs --tls-cert and --tls-key");
+		tool_die("--implicit-tls needs --tls-cert and --tls-key");
 	if (cfg.save_dir) {
 		struct stat st;
 
 		if (mkdir(cfg.save_dir, 0755) < 0 && errno != EEXIST)
-			die("--save-dir %s: %s", cfg.save_dir, strerror(errno));
+			tool_die("--save-dir %s: %s", cfg.save_dir, strerror(errno));
 		if (stat(cfg.save_dir, &st) < 0 || !S_ISDIR(st.st_mode) ||
 		    access(cfg.save_dir, W_OK) < 0)
-			die("--save-dir %s: not a writable directory", cfg.save_dir);
+			tool_die("--save-dir %s: not a writable directory", cfg.save_dir);
 	}
 }
 
 static void canned_set(struct canned *r, char *text)
 {
 	if (!text)
-		die("out of memory");
+		tool_die("out of memory");
 	r->text = text;
 	r->len = strlen(text);
 }
@@ -2258,7 +2055,7 @@ static void tls_init(void)
 	m = BIO_meth_new(BIO_TYPE_SOURCE_SINK | BIO_get_new_index(), "mxlb-sink conn");
 	if (!tls_ctx || !m || !BIO_meth_set_read(m, conn_bio_read) ||
 	    !BIO_meth_set_write(m, conn_bio_write) || !BIO_meth_set_ctrl(m, conn_bio_ctrl))
-		die("TLS setup: %s", tls_error());
+		tool_die("TLS setup: %s", tls_error());
 	conn_bio_method = m;
 	SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION);
 	SSL_CTX_set_mode(tls_ctx,
@@ -2267,48 +2064,32 @@ static void tls_init(void)
 	 * let clients resume */
 	SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
 	if (!SSL_CTX_use_certificate_chain_file(tls_ctx, cfg.tls_cert))
-		die("--tls-cert %s: cannot load the certificate: %s", cfg.tls_cert, tls_error());
+		tool_die("--tls-cert %s: cannot load the certificate: %s", cfg.tls_cert, tls_error());
 	if (!SSL_CTX_use_PrivateKey_file(tls_ctx, cfg.tls_key, SSL_FILETYPE_PEM)) {
 		e = ERR_peek_error();
 		if (ERR_GET_LIB(e) == ERR_LIB_X509 &&
 		    ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
-			die("--tls-key %s does not match --tls-cert %s", cfg.tls_key, cfg.tls_cert);
-		die("--tls-key %s: cannot load the private key: %s", cfg.tls_key, tls_error());
+			tool_die("--tls-key %s does not match --tls-cert %s", cfg.tls_key, cfg.tls_cert);
+		tool_die("--tls-key %s: cannot load the private key: %s", cfg.tls_key, tls_error());
 	}
 	if (!SSL_CTX_check_private_key(tls_ctx))
-		die("--tls-key %s does not match --tls-cert %s", cfg.tls_key, cfg.tls_cert);
-}
-
-/* Benchmarks open many sessions: take the hard limit on descriptors. */
-static void nofile_raise(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+		tool_die("--tls-key %s does not match --tls-cert %s", cfg.tls_key, cfg.tls_cert);
 }
 
 int main(int argc, char **argv)
 {
-	struct timespec tick = { 0, SINK_STATS_MS * 1000000L };
 	struct totals last = { UINT64_MAX, 0, 0 }, now;
 	char line[SINK_LISTEN_MAX * (SINK_ADDR_TEXT + 1) + 64];
 	size_t off;
 	sigset_t sigs;
 
+	tool_init("mxlb-sink");
 	options_parse(argc, argv);
 	tls_init();
 	canned_build();
 	sink_pid = getpid();
-	nofile_raise();
-	signal(SIGPIPE, SIG_IGN);
-	/* workers inherit the mask: only the main thread takes these */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	tool_nofile_raise(); /* benchmarks open many sessions */
+	tool_signals_block(&sigs);
 
 	for (int i = 0; i < cfg.threads; i++)
 		worker_setup(&workers[i], i);
@@ -2320,22 +2101,14 @@ int main(int argc, char **argv)
 		off += (size_t)snprintf(line + off, sizeof(line) - off, " %s", text);
 	}
 	fprintf(stderr, "%s\n", line);
-	for (int i = 0; i < cfg.threads; i++) {
-		int err = pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
-
-		if (err)
-			die("pthread_create: %s", strerror(err));
-	}
+	for (int i = 0; i < cfg.threads; i++)
+		tool_thread_start(&workers[i].thread, worker_main, &workers[i]);
 	if (cfg.stats_file) {
 		last = totals_sum();
 		stats_write(&last);
 	}
 
-	for (;;) {
-		int sig = sigtimedwait(&sigs, NULL, &tick);
-
-		if (sig == SIGINT || sig == SIGTERM)
-			break;
+	while (!tool_signal_wait(&sigs, SINK_STATS_MS)) {
 		if (!cfg.stats_file)
 			continue;
 		now = totals_sum();
@@ -2345,15 +2118,11 @@ int main(int argc, char **argv)
 		}
 	}
 
-	for (int i = 0; i < cfg.threads; i++) {
-		uint64_t one = 1;
-
-		if (write(workers[i].wakefd, &one, sizeof(one)) < 0)
-			die("eventfd: %s", strerror(errno));
-	}
+	for (int i = 0; i < cfg.threads; i++)
+		tool_loop_wake(&workers[i].loop);
 	for (int i = 0; i < cfg.threads; i++) {
 		pthread_join(workers[i].thread, NULL);
-		close(workers[i].wakefd);
+		tool_loop_close(&workers[i].loop);
 	}
 	now = totals_sum();
 	if (cfg.stats_file)

@@ -1,23 +1,48 @@
 #!/bin/sh
-# Install the Debian packages a make target needs, only those missing.
-# Usage: tests/deps.sh build|test|fuzz|bench|compare
+# Install the Debian packages that make targets need, only those missing,
+# with one apt-get for all the sets named.
+# Usage: tests/deps.sh [--check] [build|test|fuzz|bench|compare]...
+#   (no set: build). --check installs nothing: it names what is missing
+#   and exits 1, so that `make` alone can stop before compiling.
 set -e
+check=
+if [ "${1:-}" = --check ]; then
+	check=1
+	shift
+fi
+[ $# -gt 0 ] || set -- build
 need="liburing-dev android-libboringssl-dev libyaml-dev"
 # The peers of `make compare` (bench/compare.sh). In bookworm the package
 # "nginx" is the nginx binary itself; its mail proxy is the dynamic module
 # in libnginx-mod-mail.
 peers="haproxy nginx libnginx-mod-mail stunnel4 gnuplot-nox"
-case "${1:-build}" in
-test) need="$need libcmocka-dev python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl postfix openssl prometheus curl $peers" ;;
-fuzz) need="$need clang libclang-rt-14-dev" ;;
-bench) need="$need postfix" ;;
-compare) need="$need openssl python3 $peers" ;;
-esac
+for set in "$@"; do
+	case "$set" in
+	build) ;;
+	test) need="$need libcmocka-dev python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl postfix openssl prometheus curl $peers" ;;
+	fuzz) need="$need clang libclang-rt-14-dev" ;;
+	bench) need="$need postfix" ;;
+	compare) need="$need openssl python3 $peers" ;;
+	*)
+		echo "deps.sh: no package set '$set' (build, test, fuzz, bench, compare)" >&2
+		exit 2
+		;;
+	esac
+done
+if [ -n "$check" ] && ! command -v dpkg-query >/dev/null 2>&1; then
+	exit 0 # not Debian: nothing to check against
+fi
 missing=""
 for p in $need; do
+	case " $missing " in *" $p "*) continue ;; esac
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 [ -z "$missing" ] && exit 0
+if [ -n "$check" ]; then
+	echo "deps.sh: missing:$missing" >&2
+	echo "deps.sh: \`make deps\` installs them (\`make DEPS_CHECK=\` builds without this check)" >&2
+	exit 1
+fi
 echo "installing:$missing" >&2
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
