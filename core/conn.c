@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "tls/tls.h"
 
 /* operations in flight (c->ops) */
 #define CONN_OP_RECV 0x1u
@@ -30,9 +29,17 @@
 #define CONN_F_LINGER 0x200u    /* on the worker's lingering list */
 #define CONN_F_IN_CB 0x400u     /* a completion is being handled: do not free */
 #define CONN_F_ONESHOT 0x800u   /* one recv at a time instead of multishot */
-#define CONN_F_TLS_HS 0x1000u   /* TLS handshake in progress */
 #define CONN_F_DEFERRED 0x2000u /* on the worker's deferred list */
 #define CONN_F_COLD 0x4000u     /* the small ring was empty: use the large one */
+
+/* The conns of one worker (w->conns). */
+struct conns {
+	struct slab slab;      /* struct conn */
+	struct conn *starved;  /* recv stopped for lack of buffers */
+	struct conn *lingering; /* orphaned, still flushing */
+	struct conn *deferred; /* work for after this batch */
+	unsigned n;            /* alive, orphans included */
+};
 
 void sock_set_nodelay(int fd)
 {
@@ -41,18 +48,53 @@ void sock_set_nodelay(int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+int conn_worker_init(struct worker *w)
+{
+	w->conns = calloc(1, sizeof(*w->conns));
+	if (!w->conns)
+		return -ENOMEM;
+	slab_init(&w->conns->slab, sizeof(struct conn));
+	return 0;
+}
+
+void conn_worker_fini(struct worker *w)
+{
+	if (!w->conns)
+		return;
+	slab_destroy(&w->conns->slab);
+	free(w->conns);
+	w->conns = NULL;
+}
+
+unsigned conn_count(const struct worker *w)
+{
+	return w->conns->n;
+}
+
+bool conn_deferred_pending(const struct worker *w)
+{
+	return w->conns->deferred != NULL;
+}
+
 struct conn *conn_new(struct worker *w, int fd, const struct conn_handler *h, void *owner)
 {
-	struct conn *c = slab_alloc(&w->conn_slab);
+	struct conn *c = slab_alloc(&w->conns->slab);
 
 	if (!c)
 		return NULL;
-	w->nconns++;
+	w->conns->n++;
 	c->fd = fd;
 	c->h = h;
 	c->owner = owner;
 	c->w = w;
+	c->x = &conn_plain;
 	return c;
+}
+
+void conn_set_xprt(struct conn *c, const struct conn_xprt *x, void *ctx)
+{
+	c->x = x;
+	c->xprt_ctx = ctx;
 }
 
 static void cancel_op(struct conn *c, enum op_kind kind)
@@ -63,10 +105,19 @@ static void cancel_op(struct conn *c, enum op_kind kind)
 	io_uring_sqe_set_data64(sqe, OP_IGNORE);
 }
 
+static void resume_starved(struct worker *w);
+
+void conn_buf_release(struct worker *w, uint16_t bid)
+{
+	buf_release(&w->bufs, bid);
+	if (bid < PLAIN_BASE && w->conns->starved)
+		resume_starved(w);
+}
+
 static void seg_release(struct conn *c, struct seg *sg)
 {
 	if (sg->bid >= 0)
-		worker_buf_release(c->w, (uint16_t)sg->bid);
+		conn_buf_release(c->w, (uint16_t)sg->bid);
 	else
 		free(sg->p);
 	sg->p = NULL;
@@ -97,13 +148,13 @@ static void maybe_free(struct conn *c)
 	    (c->flags & (CONN_F_IN_CB | CONN_F_STARVED | CONN_F_LINGER | CONN_F_DEFERRED)))
 		return;
 	drop_queue(c);
-	tls_io_free(c->tls);
-	free(c->tls_left);
+	if (c->x->close)
+		c->x->close(c);
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
-	c->w->nconns--;
-	slab_free(&c->w->conn_slab, c);
+	c->w->conns->n--;
+	slab_free(&c->w->conns->slab, c);
 }
 
 static void arm_recv(struct conn *c)
@@ -128,23 +179,23 @@ static bool may_recv(const struct conn *c)
 	       !(c->ops & (CONN_OP_RECV | CONN_OP_CONNECT));
 }
 
-static void defer(struct conn *c)
+void conn_defer(struct conn *c)
 {
 	if (c->flags & CONN_F_DEFERRED)
 		return;
 	c->flags |= CONN_F_DEFERRED;
-	c->next_deferred = c->w->deferred;
-	c->w->deferred = c;
+	c->next_deferred = c->w->conns->deferred;
+	c->w->conns->deferred = c;
 }
 
 void conn_recv_start(struct conn *c)
 {
 	c->flags |= CONN_F_WANT_RECV;
 	c->flags &= (uint16_t)~CONN_F_PAUSED;
-	/* TLS: what was received or decrypted while paused is handed over
-	 * after this batch, not from inside the caller */
-	if (c->tls && (c->tls_left || tls_io_pending(c->tls)) && !(c->flags & CONN_F_ORPHAN)) {
-		defer(c);
+	/* what the transport held back while paused is handed over after
+	 * this batch, not from inside the caller */
+	if (c->x->pending && c->x->pending(c) && !(c->flags & CONN_F_ORPHAN)) {
+		conn_defer(c);
 		return;
 	}
 	if (may_recv(c))
@@ -187,7 +238,7 @@ static void submit_send(struct conn *c)
 	c->ops |= CONN_OP_SEND;
 }
 
-static void enqueue(struct conn *c, char *p, size_t len, int32_t bid)
+void conn_queue_raw(struct conn *c, char *p, size_t len, int32_t bid)
 {
 	struct seg *sg = &c->segs[(c->seg_head + c->seg_count) % CONN_SEGS];
 
@@ -200,39 +251,18 @@ static void enqueue(struct conn *c, char *p, size_t len, int32_t bid)
 		submit_send(c);
 }
 
-/* The TLS engine's output goes out as it is, after what is queued. When
- * the queue is full it waits in the engine for the next send to end. */
-static void tls_flush(struct conn *c)
+bool conn_queue_room(const struct conn *c)
 {
-	char *p;
-	size_t len;
-
-	if (!tls_io_has_output(c->tls) || c->seg_count >= CONN_SEGS || c->fd < 0 ||
-	    (c->flags & CONN_F_DEAD))
-		return;
-	p = tls_io_take_output(c->tls, &len);
-	enqueue(c, p, len, -1);
+	return c->seg_count < CONN_SEGS && c->fd >= 0 && !(c->flags & CONN_F_DEAD);
 }
 
-/* Queue p; with TLS, encrypt it and release p at once. -1 leaves p to
- * the caller. */
+/* Hand p to the transport; -1 leaves p to the caller. */
 static int push(struct conn *c, char *p, size_t len, int32_t bid)
 {
 	if (c->seg_count >= CONN_SEGS || (c->flags & (CONN_F_DEAD | CONN_F_SHUT_WR)) ||
 	    c->fd < 0)
 		return -1;
-	if (!c->tls) {
-		enqueue(c, p, len, bid);
-		return 0;
-	}
-	if (!tls_io_established(c->tls) || tls_io_write(c->tls, p, len) < 0)
-		return -1;
-	if (bid >= 0)
-		worker_buf_release(c->w, (uint16_t)bid);
-	else
-		free(p);
-	tls_flush(c);
-	return 0;
+	return c->x->send(c, p, len, bid);
 }
 
 int conn_send_heap(struct conn *c, char *p, size_t len)
@@ -262,7 +292,7 @@ int conn_send_copy(struct conn *c, const void *p, size_t len)
 int conn_send_buf(struct conn *c, char *p, size_t len, uint16_t bid)
 {
 	if (push(c, p, len, bid) < 0) {
-		worker_buf_release(c->w, bid);
+		conn_buf_release(c->w, bid);
 		return -1;
 	}
 	return 0;
@@ -272,7 +302,7 @@ int conn_write_now(struct conn *c, const void *p, size_t len)
 {
 	ssize_t n;
 
-	if (c->tls || c->seg_count || c->fd < 0 || (c->flags & (CONN_F_DEAD | CONN_F_SHUT_WR)))
+	if (c->x != &conn_plain || c->seg_count || c->fd < 0 || (c->flags & (CONN_F_DEAD | CONN_F_SHUT_WR)))
 		return -EINVAL;
 	n = send(c->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
 	return n < 0 ? -errno : (int)n;
@@ -285,20 +315,19 @@ static void do_shutdown_wr(struct conn *c)
 		shutdown(c->fd, SHUT_WR);
 }
 
-/* TLS: a close_notify goes before the FIN. */
-static void tls_notify(struct conn *c)
+/* The transport's last words (TLS: a close_notify) go before the FIN. */
+static void xprt_shutdown(struct conn *c)
 {
-	if (!c->tls || (c->flags & (CONN_F_SHUT_WR | CONN_F_DEAD)))
+	if (!c->x->shutdown || (c->flags & (CONN_F_SHUT_WR | CONN_F_DEAD)))
 		return;
-	tls_io_close_notify(c->tls);
-	tls_flush(c);
+	c->x->shutdown(c);
 }
 
 void conn_shutdown_wr(struct conn *c)
 {
 	if (c->flags & CONN_F_SHUT_WR)
 		return;
-	tls_notify(c);
+	xprt_shutdown(c);
 	c->flags |= CONN_F_SHUT_WR;
 	if (!c->seg_count)
 		do_shutdown_wr(c);
@@ -334,8 +363,8 @@ static void linger_add(struct conn *c, uint32_t linger_ms)
 		return;
 	c->flags |= CONN_F_LINGER;
 	c->linger_until = (uint32_t)(worker_now_ms() + linger_ms);
-	c->next_linger = c->w->lingering;
-	c->w->lingering = c;
+	c->next_linger = c->w->conns->lingering;
+	c->w->conns->lingering = c;
 }
 
 /* Drop the queue and cancel whatever is in flight; the completions free. */
@@ -373,7 +402,7 @@ void conn_close_after_flush(struct conn *c, uint32_t linger_ms)
 	/* Like nginx's lingering close: send what is queued, shut the write
 	 * side, and read (discarding) until the peer closes, so that unread
 	 * input does not turn our last reply into a reset. */
-	tls_notify(c);
+	xprt_shutdown(c);
 	c->flags |= CONN_F_ORPHAN | CONN_F_FLUSH | CONN_F_SHUT_WR | CONN_F_WANT_RECV;
 	c->flags &= (uint16_t)~CONN_F_PAUSED;
 	if (!c->seg_count)
@@ -392,7 +421,7 @@ static bool linger_done(const struct conn *c)
 
 void conn_expire_lingering(struct worker *w, uint64_t now_ms)
 {
-	struct conn **pp = &w->lingering;
+	struct conn **pp = &w->conns->lingering;
 
 	while (*pp) {
 		struct conn *c = *pp;
@@ -408,13 +437,13 @@ void conn_expire_lingering(struct worker *w, uint64_t now_ms)
 	}
 }
 
-void conn_resume_starved(struct worker *w)
+static void resume_starved(struct worker *w)
 {
-	struct conn *c = w->starved;
+	struct conn *c = w->conns->starved;
 
 	if (!c)
 		return;
-	w->starved = c->next_starved;
+	w->conns->starved = c->next_starved;
 	c->flags &= (uint16_t)~CONN_F_STARVED;
 	if (may_recv(c))
 		arm_recv(c);
@@ -426,163 +455,89 @@ static void starve(struct conn *c)
 	if (c->flags & CONN_F_STARVED)
 		return;
 	c->flags |= CONN_F_STARVED;
-	c->next_starved = c->w->starved;
-	c->w->starved = c;
+	c->next_starved = c->w->conns->starved;
+	c->w->conns->starved = c;
 }
 
-/* ---- TLS: ciphertext in, plaintext to the handler ---- */
+/* ---- for transports ---- */
 
-static bool tls_stopped(const struct conn *c)
+bool conn_input_wanted(const struct conn *c)
 {
-	return c->flags & (CONN_F_ORPHAN | CONN_F_PAUSED | CONN_F_DEAD | CONN_F_EOF);
+	return !(c->flags & (CONN_F_ORPHAN | CONN_F_PAUSED | CONN_F_DEAD | CONN_F_EOF));
 }
 
-/* Run the engine on its input: the handshake, then records, each read
- * into a worker buffer the handler may keep. Stops when the input is
- * used up or the owner paused or closed. */
-static void tls_pump(struct conn *c)
+bool conn_input_dead(const struct conn *c)
 {
-	struct tls_io *t = c->tls;
-
-	if (c->flags & CONN_F_TLS_HS) {
-		enum tls_res r = tls_io_handshake(t);
-
-		tls_flush(c);
-		if (r == TLS_WANT || (c->flags & CONN_F_ORPHAN))
-			return;
-		c->flags &= (uint16_t)~CONN_F_TLS_HS;
-		if (r != TLS_OK) {
-			c->flags |= CONN_F_DEAD;
-			c->h->handshake(c, -EPROTO);
-			return;
-		}
-		c->h->handshake(c, 0);
-	}
-	while (!tls_stopped(c)) {
-		uint16_t pb = worker_plain_get(c->w);
-		enum tls_res r;
-		size_t n = 0;
-
-		if (pb == BID_NONE) {
-			c->flags |= CONN_F_DEAD;
-			c->h->error(c, -ENOBUFS);
-			return;
-		}
-		r = tls_io_read(t, worker_buf(c->w, pb), BUF_SIZE, &n);
-		tls_flush(c);
-		if (r == TLS_OK) {
-			if (!c->h->data(c, worker_buf(c->w, pb), n, pb))
-				worker_buf_release(c->w, pb);
-			continue;
-		}
-		worker_buf_release(c->w, pb);
-		if (r == TLS_WANT)
-			return;
-		if (r == TLS_CLOSED) {
-			c->flags |= CONN_F_EOF;
-			c->h->eof(c);
-		} else {
-			c->flags |= CONN_F_DEAD;
-			c->h->error(c, -EPROTO);
-		}
-		return;
-	}
+	return c->flags & (CONN_F_ORPHAN | CONN_F_DEAD);
 }
 
-/* Keep what the engine did not read (the owner paused) in tls_left. */
-static void tls_keep_left(struct conn *c)
+bool conn_orphaned(const struct conn *c)
 {
-	size_t left = tls_io_input_left(c->tls);
-	char *p;
-
-	if (!left || (c->flags & (CONN_F_ORPHAN | CONN_F_DEAD))) {
-		free(c->tls_left);
-		c->tls_left = NULL;
-		c->tls_left_len = 0;
-		tls_io_input(c->tls, NULL, 0);
-		return;
-	}
-	p = malloc(left);
-	if (p)
-		memcpy(p, tls_io_input_left_ptr(c->tls), left);
-	free(c->tls_left);
-	c->tls_left = p;
-	c->tls_left_len = p ? (uint32_t)left : 0;
-	tls_io_input(c->tls, NULL, 0);
+	return c->flags & CONN_F_ORPHAN;
 }
 
-static void tls_run(struct conn *c, const char *p, size_t len)
+void conn_deliver(struct conn *c, char *p, size_t len, uint16_t bid)
 {
-	tls_io_input(c->tls, p, len);
-	tls_pump(c);
-	tls_keep_left(c);
+	if (!c->h->data(c, p, len, bid))
+		conn_buf_release(c->w, bid);
 }
 
-static void tls_recv(struct conn *c, char *p, size_t len, uint16_t bid)
+void conn_peer_eof(struct conn *c)
 {
-	if (c->tls_left) {
-		/* behind bytes kept while paused: append, keep the order */
-		char *np = realloc(c->tls_left, c->tls_left_len + len);
-
-		if (np) {
-			memcpy(np + c->tls_left_len, p, len);
-			c->tls_left = np;
-			c->tls_left_len += (uint32_t)len;
-		}
-		worker_buf_release(c->w, bid);
-		if (!np) {
-			c->flags |= CONN_F_DEAD;
-			c->h->error(c, -ENOMEM);
-			return;
-		}
-		if (!tls_stopped(c))
-			tls_run(c, c->tls_left, c->tls_left_len);
-		return;
-	}
-	tls_run(c, p, len);
-	worker_buf_release(c->w, bid);
+	c->flags |= CONN_F_EOF;
+	if (!(c->flags & CONN_F_ORPHAN))
+		c->h->eof(c);
 }
+
+void conn_fail(struct conn *c, int err)
+{
+	c->flags |= CONN_F_DEAD;
+	if (!(c->flags & CONN_F_ORPHAN))
+		c->h->error(c, err);
+}
+
+void conn_handshake_done(struct conn *c, int err)
+{
+	if (err < 0)
+		c->flags |= CONN_F_DEAD;
+	if (!(c->flags & CONN_F_ORPHAN))
+		c->h->handshake(c, err);
+}
+
+/* ---- plain sockets: the bytes as they are ---- */
+
+static int plain_send(struct conn *c, char *p, size_t len, int32_t bid)
+{
+	conn_queue_raw(c, p, len, bid);
+	return 0;
+}
+
+const struct conn_xprt conn_plain = {
+	.name = "plain",
+	.recv = conn_deliver,
+	.send = plain_send,
+};
+
+/* ---- entry points of the worker ---- */
 
 void conn_run_deferred(struct worker *w)
 {
-	struct conn *c = w->deferred;
+	struct conn *c = w->conns->deferred;
 
-	w->deferred = NULL;
+	w->conns->deferred = NULL;
 	while (c) {
 		struct conn *next = c->next_deferred;
 
 		c->flags &= (uint16_t)~CONN_F_DEFERRED;
 		c->flags |= CONN_F_IN_CB;
-		if (!tls_stopped(c)) {
-			if (c->tls_left)
-				tls_run(c, c->tls_left, c->tls_left_len);
-			else
-				tls_pump(c);
-		}
+		if (c->x->resume)
+			c->x->resume(c);
 		if (may_recv(c))
 			arm_recv(c);
 		c->flags &= (uint16_t)~CONN_F_IN_CB;
 		maybe_free(c);
 		c = next;
 	}
-}
-
-void conn_start_tls(struct conn *c, struct tls_io *t, const char *pre, size_t prelen)
-{
-	c->tls = t;
-	c->flags |= CONN_F_TLS_HS;
-	conn_recv_oneshot(c);
-	if (prelen) {
-		c->tls_left = malloc(prelen);
-		if (c->tls_left) {
-			memcpy(c->tls_left, pre, prelen);
-			c->tls_left_len = (uint32_t)prelen;
-		}
-		defer(c);
-		return;
-	}
-	/* a client speaks first */
-	tls_pump(c);
 }
 
 static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
@@ -596,15 +551,13 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 	}
 	if (res > 0) {
 		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-		char *p = worker_buf(c->w, bid);
+		char *p = buf_ptr(&c->w->bufs, bid);
 
 		c->flags &= (uint16_t)~CONN_F_COLD;
 		if (c->flags & CONN_F_ORPHAN)
-			worker_buf_release(c->w, bid);
-		else if (c->tls)
-			tls_recv(c, p, (size_t)res, bid);
-		else if (!c->h->data(c, p, (size_t)res, bid))
-			worker_buf_release(c->w, bid);
+			conn_buf_release(c->w, bid);
+		else
+			c->x->recv(c, p, (size_t)res, bid);
 	} else if (res == 0) {
 		c->flags |= CONN_F_EOF;
 		if (!(c->flags & CONN_F_ORPHAN))
@@ -643,8 +596,8 @@ static void on_send(struct conn *c, int res)
 	}
 	if ((c->flags & CONN_F_ORPHAN) && !(c->flags & CONN_F_FLUSH))
 		drop_queue(c);
-	else if (c->tls)
-		tls_flush(c);
+	else if (c->x->flush)
+		c->x->flush(c);
 	if (c->seg_count) {
 		if (!(c->flags & CONN_F_DEAD))
 			submit_send(c);

@@ -7,6 +7,15 @@
  * then on no callback is called, and the conn frees itself (closing its
  * fd) once no operation on it is in flight. So an owner may free itself
  * right after closing its conns.
+ *
+ * Transport: what goes between the socket and the handler is a table of
+ * functions (struct conn_xprt, HAProxy's xprt_ops): plain sockets here
+ * (the default), TLS in tls/conn_tls.c. The handler sees plaintext and
+ * never asks which it has.
+ *
+ * Calls: core/worker.c's dispatcher calls the entry points at the end;
+ * this file calls core/buf.c and worker.h's inline ring helpers, never
+ * worker.c; a transport calls the functions of "For transports" below.
  */
 #ifndef MXLB_CONN_H
 #define MXLB_CONN_H
@@ -23,17 +32,48 @@
 struct conn;
 
 struct conn_handler {
-	/* Bytes arrived in provided buffer bid. Return true to keep the
-	 * buffer (release it later with worker_buf_release() or by queueing
-	 * it with conn_send_buf()), false to have it released now. */
+	/* Bytes arrived in buffer bid. Return true to keep the buffer
+	 * (release it later with conn_buf_release() or by queueing it with
+	 * conn_send_buf()), false to have it released now. */
 	bool (*data)(struct conn *c, char *p, size_t len, uint16_t bid);
 	void (*eof)(struct conn *c);          /* the peer shut its side */
 	void (*error)(struct conn *c, int err); /* -errno, recv or send */
 	void (*drained)(struct conn *c);      /* the send queue became empty */
 	void (*connected)(struct conn *c, int err); /* 0 or -errno (-ETIMEDOUT) */
-	/* TLS only: the handshake ended, 0 or -EPROTO (tls_io_error() says why) */
+	/* A transport with a handshake (TLS): it ended, 0 or -errno (the
+	 * transport says why: conn_tls_error()) */
 	void (*handshake)(struct conn *c, int err);
 };
+
+/* A transport. Each function is called with the conn it was set on by
+ * conn_set_xprt(); recv and send are required, the others may be NULL
+ * (nothing to do). Buffers come and go as in the handler: a bid >= 0 is
+ * a worker buffer, bid -1 a malloc'd block. */
+struct conn_xprt {
+	const char *name;
+	/* Octets from the socket in buffer bid, which it now owns: hand
+	 * what they carry to the handler (conn_deliver()) or keep it. */
+	void (*recv)(struct conn *c, char *p, size_t len, uint16_t bid);
+	/* Send p..p+len; the queue has room for a segment. 0: taken (queued
+	 * with conn_queue_raw(), or used and released); -1: refused, p stays
+	 * the caller's. */
+	int (*send)(struct conn *c, char *p, size_t len, int32_t bid);
+	/* A send ended, so the queue has room: what the transport could not
+	 * queue before may go now. */
+	void (*flush)(struct conn *c);
+	/* The write side shuts once the queue is sent: last words first
+	 * (close_notify). Not called once the conn failed or was shut. */
+	void (*shutdown)(struct conn *c);
+	/* Whether input is held back (received or decoded while paused):
+	 * conn_recv_start() then hands it over through resume. */
+	bool (*pending)(const struct conn *c);
+	/* After the batch that conn_defer() was called in. */
+	void (*resume)(struct conn *c);
+	/* The conn is freed: free what the transport holds. */
+	void (*close)(struct conn *c);
+};
+
+extern const struct conn_xprt conn_plain;
 
 struct seg {
 	char *p;
@@ -55,10 +95,9 @@ struct conn {
 	/* one link per list: a conn can be starved and lingering at once */
 	struct conn *next_starved, *next_linger, *next_deferred;
 	uint32_t linger_until; /* low 32 bits of worker_now_ms() */
-	uint32_t tls_left_len;
 	struct __kernel_timespec connect_ts;
-	struct tls_io *tls; /* NULL: plaintext */
-	char *tls_left; /* ciphertext received but not read yet (paused) */
+	const struct conn_xprt *x; /* conn_plain unless set */
+	void *xprt_ctx;            /* the transport's own state */
 };
 
 /* A new conn on an open socket (fd < 0: a socket is made by conn_connect). */
@@ -94,24 +133,54 @@ void conn_shutdown_wr(struct conn *c);
 
 int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len, uint32_t timeout_ms);
 
-/* TLS from now on (STARTTLS, implicit TLS, TLS to a backend): bytes sent
- * after this are encrypted (sending before the handshake ends fails),
- * bytes received are decrypted before the handler sees them, and
- * h->handshake is called when the handshake ends. pre: ciphertext
- * already received (after a PROXY header). Takes t. A client side sends
- * its ClientHello at once. Receiving goes one buffer at a time. */
-void conn_start_tls(struct conn *c, struct tls_io *t, const char *pre, size_t prelen);
-
 /* Orphan and close now; queued data is dropped. Safe on NULL. */
 void conn_close(struct conn *c);
 /* Orphan; close once the queue is sent (bounded by linger_ms). */
 void conn_close_after_flush(struct conn *c, uint32_t linger_ms);
 
-/* Dispatcher entry points (core/worker.c). */
-void conn_complete(struct conn *c, enum op_kind kind, struct io_uring_cqe *cqe);
-void conn_resume_starved(struct worker *w);
-void conn_expire_lingering(struct worker *w, uint64_t now_ms);
+/* Give back a buffer a handler kept; a conn that starved for buffers
+ * receives again. */
+void conn_buf_release(struct worker *w, uint16_t bid);
+
+/* ---- For transports ---- */
+
+/* From now on x carries c's bytes, with ctx as c->xprt_ctx (freed by
+ * x->close). Bytes already queued go out as they are. */
+void conn_set_xprt(struct conn *c, const struct conn_xprt *x, void *ctx);
+/* Whether a segment can be queued now (room, an open, sound socket). */
+bool conn_queue_room(const struct conn *c);
+/* Queue p as it is, after what is queued; only with conn_queue_room().
+ * Takes p (bid as in struct seg). */
+void conn_queue_raw(struct conn *c, char *p, size_t len, int32_t bid);
+/* Whether the handler takes input now: not paused, closed, failed or
+ * at its end. */
+bool conn_input_wanted(const struct conn *c);
+/* Whether input will never be wanted again (closed or failed). */
+bool conn_input_dead(const struct conn *c);
+bool conn_orphaned(const struct conn *c);
+/* Input for the handler in buffer bid (released unless it keeps it). */
+void conn_deliver(struct conn *c, char *p, size_t len, uint16_t bid);
+/* The peer ended its side (TLS: close_notify): h->eof. */
+void conn_peer_eof(struct conn *c);
+/* No more I/O on c; h->error(err) unless orphaned. */
+void conn_fail(struct conn *c, int err);
+/* The handshake ended: h->handshake(err); err < 0 ends I/O as well. */
+void conn_handshake_done(struct conn *c, int err);
+/* Call x->resume after this batch of completions (and then receive). */
+void conn_defer(struct conn *c);
+
+/* ---- Entry points of core/worker.c ---- */
+
+/* The worker's conns: their allocator and lists (0 or -errno). */
+int conn_worker_init(struct worker *w);
+void conn_worker_fini(struct worker *w);
+/* Conns alive, orphans included. */
+unsigned conn_count(const struct worker *w);
+/* Whether conn_run_deferred() has work: do not sleep on the ring. */
+bool conn_deferred_pending(const struct worker *w);
 void conn_run_deferred(struct worker *w);
+void conn_complete(struct conn *c, enum op_kind kind, struct io_uring_cqe *cqe);
+void conn_expire_lingering(struct worker *w, uint64_t now_ms);
 
 void sock_set_nodelay(int fd);
 

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,116 +24,6 @@
 
 #define RING_ENTRIES 4096
 #define RING_CQ_ENTRIES 32768
-
-uint64_t worker_now_ms(void)
-{
-	return clock_usec() / 1000;
-}
-
-struct io_uring_sqe *worker_sqe(struct worker *w)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-
-	while (!sqe) {
-		io_uring_submit(&w->ring);
-		sqe = io_uring_get_sqe(&w->ring);
-	}
-	return sqe;
-}
-
-static int bufring_init(struct worker *w, struct buf_ring *r, unsigned count, uint16_t base,
-			uint16_t group)
-{
-	size_t ring_size = count * sizeof(struct io_uring_buf);
-	struct io_uring_buf_reg reg;
-	int ret;
-
-	r->count = count;
-	r->base = base;
-	r->group = group;
-	/* liburing 2.3 has no io_uring_setup_buf_ring(): register by hand */
-	r->br = mmap(NULL, ring_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	if (r->br == MAP_FAILED) {
-		r->br = NULL;
-		return -errno;
-	}
-	r->bufs = mmap(NULL, (size_t)count * BUF_SIZE, PROT_READ | PROT_WRITE,
-		       MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	if (r->bufs == MAP_FAILED) {
-		r->bufs = NULL;
-		return -errno;
-	}
-	memset(&reg, 0, sizeof(reg));
-	reg.ring_addr = (uint64_t)(uintptr_t)r->br;
-	reg.ring_entries = count;
-	reg.bgid = group;
-	ret = io_uring_register_buf_ring(&w->ring, &reg, 0);
-	if (ret < 0)
-		return ret;
-	io_uring_buf_ring_init(r->br);
-	for (unsigned i = 0; i < count; i++)
-		io_uring_buf_ring_add(r->br, r->bufs + (size_t)i * BUF_SIZE, BUF_SIZE,
-				      (uint16_t)(base + i), io_uring_buf_ring_mask(count), (int)i);
-	io_uring_buf_ring_advance(r->br, (int)count);
-	return 0;
-}
-
-static void bufring_fini(struct buf_ring *r)
-{
-	if (r->bufs)
-		munmap(r->bufs, (size_t)r->count * BUF_SIZE);
-	r->bufs = NULL;
-	if (r->br)
-		munmap(r->br, r->count * sizeof(struct io_uring_buf));
-	r->br = NULL;
-}
-
-uint16_t worker_plain_get(struct worker *w)
-{
-	uint16_t i;
-
-	if (w->nplain_free) {
-		i = w->plain_free[--w->nplain_free];
-	} else if (w->nplain < PLAIN_MAX) {
-		i = (uint16_t)w->nplain++;
-	} else {
-		return BID_NONE;
-	}
-	if (w->plain[i]) {
-		w->nplain_kept--;
-	} else if (!(w->plain[i] = malloc(BUF_SIZE))) {
-		w->plain_free[w->nplain_free++] = i;
-		return BID_NONE;
-	}
-	return (uint16_t)(PLAIN_BASE + i);
-}
-
-static void plain_release(struct worker *w, uint16_t i)
-{
-	if (w->nplain_kept < PLAIN_KEEP) {
-		w->nplain_kept++;
-	} else {
-		free(w->plain[i]);
-		w->plain[i] = NULL;
-	}
-	w->plain_free[w->nplain_free++] = i;
-}
-
-void worker_buf_release(struct worker *w, uint16_t bid)
-{
-	struct buf_ring *r;
-
-	if (bid >= PLAIN_BASE) {
-		plain_release(w, (uint16_t)(bid - PLAIN_BASE));
-		return;
-	}
-	r = &w->rings[bid >= BUF_COUNT];
-	io_uring_buf_ring_add(r->br, worker_buf(w, bid), BUF_SIZE, bid,
-			      io_uring_buf_ring_mask(r->count), 0);
-	io_uring_buf_ring_advance(r->br, 1);
-	if (w->starved)
-		conn_resume_starved(w);
-}
 
 static void arm_tick(struct worker *w)
 {
@@ -293,20 +182,15 @@ int worker_init(struct worker *w)
 	 * proxy needs few of them (bounded and unbounded) */
 	unsigned int maxw[2] = { 2, 2 };
 	io_uring_register_iowq_max_workers(&w->ring, maxw);
-	ret = bufring_init(w, &w->rings[0], BUF_COUNT, 0, BUF_GROUP);
-	if (ret < 0)
-		return ret;
-	ret = bufring_init(w, &w->rings[1], BUF_HOT_COUNT, BUF_COUNT, BUF_HOT_GROUP);
+	ret = bufs_init(&w->bufs, &w->ring);
 	if (ret < 0)
 		return ret;
 	w->wake_fd = eventfd(0, EFD_CLOEXEC);
 	if (w->wake_fd < 0)
 		return -errno;
-	slab_init(&w->conn_slab, sizeof(struct conn));
-	w->plain = calloc(PLAIN_MAX, sizeof(*w->plain));
-	w->plain_free = calloc(PLAIN_MAX, sizeof(*w->plain_free));
-	if (!w->plain || !w->plain_free)
-		return -ENOMEM;
+	ret = conn_worker_init(w);
+	if (ret < 0)
+		return ret;
 	wheel_init(&w->wheel, worker_now_ms());
 	fd_limit_read(w);
 	return 0;
@@ -424,7 +308,7 @@ static void on_accept(struct lsock *ls, struct io_uring_cqe *cqe)
 			close(res);
 		} else {
 			/* a reserved fd too: the proxy turns the client away */
-			w->ops->accepted(w, ls, res);
+			ls->accepted(ls, res);
 			if (reserved)
 				accept_backoff(ls, 0, res);
 			else if (!timer_armed(&ls->backoff))
@@ -504,8 +388,7 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
 		if (!(cqe->flags & IORING_CQE_F_MORE))
 			arm_tick(w);
 		wheel_advance(&w->wheel, worker_now_ms());
-		if (w->lingering)
-			conn_expire_lingering(w, worker_now_ms());
+		conn_expire_lingering(w, worker_now_ms());
 		break;
 	case OP_WAKE:
 		on_wake(w, cqe->res);
@@ -525,8 +408,8 @@ void worker_run(struct worker *w)
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
 		/* deferred work runs after this batch: do not sleep on it */
-		int ret = w->deferred ? io_uring_submit_and_get_events(&w->ring)
-				      : io_uring_submit_and_wait(&w->ring, 1);
+		int ret = conn_deferred_pending(w) ? io_uring_submit_and_get_events(&w->ring)
+						   : io_uring_submit_and_wait(&w->ring, 1);
 
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
 			log_error("worker", "io_uring_submit_and_wait: %s", strerror(-ret));
@@ -538,13 +421,12 @@ void worker_run(struct worker *w)
 			n++;
 		}
 		io_uring_cq_advance(&w->ring, n);
-		if (w->deferred)
-			conn_run_deferred(w);
+		conn_run_deferred(w);
 		w->ops->reap(w);
 		if (w->stopping) {
 			/* the accepts must be gone too: until their completions are
 			 * reaped, the kernel keeps the sockets listening */
-			if (!w->ops->active(w) && !w->nconns && !accepting_any(w) && !w->retired) {
+			if (!w->ops->active(w) && !conn_count(w) && !accepting_any(w) && !w->retired) {
 				io_uring_submit(&w->ring); /* the last closes */
 				break;
 			}
@@ -559,19 +441,11 @@ void worker_run(struct worker *w)
 void worker_fini(struct worker *w)
 {
 	io_uring_queue_exit(&w->ring);
-	bufring_fini(&w->rings[0]);
-	bufring_fini(&w->rings[1]);
+	bufs_fini(&w->bufs);
 	if (w->wake_fd >= 0)
 		close(w->wake_fd);
 	w->wake_fd = -1;
-	if (w->plain)
-		for (unsigned i = 0; i < w->nplain; i++)
-			free(w->plain[i]);
-	free(w->plain);
-	free(w->plain_free);
-	slab_destroy(&w->conn_slab);
-	w->plain = NULL;
-	w->plain_free = NULL;
+	conn_worker_fini(w);
 	while (w->lsocks) {
 		struct lsock *ls = w->lsocks;
 

@@ -3,6 +3,11 @@
  * Every submission carries user_data = object pointer | op kind (the low
  * three bits; objects are 8-aligned). worker_run() reaps completions and
  * switches on the kind; nothing else reads the completion queue.
+ *
+ * Calls go one way: worker.c (the loop, its dispatcher, the listening
+ * sockets) calls core/conn.c (conn_complete() and the conns' lists, which
+ * conn.c keeps to itself), and both call core/buf.c (the buffers) and the
+ * inline ring helpers below; conn.c never calls worker.c, buf.c neither.
  */
 #ifndef MXLB_WORKER_H
 #define MXLB_WORKER_H
@@ -13,6 +18,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/buf.h"
+#include "core/log.h"
 #include "core/slab.h"
 #include "core/timer.h"
 
@@ -28,32 +35,12 @@ enum op_kind {
 };
 #define OP_MASK 7u
 
-/* Provided-buffer rings, two per worker. The kernel takes buffers from a
- * ring in order and they come back at its end, so every buffer of a ring
- * is touched in turn: the large ring (multishot receives, many sessions
- * at once) cycles through 16 MB, which no cache holds. One-at-a-time
- * receives (the relay, TLS) use a small ring that stays in the CPU's
- * cache, and fall back to the large one when it is empty. */
-#define BUF_SIZE 16384
-#define BUF_COUNT 1024 /* the large ring: ids 0 .. BUF_COUNT-1; a power of two */
-#define BUF_GROUP 0
-#define BUF_HOT_COUNT 64 /* the small ring: ids BUF_COUNT ..; a power of two */
-#define BUF_HOT_GROUP 1
-/* Buffers of the same size the worker hands out itself (decrypted TLS
- * records): ids PLAIN_BASE and up, so that whoever receives a buffer
- * releases it the same way whatever filled it. */
-#define PLAIN_BASE (BUF_COUNT + BUF_HOT_COUNT)
-#define PLAIN_MAX 8192
-#define PLAIN_KEEP 64 /* free ones kept allocated */
-#define BID_NONE 0xffffu
-
-struct conn;
+struct conns;
 struct lsock;
 struct worker;
 
 /* What the proxy does with a worker's events. */
 struct worker_ops {
-	void (*accepted)(struct worker *w, struct lsock *ls, int fd);
 	void (*stopping)(struct worker *w); /* stop requested: refuse what is not relaying */
 	unsigned (*active)(struct worker *w); /* sessions still open */
 	void (*abort_all)(struct worker *w);  /* shutdown_timeout passed */
@@ -81,39 +68,27 @@ struct lsock {
 	uint32_t failures;    /* failed or refused accepts since the last log line */
 	uint64_t resumed_ms;  /* when the last pause ended */
 	struct worker *w;
-	void *owner; /* the proxy's listener */
+	/* what becomes of an accepted fd: each socket has its own handler
+	 * (a mail listener's, the admin server's), which owns the fd */
+	void (*accepted)(struct lsock *ls, int fd);
+	void *owner; /* the handler's: the proxy's listener */
 	struct lsock *next;
 	struct sockaddr_storage addr; /* what it is bound to */
 	socklen_t addrlen;
 };
 
-struct buf_ring {
-	struct io_uring_buf_ring *br;
-	char *bufs;
-	unsigned count;
-	uint16_t base; /* the id of its first buffer */
-	uint16_t group;
-};
-
 struct worker {
 	int id;
 	struct io_uring ring;
-	struct buf_ring rings[2]; /* BUF_GROUP, BUF_HOT_GROUP */
+	struct bufs bufs;
 	struct wheel wheel;
 	struct __kernel_timespec tick_ts;
 	int wake_fd;
 	uint64_t wake_val;
 	struct lsock *lsocks;
-	struct conn *starved; /* conns whose recv stopped for lack of buffers */
-	struct conn *lingering; /* orphaned conns still flushing */
-	struct conn *deferred; /* conns with work for after this batch */
-	char **plain; /* PLAIN_MAX slots, NULL until allocated */
-	uint16_t *plain_free; /* free slot indices */
-	unsigned nplain, nplain_free, nplain_kept;
-	struct slab conn_slab; /* struct conn */
+	struct conns *conns; /* core/conn.c's: its allocator and lists */
 	const struct worker_ops *ops;
 	void *proxy; /* the proxy's per-worker state */
-	unsigned nconns; /* conns alive, orphans included */
 	int fd_high; /* fds at or above it are the reserve; see worker_fd_in_reserve() */
 	int fd_limit; /* RLIMIT_NOFILE as last read */
 	bool stopping;
@@ -148,27 +123,26 @@ void worker_retire_lsock(struct worker *w, struct lsock *ls);
 void worker_add_lsock(struct worker *w, struct lsock *ls);
 
 /* An SQE, submitting first when the queue is full. Never NULL. */
-struct io_uring_sqe *worker_sqe(struct worker *w);
+static inline struct io_uring_sqe *worker_sqe(struct worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+	while (!sqe) {
+		io_uring_submit(&w->ring);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	return sqe;
+}
 
 static inline uint64_t op_data(void *obj, enum op_kind kind)
 {
 	return (uint64_t)(uintptr_t)obj | kind;
 }
 
-void worker_buf_release(struct worker *w, uint16_t bid);
-static inline char *worker_buf(struct worker *w, uint16_t bid)
+static inline uint64_t worker_now_ms(void)
 {
-	if (bid >= PLAIN_BASE)
-		return w->plain[bid - PLAIN_BASE];
-	if (bid >= BUF_COUNT)
-		return w->rings[1].bufs + (size_t)(bid - BUF_COUNT) * BUF_SIZE;
-	return w->rings[0].bufs + (size_t)bid * BUF_SIZE;
+	return clock_usec() / 1000;
 }
-/* A buffer of BUF_SIZE the worker owns (id >= PLAIN_BASE), BID_NONE when
- * PLAIN_MAX are out; released with worker_buf_release(). */
-uint16_t worker_plain_get(struct worker *w);
-
-uint64_t worker_now_ms(void);
 
 /* Accept back-off (struct lsock). */
 #define ACCEPT_BACKOFF_MIN_MS 100

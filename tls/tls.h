@@ -1,7 +1,8 @@
 /* tls.h - BoringSSL for mxlb: contexts built from the configuration's tls:
- * section, and a TLS engine driven over memory: ciphertext is fed in from
- * the ring's buffers and taken out as heap blocks to send, so the engine
- * never touches a socket and holds no buffer between records.
+ * section (tls.c), and a TLS engine driven over memory (tls_io.c):
+ * ciphertext is fed in from the ring's buffers and taken out as heap
+ * blocks to send, so the engine never touches a socket and holds no buffer
+ * between records. tls/conn_tls.h makes the engine a conn's transport.
  *
  * Contexts: one per cfg_tls, with a server side when it has certificates
  * (picked per handshake by SNI, then by what the client can verify: ECDSA

@@ -1,0 +1,68 @@
+/* buf.h - the receive buffers of one worker, all of BUF_SIZE and named by
+ * an id (bid): two rings of provided buffers the kernel fills, and
+ * buffers the worker hands out itself (decrypted TLS records). Whoever
+ * holds a buffer releases it with buf_release() whatever filled it.
+ *
+ * The kernel takes buffers from a ring in order and they come back at its
+ * end, so every buffer of a ring is touched in turn: the large ring
+ * (multishot receives, many sessions at once) cycles through 16 MB, which
+ * no cache holds. One-at-a-time receives (the relay, TLS) use a small
+ * ring that stays in the CPU's cache, and fall back to the large one when
+ * it is empty.
+ *
+ * The bottom of core/: it calls nothing else of mxlb. Releasing a buffer
+ * does not wake the conns that starved for one: core/conn.c does that in
+ * conn_buf_release().
+ */
+#ifndef MXLB_BUF_H
+#define MXLB_BUF_H
+
+#include <liburing.h>
+#include <stdint.h>
+
+#define BUF_SIZE 16384
+#define BUF_COUNT 1024 /* the large ring: ids 0 .. BUF_COUNT-1; a power of two */
+#define BUF_GROUP 0
+#define BUF_HOT_COUNT 64 /* the small ring: ids BUF_COUNT ..; a power of two */
+#define BUF_HOT_GROUP 1
+/* Buffers of the same size handed out by buf_plain_get(): ids PLAIN_BASE
+ * and up. */
+#define PLAIN_BASE (BUF_COUNT + BUF_HOT_COUNT)
+#define PLAIN_MAX 8192
+#define PLAIN_KEEP 64 /* free ones kept allocated */
+#define BID_NONE 0xffffu
+
+struct buf_ring {
+	struct io_uring_buf_ring *br;
+	char *bufs;
+	unsigned count;
+	uint16_t base; /* the id of its first buffer */
+	uint16_t group;
+};
+
+struct bufs {
+	struct buf_ring rings[2]; /* BUF_GROUP, BUF_HOT_GROUP */
+	char **plain;             /* PLAIN_MAX slots, NULL until allocated */
+	uint16_t *plain_free;     /* free slot indices */
+	unsigned nplain, nplain_free, nplain_kept;
+};
+
+/* Register both rings with ring. 0 or -errno; bufs_fini() either way. */
+int bufs_init(struct bufs *b, struct io_uring *ring);
+void bufs_fini(struct bufs *b);
+
+static inline char *buf_ptr(const struct bufs *b, uint16_t bid)
+{
+	if (bid >= PLAIN_BASE)
+		return b->plain[bid - PLAIN_BASE];
+	if (bid >= BUF_COUNT)
+		return b->rings[1].bufs + (size_t)(bid - BUF_COUNT) * BUF_SIZE;
+	return b->rings[0].bufs + (size_t)bid * BUF_SIZE;
+}
+
+/* A provided buffer goes back to its ring; one of ours to the free list. */
+void buf_release(struct bufs *b, uint16_t bid);
+/* One of ours (id >= PLAIN_BASE), BID_NONE when PLAIN_MAX are out. */
+uint16_t buf_plain_get(struct bufs *b);
+
+#endif
