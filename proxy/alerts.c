@@ -47,7 +47,7 @@ static const struct cfg_alerts *acfg(void)
 /* Alerts speak for the server as configured now (worker 0's runtime). */
 static const char *hostname(void)
 {
-	return mxlb_rt->cfg->server.hostname;
+	return runtime_hostname(mxlb_rt);
 }
 
 static void send_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -126,9 +126,18 @@ static void alert_done(const char *error)
 	alert_next();
 }
 
+/* What the reply to each step must be (the steps smtp_parse.h names). */
+static const struct smtp_expect *const expects[] = {
+	[A_GREETING] = &smtp_expect_greeting, [A_EHLO] = &smtp_expect_ehlo,
+	[A_MAIL] = &smtp_expect_mail,         [A_RCPT] = &smtp_expect_rcpt,
+	[A_DATA] = &smtp_expect_data,         [A_BODY] = &smtp_expect_end_of_data,
+	[A_QUIT] = &smtp_expect_quit,
+};
+
 static void alert_process(void)
 {
 	while (al.step != A_IDLE && dbuf_used(&al.in)) {
+		char why[64];
 		size_t len;
 		int code;
 
@@ -141,14 +150,12 @@ static void alert_process(void)
 		case SMTP_OK:
 			break;
 		}
-		dbuf_consume(&al.in, len);
-		if (code / 100 != (al.step == A_DATA ? 3 : 2)) {
-			char why[48];
-
-			snprintf(why, sizeof(why), "server answered %d", code);
+		if (smtp_expect_check(expects[al.step], code, dbuf_data(&al.in), len, why,
+				      sizeof(why))) {
 			alert_done(why);
 			return;
 		}
+		dbuf_consume(&al.in, len);
 		switch (al.step) {
 		case A_GREETING:
 			send_line("EHLO %s", hostname());

@@ -19,7 +19,7 @@
 #include "proxy/proxy.h"
 #include "proxy/proxy_proto.h"
 #include "proxy/smtp_parse.h"
-#include "tls/tls.h"
+#include "tls/conn_tls.h"
 
 enum hc_step { HC_IDLE, HC_CONNECT, HC_TLS, HC_GREETING, HC_EHLO, HC_STARTTLS, HC_QUIT };
 
@@ -124,10 +124,17 @@ static void hc_result(struct hcheck *hc, bool ok, const char *why)
 }
 
 /* End the check in progress and schedule the next one. */
+/* In the SMTP dialogue of a check (past connect and TLS). */
+static bool hc_talking(const struct hcheck *hc)
+{
+	return hc->step == HC_GREETING || hc->step == HC_EHLO || hc->step == HC_STARTTLS ||
+	       hc->step == HC_QUIT;
+}
+
 static void hc_finish(struct hcheck *hc, bool ok, const char *why)
 {
 	if (hc->c) {
-		if (!ok && hc->step >= HC_GREETING && hc->step < HC_QUIT) {
+		if (!ok && hc_talking(hc) && hc->step != HC_QUIT) {
 			conn_send_copy(hc->c, "QUIT\r\n", 6);
 			conn_close_after_flush(hc->c, hc->p->cfg->health.timeout);
 		} else {
@@ -141,23 +148,6 @@ static void hc_finish(struct hcheck *hc, bool ok, const char *why)
 	timer_set(&hc->w->wheel, &hc->timer, hc->p->cfg->health.interval, hc_timer);
 }
 
-static size_t ehlo_size(const char *p, size_t len)
-{
-	size_t off = 0;
-
-	while (off < len) {
-		struct smtp_reply_line r;
-		size_t n;
-
-		if (smtp_parse_reply_line(p + off, len - off, &r, &n) != SMTP_OK)
-			break;
-		if (r.text_len > 5 && !strncasecmp(r.text, "SIZE ", 5))
-			return strtoull(r.text + 5, NULL, 10);
-		off += n;
-	}
-	return 0;
-}
-
 static void hc_send(struct hcheck *hc, const char *line)
 {
 	conn_send_copy(hc->c, line, strlen(line));
@@ -166,14 +156,14 @@ static void hc_send(struct hcheck *hc, const char *line)
 static void hc_start_tls(struct hcheck *hc)
 {
 	const struct cfg_backend *b = hc->p->backends[hc->i].cfg;
-	struct tls_io *t = tls_io_client(runtime_tls(hc->rt, b->tls_context), b->address.host);
+	struct conn_tls *t = conn_tls_client(runtime_tls(hc->rt, b->tls_context), b->address.host);
 
 	if (!t) {
 		hc_finish(hc, false, "out of memory");
 		return;
 	}
 	hc->step = HC_TLS;
-	conn_start_tls(hc->c, t, NULL, 0);
+	conn_tls_start(hc->c, t, NULL, 0);
 }
 
 static void hc_ehlo(struct hcheck *hc)
@@ -185,14 +175,30 @@ static void hc_ehlo(struct hcheck *hc)
 	hc->step = HC_EHLO;
 }
 
+/* What the reply to the step in progress must be. */
+static const struct smtp_expect *hc_expect(const struct hcheck *hc, const struct cfg_backend *b)
+{
+	switch (hc->step) {
+	case HC_GREETING:
+		return &smtp_expect_greeting;
+	case HC_EHLO:
+		return b->tls == CFG_TLS_STARTTLS && !hc->tls_on ? &smtp_expect_ehlo_starttls
+								  : &smtp_expect_ehlo;
+	case HC_STARTTLS:
+		return &smtp_expect_starttls;
+	default:
+		return &smtp_expect_quit;
+	}
+}
+
 static void hc_process(struct hcheck *hc)
 {
 	const struct cfg_backend *b = hc->p->backends[hc->i].cfg;
-
+	char why[64];
 	size_t len;
 	int code;
 
-	while (hc->step >= HC_GREETING && dbuf_used(&hc->in)) {
+	while (hc_talking(hc) && dbuf_used(&hc->in)) {
 		switch (smtp_parse_reply(dbuf_data(&hc->in), dbuf_used(&hc->in), &code, &len)) {
 		case SMTP_AGAIN:
 			return;
@@ -202,38 +208,28 @@ static void hc_process(struct hcheck *hc)
 		case SMTP_OK:
 			break;
 		}
+		/* the steps a session's backend dialogue has too (smtp_parse.h) */
+		if (smtp_expect_check(hc_expect(hc, b), code, dbuf_data(&hc->in), len, why,
+				      sizeof(why))) {
+			hc_finish(hc, false, why);
+			return;
+		}
 		switch (hc->step) {
 		case HC_GREETING:
-			if (code != 220) {
-				hc_finish(hc, false, "greeting not 220");
-				return;
-			}
 			hc_ehlo(hc);
 			break;
 		case HC_EHLO:
-			if (code != 250) {
-				hc_finish(hc, false, "EHLO not 250");
-				return;
-			}
 			if (b->tls == CFG_TLS_STARTTLS && !hc->tls_on) {
-				if (!(smtp_ehlo_extensions(dbuf_data(&hc->in), len) & SMTP_EXT_STARTTLS)) {
-					hc_finish(hc, false, "STARTTLS not offered");
-					return;
-				}
 				hc_send(hc, "STARTTLS\r\n");
 				hc->step = HC_STARTTLS;
 				break;
 			}
 			hc->caps = smtp_ehlo_extensions(dbuf_data(&hc->in), len);
-			hc->size = ehlo_size(dbuf_data(&hc->in), len);
+			hc->size = smtp_ehlo_size(dbuf_data(&hc->in), len);
 			hc_send(hc, "QUIT\r\n");
 			hc->step = HC_QUIT;
 			break;
 		case HC_STARTTLS:
-			if (code != 220) {
-				hc_finish(hc, false, "STARTTLS not 220");
-				return;
-			}
 			dbuf_consume(&hc->in, len);
 			if (dbuf_used(&hc->in)) {
 				hc_finish(hc, false, "bytes after the STARTTLS reply");
@@ -242,7 +238,7 @@ static void hc_process(struct hcheck *hc)
 			hc_start_tls(hc);
 			return;
 		case HC_QUIT:
-			hc_finish(hc, code == 221, "QUIT not 221");
+			hc_finish(hc, true, "ok");
 			return;
 		default:
 			return;
@@ -299,7 +295,7 @@ static void hc_handshake(struct conn *c, int err)
 	char why[160];
 
 	if (err < 0) {
-		snprintf(why, sizeof(why), "TLS: %s", tls_io_error(c->tls));
+		snprintf(why, sizeof(why), "TLS: %s", conn_tls_error(c));
 		hc_finish(hc, false, why);
 		return;
 	}

@@ -1,5 +1,6 @@
-/* listener.c - accepted connections become sessions; the server-wide and
- * per-client session limits; what a worker does when asked to stop.
+/* listener.c - accepted connections become sessions (the server-wide
+ * session limit is checked here); what a worker does at a reload and when
+ * asked to stop.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -7,101 +8,17 @@
 
 #include "proxy/proxy.h"
 
-/* ---- per-client counts, shared by all workers ---- */
-
-#define CLIENT_BUCKETS 4096
-
-struct client_count {
-	struct client_count *next;
-	uint8_t addr[16];
-	uint32_t n;
-};
-
-static struct client_count *client_table[CLIENT_BUCKETS];
-static pthread_mutex_t client_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* The address as 16 octets (v4 as v4-mapped v6), so both families key alike. */
-static void client_key(const union sockaddr_any *a, uint8_t key[16])
-{
-	memset(key, 0, 16);
-	if (a->sa.sa_family == AF_INET) {
-		key[10] = key[11] = 0xff;
-		memcpy(key + 12, &a->sin.sin_addr, 4);
-	} else if (a->sa.sa_family == AF_INET6) {
-		memcpy(key, &a->sin6.sin6_addr, 16);
-	}
-}
-
-static unsigned client_hash(const uint8_t key[16])
-{
-	uint32_t h = 2166136261u;
-
-	for (int i = 0; i < 16; i++)
-		h = (h ^ key[i]) * 16777619u;
-	return h % CLIENT_BUCKETS;
-}
-
-bool client_limit_take(const union sockaddr_any *a, uint32_t limit)
-{
-	uint8_t key[16];
-	struct client_count *cc;
-	bool ok = true;
-
-	client_key(a, key);
-	pthread_mutex_lock(&client_lock);
-	for (cc = client_table[client_hash(key)]; cc; cc = cc->next)
-		if (!memcmp(cc->addr, key, 16))
-			break;
-	if (!cc) {
-		cc = calloc(1, sizeof(*cc));
-		if (cc) {
-			memcpy(cc->addr, key, 16);
-			cc->next = client_table[client_hash(key)];
-			client_table[client_hash(key)] = cc;
-		}
-	}
-	if (!cc || cc->n >= limit)
-		ok = false;
-	else
-		cc->n++;
-	pthread_mutex_unlock(&client_lock);
-	return ok;
-}
-
-void client_limit_drop(const union sockaddr_any *a)
-{
-	uint8_t key[16];
-	struct client_count **pp, *cc;
-
-	client_key(a, key);
-	pthread_mutex_lock(&client_lock);
-	for (pp = &client_table[client_hash(key)]; (cc = *pp); pp = &cc->next) {
-		if (memcmp(cc->addr, key, 16))
-			continue;
-		if (--cc->n == 0) {
-			*pp = cc->next;
-			free(cc);
-		}
-		break;
-	}
-	pthread_mutex_unlock(&client_lock);
-}
-
 /* ---- worker callbacks ---- */
 
-static void accepted(struct worker *w, struct lsock *ls, int fd)
+void listener_accept(struct lsock *ls, int fd)
 {
-	struct proxy_worker *pw = w->proxy;
+	struct proxy_worker *pw = ls->w->proxy;
 	const struct cfg_listener *l = ls->owner;
 	struct session *s;
 	unsigned n;
 
-	if (ls->owner == admin_listener) {
-		admin_accept(w, fd);
-		return;
-	}
 	n = atomic_fetch_add(&mxlb_sessions, 1) + 1;
-	s = session_new(pw, l, fd);
+	s = session_new(pw, l, fd, &front_handler);
 	if (!s) {
 		atomic_fetch_sub(&mxlb_sessions, 1);
 		log_error("accept", "out of memory: connection dropped");
@@ -115,7 +32,7 @@ static void accepted(struct worker *w, struct lsock *ls, int fd)
 		else
 			session_close_reply(s, R_REJECTED, "max_sessions",
 					    "421 4.7.0 %s Too many connections, try again later",
-					    session_hostname(s));
+					    runtime_hostname(s->rt));
 		return;
 	}
 	front_start(s);
@@ -123,10 +40,8 @@ static void accepted(struct worker *w, struct lsock *ls, int fd)
 
 static void started(struct worker *w)
 {
-	if (w->id == 0) {
-		health_start(w);
-		alerts_start(w);
-	}
+	if (w->id == 0)
+		services_start(w);
 }
 
 static void stopping(struct worker *w)
@@ -134,11 +49,8 @@ static void stopping(struct worker *w)
 	struct proxy_worker *pw = w->proxy;
 	struct session *s, *next;
 
-	if (w->id == 0) {
-		health_stop();
-		admin_stop();
-		alerts_stop();
-	}
+	if (w->id == 0)
+		services_stop();
 	for (s = pw->sessions; s; s = next) {
 		next = s->next;
 		front_stop(s);
@@ -165,19 +77,19 @@ static bool same_addr(const struct lsock *ls, const struct cfg_addr *a)
 	return ls->addrlen == a->len && !memcmp(&ls->addr, &a->ss, a->len);
 }
 
-/* What a socket this worker has becomes in the new configuration: its
- * listener, the admin marker, or NULL (it is closed). */
-static const void *new_owner(const struct config *cfg, const struct lsock *ls, int worker)
+/* Whether a socket this worker has stays in the new configuration (a mail
+ * listener's then belongs to the new cfg_listener), or is closed. */
+static bool keeps(const struct config *cfg, struct lsock *ls, int worker)
 {
-	if (ls->owner == admin_listener)
-		return worker == 0 && cfg->server.has_admin && same_addr(ls, &cfg->server.admin)
-			       ? admin_listener
-			       : NULL;
+	if (ls->accepted == admin_accept)
+		return worker == 0 && cfg->server.has_admin && same_addr(ls, &cfg->server.admin);
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		for (size_t j = 0; j < cfg->listeners[i].nlisten; j++)
-			if (same_addr(ls, &cfg->listeners[i].listen[j]))
-				return &cfg->listeners[i];
-	return NULL;
+			if (same_addr(ls, &cfg->listeners[i].listen[j])) {
+				ls->owner = (void *)&cfg->listeners[i];
+				return true;
+			}
+	return false;
 }
 
 /* On the worker's thread: switch to the new runtime. Sessions in progress
@@ -190,10 +102,7 @@ static void reload(struct worker *w, void *arg)
 	struct lsock **pp = &w->lsocks, *ls, *next;
 
 	while ((ls = *pp)) {
-		const void *owner = new_owner(ra->rt->cfg, ls, w->id);
-
-		if (owner) {
-			ls->owner = (void *)owner;
+		if (keeps(ra->rt->cfg, ls, w->id)) {
 			pp = &ls->next;
 		} else {
 			*pp = ls->next;
@@ -208,11 +117,8 @@ static void reload(struct worker *w, void *arg)
 	pw->rt = ra->rt;
 	mxlb_rt = ra->rt;
 	w->shutdown_timeout_ms = ra->rt->cfg->server.shutdown_timeout;
-	if (w->id == 0) {
-		health_stop();
-		runtime_adopt(ra->rt);
-		health_start(w);
-	}
+	if (w->id == 0)
+		services_reload(w, ra->rt);
 	runtime_unref(old);
 }
 
@@ -225,7 +131,6 @@ const struct worker_ops proxy_worker_ops = {
 	.reap = reap,
 	.reload = reload,
 	.started = started,
-	.accepted = accepted,
 	.stopping = stopping,
 	.active = active,
 	.abort_all = abort_all,

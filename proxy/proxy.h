@@ -1,11 +1,21 @@
-/* proxy.h - the proxy's private header. The banners below follow a
- * session's life: listener -> session -> smtp_front -> route -> smtp_back
- * -> relay.
+/* proxy.h - the proxy's private header. The banners below name the file
+ * that implements what follows; after the services of worker 0 they follow
+ * a session's life: sockets -> listener -> session -> smtp_front -> route
+ * -> smtp_back -> relay.
+ *
+ * Calls go down that list, with the callbacks that truly go both ways:
+ * session.c hands a state's timer to the phase that owns it
+ * (back_timeout), and the phases end the session through session.c; the
+ * listener's and admin server's sockets accept through the handler each
+ * was made with (sockets.c sets it). services.c starts, stops and reloads
+ * health, alerts and admin, which reach sessions only through runtime.c's
+ * shared state.
  */
 #ifndef MXLB_PROXY_H
 #define MXLB_PROXY_H
 
 #include <netinet/in.h>
+#include <sys/un.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -13,6 +23,7 @@
 
 #include "config/config.h"
 #include "core/conn.h"
+#include "core/dbuf.h"
 #include "core/log.h"
 #include "core/timer.h"
 #include "core/worker.h"
@@ -52,7 +63,7 @@ union sockaddr_any {
 	struct sockaddr_in6 sin6;
 };
 
-/* ---- route.c: pools at run time ---- */
+/* ---- pool.c (balancers: lb_*.c): pools at run time ---- */
 
 enum { ADMIN_ENABLED, ADMIN_DRAIN, ADMIN_DISABLED };
 
@@ -167,12 +178,30 @@ void alerts_stop(void);
 
 /* ---- admin.c ---- */
 
-/* The admin socket's lsock->owner, to tell it from mail listeners. */
-extern const char admin_listener[];
-void admin_accept(struct worker *w, int fd);
+/* The admin socket's accept handler (lsock->accepted): it is told from
+ * mail listeners by it. */
+void admin_accept(struct lsock *ls, int fd);
 void admin_stop(void);
 
-/* ---- main.c: the running proxy ---- */
+/* ---- admin_render.c: the admin server's answers ---- */
+
+/* printf into b (no limit but memory). */
+void admin_out(struct dbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void admin_render_metrics(struct dbuf *b);
+void admin_render_status(struct dbuf *b);
+/* "up", "down", "drain" or "disabled", for /status and the log. */
+const char *admin_backend_state(struct backend_rt *be);
+
+/* ---- services.c: health, alerts and admin, on worker 0 ---- */
+
+struct runtime;
+void services_start(struct worker *w);
+void services_stop(void);
+/* rt comes into force: services that write backend state pause around
+ * runtime_adopt(rt). */
+void services_reload(struct worker *w, struct runtime *rt);
+
+/* ---- runtime.c: a configuration at run time ---- */
 
 /* A configuration with its run-time state. A reload makes a new one; the
  * old one lives on while sessions that started with it do: each session,
@@ -197,11 +226,42 @@ extern atomic_uint mxlb_sessions; /* open sessions, all workers */
  * caller's then). */
 struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen);
 struct tls_ctx *runtime_tls(const struct runtime *rt, const struct cfg_tls *t);
+/* server.hostname of that configuration: a session uses its own runtime's,
+ * so it answers with the name it greeted with. */
+const char *runtime_hostname(const struct runtime *rt);
 void runtime_ref(struct runtime *rt);
 void runtime_unref(struct runtime *rt);
 /* rt comes into force: pool_rt_adopt on each of its pools. Once per
  * reload, on worker 0 (before the others switch), its checks stopped. */
 void runtime_adopt(struct runtime *rt);
+
+/* ---- sockets.c: listening sockets ---- */
+
+/* A unix socket file this process made: removed when the process stops
+ * using it, unless the path has become another file since. */
+struct sock_file {
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	dev_t dev;
+	ino_t ino;
+};
+
+/* Whether cfg's listeners listen on exactly a. */
+bool sock_listened_on(const struct config *cfg, const struct cfg_addr *a);
+/* Whether old's listeners hold a or an address that overlaps it. */
+bool sock_held(const struct config *old, const struct cfg_addr *a);
+/* Every mail address of cfg that old (NULL at start) does not hold is
+ * free (one owner per address), else -1 and err says which is not. */
+int sock_probe_new(const struct config *cfg, const struct config *old, char *err, size_t len);
+/* A listening socket on a for w: listener l's, or with l NULL the admin
+ * server's (a unix socket file it makes goes in made); -1 and err. */
+int sock_add(struct worker *w, const struct cfg_addr *a, const struct cfg_listener *l,
+	     const char *user, struct sock_file *made, char *err, size_t len);
+/* Every socket of cfg for w (the admin server's on worker 0 only). */
+int sock_worker_listen(struct worker *w, const struct config *cfg, struct sock_file *admin_file,
+		       char *err, size_t len);
+void sock_free_all(struct lsock *ls);
+/* Remove the socket file f made, unless its path is another file now. */
+void sock_file_remove(struct sock_file *f);
 
 /* ---- listener.c ---- */
 
@@ -215,6 +275,9 @@ struct proxy_worker {
 };
 
 extern const struct worker_ops proxy_worker_ops;
+/* A mail listener's accept handler (lsock->accepted; lsock->owner is its
+ * cfg_listener): the fd becomes a session. */
+void listener_accept(struct lsock *ls, int fd);
 
 /* What a worker gets at a reload: the new runtime (it takes its own
  * reference) and sockets for addresses the old configuration did not
@@ -224,11 +287,14 @@ struct reload_arg {
 	struct lsock *fresh;
 };
 
-/* Per-client session counts (max_sessions_per_client), shared by workers. */
+/* ---- limits.c: per-client session counts ---- */
+
+/* Take a slot of max_sessions_per_client for a's client; false when it has
+ * `limit` already. Shared by workers. */
 bool client_limit_take(const union sockaddr_any *a, uint32_t limit);
 void client_limit_drop(const union sockaddr_any *a);
 
-/* ---- session.c ---- */
+/* ---- session.c: states and results ---- */
 
 enum session_state {
 	S_PROXY_HEADER, /* reading the PROXY header of accept_proxy */
@@ -288,11 +354,7 @@ struct listener_stats *listener_stats_get(const char *name);
 /* Release a reference; the last frees the stats. NULL is ignored. */
 void listener_stats_put(struct listener_stats *st);
 
-/* A growable byte buffer: data is p[off..len). Freed when emptied. */
-struct dbuf {
-	char *p;
-	uint32_t off, len, cap;
-};
+/* ---- session.c: the session object ---- */
 
 struct session {
 	struct session *next, *prev; /* on the worker's list */
@@ -343,11 +405,27 @@ struct session {
 	uint64_t t_accept, t_greeting, t_routed;
 };
 
-struct session *session_new(struct proxy_worker *pw, const struct cfg_listener *l, int fd);
+/* A session for accepted fd, its client conn first handled by h. */
+struct session *session_new(struct proxy_worker *pw, const struct cfg_listener *l, int fd,
+			    const struct conn_handler *h);
 void session_set_state(struct session *s, enum session_state st);
 void session_reap(struct proxy_worker *pw);
 void session_seed_ids(uint64_t seed);
 const char *session_state_name(enum session_state st);
+
+/* Where a session is in its life; ask these, never the order of the
+ * states. */
+enum session_phase {
+	PHASE_FRONT,   /* mxlb answers the client (before routing) */
+	PHASE_BACKEND, /* routed: the backend dialogue, the client waits */
+	PHASE_RELAY,
+	PHASE_CLOSED,
+};
+enum session_phase session_phase(const struct session *s);
+static inline bool session_routed(const struct session *s)
+{
+	return session_phase(s) != PHASE_FRONT;
+}
 /* End the session: close both sides at once; logs the session line.
  * Idempotent. */
 void session_close(struct session *s, enum session_result r, const char *reason);
@@ -361,20 +439,6 @@ void session_timeout(struct session *s, uint32_t ms);
  * sends what is queued (once per batch of commands). */
 void session_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void session_flush(struct session *s);
-/* The hostname of the configuration the session started with. */
-const char *session_hostname(const struct session *s);
-
-int dbuf_append(struct dbuf *b, const char *p, size_t len, size_t max);
-void dbuf_consume(struct dbuf *b, size_t n);
-void dbuf_free(struct dbuf *b);
-static inline size_t dbuf_used(const struct dbuf *b)
-{
-	return b->len - b->off;
-}
-static inline char *dbuf_data(const struct dbuf *b)
-{
-	return b->p + b->off;
-}
 
 /* ---- smtp_front.c: the client side before relaying ---- */
 
@@ -387,7 +451,7 @@ static inline bool listener_starttls(const struct cfg_listener *l)
 void front_start(struct session *s); /* after accept (and PROXY header) */
 void front_stop(struct session *s);  /* server stopping: 421 unless relaying */
 
-/* ---- route.c ---- */
+/* ---- route.c: routes -> pool -> backend ---- */
 
 struct pool_rt *route_pick_pool(const struct session *s);
 /* Pick and take a backend not tried yet (pool_pick); -1 when none is left. */

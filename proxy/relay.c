@@ -90,7 +90,7 @@ static void relay_refuse(struct session *s, const char *why)
 	if (s->back)
 		setsockopt(s->back->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
 	session_close_reply(s, R_REJECTED, why, "554 5.7.1 %s Error: %s; closing connection",
-			    session_hostname(s), why);
+			    runtime_hostname(s->rt), why);
 }
 
 /* Run the client's kept bytes (s->in) through the tracker. */
@@ -178,7 +178,7 @@ static void relay_ehlo_reply(struct session *s, const char *p, size_t len, bool 
 
 	if (dbuf_append(&s->bin, p, len, RELAY_EHLO_MAX) < 0) {
 		session_close_reply(s, R_ERROR, "backend EHLO reply too long",
-				    "421 4.3.0 %s Error: backend reply too long", session_hostname(s));
+				    "421 4.3.0 %s Error: backend reply too long", runtime_hostname(s->rt));
 		return;
 	}
 	if (!end)

@@ -87,6 +87,13 @@ struct tls_ctx *runtime_tls(const struct runtime *rt, const struct cfg_tls *t)
 	return t ? rt->tls[t - rt->cfg->tls] : NULL;
 }
 
+_Thread_local struct runtime *mxlb_rt;
+
+const char *runtime_hostname(const struct runtime *rt)
+{
+	return rt->cfg->server.hostname;
+}
+
 void runtime_ref(struct runtime *rt)
 {
 	atomic_fetch_add(&rt->refs, 1);

@@ -23,15 +23,6 @@ void session_seed_ids(uint64_t seed)
 	atomic_store(&session_next_id, seed);
 }
 
-static const char *const state_names[] = {
-	[S_PROXY_HEADER] = "proxy_header", [S_PEEK] = "client_hello", [S_TLS] = "tls_handshake",
-	[S_COMMAND] = "command", [S_CONNECT] = "connect", [S_B_GREETING] = "backend_greeting",
-	[S_B_TLS] = "backend_tls", [S_B_TLS_EHLO] = "backend_tls_ehlo",
-	[S_B_STARTTLS] = "backend_starttls", [S_B_HELO] = "backend_helo",
-	[S_B_XCLIENT] = "backend_xclient", [S_B_EHLO] = "backend_ehlo", [S_RELAY] = "relay",
-	[S_CLOSED] = "closed",
-};
-
 static const char *const result_names[] = {
 	[R_RELAYED] = "relayed", [R_REJECTED] = "rejected", [R_UNAVAILABLE] = "unavailable",
 	[R_TIMEOUT] = "timeout", [R_ERROR] = "error", [R_CLIENT_QUIT] = "client_quit",
@@ -42,64 +33,73 @@ const char *session_result_name(enum session_result r)
 	return result_names[r];
 }
 
+/* What each state's timer firing means. */
+static void proxy_header_timeout(struct session *s)
+{
+	session_close(s, R_TIMEOUT, "proxy header timeout");
+}
+
+static void client_hello_timeout(struct session *s)
+{
+	session_close(s, R_TIMEOUT, "client hello timeout");
+}
+
+static void tls_timeout(struct session *s)
+{
+	atomic_fetch_add(&listener_stats(s->rt, s->l)->tls_failures, 1);
+	session_close(s, R_TIMEOUT, "tls handshake timeout");
+}
+
+static void command_timeout(struct session *s)
+{
+	session_close_reply(s, R_TIMEOUT, "command timeout", "421 4.4.2 %s Error: timeout exceeded",
+			    runtime_hostname(s->rt));
+}
+
+static void idle_timeout(struct session *s)
+{
+	session_close(s, R_TIMEOUT, "idle timeout");
+}
+
+/* The session's states: their names for the log, the phase each belongs
+ * to (what the predicates below ask) and what its timer firing means. The
+ * backend dialogue's own steps (what each sends, what it expects) are
+ * smtp_back.c's table. */
+static const struct {
+	const char *name;
+	enum session_phase phase;
+	void (*timeout)(struct session *s);
+} states[] = {
+	[S_PROXY_HEADER] = { "proxy_header", PHASE_FRONT, proxy_header_timeout },
+	[S_PEEK] = { "client_hello", PHASE_FRONT, client_hello_timeout },
+	[S_TLS] = { "tls_handshake", PHASE_FRONT, tls_timeout },
+	[S_COMMAND] = { "command", PHASE_FRONT, command_timeout },
+	[S_CONNECT] = { "connect", PHASE_BACKEND, back_timeout },
+	[S_B_GREETING] = { "backend_greeting", PHASE_BACKEND, back_timeout },
+	[S_B_TLS] = { "backend_tls", PHASE_BACKEND, back_timeout },
+	[S_B_TLS_EHLO] = { "backend_tls_ehlo", PHASE_BACKEND, back_timeout },
+	[S_B_STARTTLS] = { "backend_starttls", PHASE_BACKEND, back_timeout },
+	[S_B_HELO] = { "backend_helo", PHASE_BACKEND, back_timeout },
+	[S_B_XCLIENT] = { "backend_xclient", PHASE_BACKEND, back_timeout },
+	[S_B_EHLO] = { "backend_ehlo", PHASE_BACKEND, back_timeout },
+	[S_RELAY] = { "relay", PHASE_RELAY, idle_timeout },
+	[S_CLOSED] = { "closed", PHASE_CLOSED, NULL },
+};
+
 const char *session_state_name(enum session_state st)
 {
-	return state_names[st];
+	return states[st].name;
 }
 
-const char *session_hostname(const struct session *s)
+enum session_phase session_phase(const struct session *s)
 {
-	return s->rt->cfg->server.hostname;
-}
-
-int dbuf_append(struct dbuf *b, const char *p, size_t len, size_t max)
-{
-	if (b->off && b->off == b->len)
-		b->off = b->len = 0;
-	if (dbuf_used(b) + len > max)
-		return -1;
-	if (b->len + len > b->cap) {
-		size_t used = dbuf_used(b), cap = b->cap ? b->cap : 1024;
-		char *np;
-
-		while (cap < used + len)
-			cap *= 2;
-		if (b->off) { /* compact before growing */
-			memmove(b->p, b->p + b->off, used);
-			b->off = 0;
-			b->len = (uint32_t)used;
-		}
-		if (cap > b->cap) {
-			np = realloc(b->p, cap);
-			if (!np)
-				return -1;
-			b->p = np;
-			b->cap = (uint32_t)cap;
-		}
-	}
-	memcpy(b->p + b->len, p, len);
-	b->len += (uint32_t)len;
-	return 0;
-}
-
-void dbuf_consume(struct dbuf *b, size_t n)
-{
-	b->off += (uint32_t)n;
-	if (b->off >= b->len)
-		dbuf_free(b); /* idle sessions hold no buffer */
-}
-
-void dbuf_free(struct dbuf *b)
-{
-	free(b->p);
-	b->p = NULL;
-	b->off = b->len = b->cap = 0;
+	return states[s->state].phase;
 }
 
 void session_set_state(struct session *s, enum session_state st)
 {
 	log_debug("state", "session %016llx: %s -> %s", (unsigned long long)s->id,
-		  state_names[s->state], state_names[st]);
+		  states[s->state].name, states[st].name);
 	s->state = st;
 }
 
@@ -107,30 +107,8 @@ static void on_timeout(struct timer *t)
 {
 	struct session *s = (struct session *)((char *)t - offsetof(struct session, timer));
 
-	switch (s->state) {
-	case S_PROXY_HEADER:
-		session_close(s, R_TIMEOUT, "proxy header timeout");
-		break;
-	case S_PEEK:
-		session_close(s, R_TIMEOUT, "client hello timeout");
-		break;
-	case S_TLS:
-		atomic_fetch_add(&listener_stats(s->rt, s->l)->tls_failures, 1);
-		session_close(s, R_TIMEOUT, "tls handshake timeout");
-		break;
-	case S_COMMAND:
-		session_close_reply(s, R_TIMEOUT, "command timeout",
-				    "421 4.4.2 %s Error: timeout exceeded", session_hostname(s));
-		break;
-	case S_RELAY:
-		session_close(s, R_TIMEOUT, "idle timeout");
-		break;
-	case S_CLOSED:
-		break;
-	default:
-		back_timeout(s);
-		break;
-	}
+	if (states[s->state].timeout)
+		states[s->state].timeout(s);
 }
 
 void session_timeout(struct session *s, uint32_t ms)
@@ -237,14 +215,15 @@ static void account(struct session *s)
 		hist_observe(&ls->route, s->t_routed - s->t_accept);
 }
 
-struct session *session_new(struct proxy_worker *pw, const struct cfg_listener *l, int fd)
+struct session *session_new(struct proxy_worker *pw, const struct cfg_listener *l, int fd,
+			    const struct conn_handler *h)
 {
 	struct session *s = slab_alloc(&pw->session_slab);
 	socklen_t len;
 
 	if (!s)
 		return NULL;
-	s->client = conn_new(pw->w, fd, &front_handler, s);
+	s->client = conn_new(pw->w, fd, h, s);
 	if (!s->client) {
 		slab_free(&pw->session_slab, s);
 		return NULL;

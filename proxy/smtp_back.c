@@ -15,7 +15,7 @@
 #include "proxy/proxy.h"
 #include "proxy/proxy_proto.h"
 #include "proxy/smtp_parse.h"
-#include "tls/tls.h"
+#include "tls/conn_tls.h"
 
 static void back_try(struct session *s);
 
@@ -88,52 +88,8 @@ static void send_xclient(struct session *s)
 		back_send(s, line, (size_t)n);
 }
 
-static void back_set_state(struct session *s, enum session_state st)
-{
-	char line[SMTP_LINE_MAX];
-	int n;
-
-	session_set_state(s, st);
-	switch (st) {
-	case S_CONNECT:
-		s->action = "connecting to backend";
-		break;
-	case S_B_GREETING:
-		s->action = "reading backend greeting";
-		break;
-	case S_B_TLS:
-		s->action = "TLS handshake with backend";
-		break;
-	case S_B_TLS_EHLO:
-		s->action = "sending EHLO for STARTTLS";
-		n = snprintf(line, sizeof(line), "EHLO %s\r\n", session_hostname(s));
-		if (n > 0 && (size_t)n < sizeof(line))
-			back_send(s, line, (size_t)n);
-		break;
-	case S_B_STARTTLS:
-		s->action = "sending STARTTLS";
-		back_send(s, "STARTTLS\r\n", 10);
-		break;
-	case S_B_HELO:
-		s->action = "sending EHLO for XCLIENT";
-		n = snprintf(line, sizeof(line), "EHLO %s\r\n", session_hostname(s));
-		if (n > 0 && (size_t)n < sizeof(line))
-			back_send(s, line, (size_t)n);
-		break;
-	case S_B_XCLIENT:
-		s->action = "sending XCLIENT";
-		send_xclient(s);
-		break;
-	case S_B_EHLO:
-		s->action = "sending the client's EHLO";
-		back_send(s, s->ehlo_line, s->ehlo_line_len);
-		break;
-	default:
-		BUG_ON(1);
-	}
-	if (s->state != S_CLOSED && st != S_CONNECT)
-		session_timeout(s, s->l->timeouts.backend_reply);
-}
+/* Enter a step of the dialogue: steps[] below says what it sends. */
+static void back_set_state(struct session *s, enum session_state st);
 
 /* This backend failed before the client saw anything: try the next. */
 static void back_fail(struct session *s, const char *why)
@@ -207,7 +163,7 @@ static void back_try(struct session *s)
 	if (i < 0) {
 		session_close_reply(s, R_UNAVAILABLE, "no backend available",
 				    "421 4.3.2 %s Service not available, closing transmission channel",
-				    session_hostname(s));
+				    runtime_hostname(s->rt));
 		return;
 	}
 	s->backend = i;
@@ -225,7 +181,7 @@ static void back_try(struct session *s)
 		 * better now */
 		session_close_reply(s, R_UNAVAILABLE, "out of file descriptors",
 				    "421 4.3.2 %s Service not available, closing transmission channel",
-				    session_hostname(s));
+				    runtime_hostname(s->rt));
 		return;
 	}
 	if (err < 0) {
@@ -248,14 +204,14 @@ void back_route(struct session *s)
 static void back_start_tls(struct session *s)
 {
 	const struct cfg_backend *b = back_cfg(s);
-	struct tls_io *t = tls_io_client(runtime_tls(s->rt, b->tls_context), b->address.host);
+	struct conn_tls *t = conn_tls_client(runtime_tls(s->rt, b->tls_context), b->address.host);
 
 	if (!t) {
 		session_close(s, R_ERROR, "out of memory");
 		return;
 	}
 	back_set_state(s, S_B_TLS);
-	conn_start_tls(s->back, t, NULL, 0);
+	conn_tls_start(s->back, t, NULL, 0);
 }
 
 /* The greeting (and any STARTTLS) done: the handoff, then the EHLO. */
@@ -289,7 +245,7 @@ static void back_handshake(struct conn *c, int err)
 	char why[160];
 
 	if (err < 0) {
-		snprintf(why, sizeof(why), "TLS: %s", tls_io_error(c->tls));
+		snprintf(why, sizeof(why), "TLS: %s", conn_tls_error(c));
 		back_fail(s, why);
 		return;
 	}
@@ -349,9 +305,112 @@ static void back_ehlo_reply(struct session *s, int code, size_t len)
 	relay_start(s);
 }
 
+/* ---- the backend dialogue as a table ---- */
+
+static void send_own_ehlo(struct session *s)
+{
+	char line[SMTP_LINE_MAX];
+	int n = snprintf(line, sizeof(line), "EHLO %s\r\n", runtime_hostname(s->rt));
+
+	if (n > 0 && (size_t)n < sizeof(line))
+		back_send(s, line, (size_t)n);
+}
+
+static void send_starttls(struct session *s)
+{
+	back_send(s, "STARTTLS\r\n", 10);
+}
+
+static void send_client_ehlo(struct session *s)
+{
+	back_send(s, s->ehlo_line, s->ehlo_line_len);
+}
+
+static void after_greeting(struct session *s, int code, size_t len)
+{
+	(void)code;
+	(void)len;
+	if (back_cfg(s)->tls == CFG_TLS_STARTTLS && !s->back_tls)
+		back_set_state(s, S_B_TLS_EHLO);
+	else
+		back_greeted(s);
+}
+
+static void after_tls_ehlo(struct session *s, int code, size_t len)
+{
+	(void)code;
+	(void)len;
+	back_set_state(s, S_B_STARTTLS);
+}
+
+static void after_starttls(struct session *s, int code, size_t len)
+{
+	(void)code;
+	(void)len;
+	if (dbuf_used(&s->bin)) { /* injected before the handshake */
+		back_fail(s, "bytes after the STARTTLS reply");
+		return;
+	}
+	back_start_tls(s);
+}
+
+static void after_helo(struct session *s, int code, size_t len)
+{
+	(void)code;
+	(void)len;
+	back_set_state(s, S_B_XCLIENT);
+}
+
+static void after_xclient(struct session *s, int code, size_t len)
+{
+	(void)code;
+	(void)len;
+	back_set_state(s, S_B_EHLO);
+}
+
+/*
+ * Each step of the backend dialogue: what it is doing (for error lines),
+ * what entering it sends, what its reply must be (consumed when it is),
+ * and what follows a reply that meets it. A step without `next` reads
+ * nothing in the clear (connecting, a TLS handshake).
+ */
+static const struct back_step {
+	const char *action;
+	void (*enter)(struct session *s);
+	const struct smtp_expect *expect; /* NULL: any reply, `next` takes it */
+	void (*next)(struct session *s, int code, size_t len);
+} steps[S_RELAY] = {
+	[S_CONNECT] = { "connecting to backend", NULL, NULL, NULL },
+	[S_B_GREETING] = { "reading backend greeting", NULL, &smtp_expect_greeting,
+			   after_greeting },
+	[S_B_TLS] = { "TLS handshake with backend", NULL, NULL, NULL },
+	[S_B_TLS_EHLO] = { "sending EHLO for STARTTLS", send_own_ehlo, &smtp_expect_ehlo_starttls,
+			   after_tls_ehlo },
+	[S_B_STARTTLS] = { "sending STARTTLS", send_starttls, &smtp_expect_starttls,
+			   after_starttls },
+	[S_B_HELO] = { "sending EHLO for XCLIENT", send_own_ehlo, &smtp_expect_ehlo_xclient,
+		       after_helo },
+	[S_B_XCLIENT] = { "sending XCLIENT", send_xclient, &smtp_expect_xclient, after_xclient },
+	[S_B_EHLO] = { "sending the client's EHLO", send_client_ehlo, NULL, back_ehlo_reply },
+};
+
+static void back_set_state(struct session *s, enum session_state st)
+{
+	const struct back_step *step = &steps[st];
+
+	BUG_ON(st >= S_RELAY || !step->action);
+	session_set_state(s, st);
+	s->action = step->action;
+	if (step->enter)
+		step->enter(s);
+	if (s->state != S_CLOSED && st != S_CONNECT)
+		session_timeout(s, s->l->timeouts.backend_reply);
+}
+
 static void back_process(struct session *s)
 {
-	while (s->state >= S_B_GREETING && s->state <= S_B_EHLO && dbuf_used(&s->bin)) {
+	while (session_phase(s) == PHASE_BACKEND && steps[s->state].next && dbuf_used(&s->bin)) {
+		const struct back_step *step = &steps[s->state];
 		char why[64];
 		size_t len;
 		int code;
@@ -364,67 +423,15 @@ static void back_process(struct session *s)
 			back_fail(s, "malformed reply");
 			return;
 		}
-		switch (s->state) {
-		case S_B_GREETING:
-			if (code / 100 != 2) {
-				snprintf(why, sizeof(why), "greeting %d", code);
+		if (step->expect) {
+			if (smtp_expect_check(step->expect, code, dbuf_data(&s->bin), len, why,
+					      sizeof(why))) {
 				back_fail(s, why);
 				return;
 			}
 			dbuf_consume(&s->bin, len);
-			if (back_cfg(s)->tls == CFG_TLS_STARTTLS && !s->back_tls)
-				back_set_state(s, S_B_TLS_EHLO);
-			else
-				back_greeted(s);
-			break;
-		case S_B_TLS_EHLO:
-			if (code != 250 ||
-			    !(smtp_ehlo_extensions(dbuf_data(&s->bin), len) & SMTP_EXT_STARTTLS)) {
-				back_fail(s, "STARTTLS not offered");
-				return;
-			}
-			dbuf_consume(&s->bin, len);
-			back_set_state(s, S_B_STARTTLS);
-			break;
-		case S_B_STARTTLS:
-			if (code != 220) {
-				snprintf(why, sizeof(why), "STARTTLS answered %d", code);
-				back_fail(s, why);
-				return;
-			}
-			dbuf_consume(&s->bin, len);
-			if (dbuf_used(&s->bin)) { /* injected before the handshake */
-				back_fail(s, "bytes after the STARTTLS reply");
-				return;
-			}
-			back_start_tls(s);
-			return;
-		case S_B_HELO:
-			if (code != 250 ||
-			    !(smtp_ehlo_extensions(dbuf_data(&s->bin), len) & SMTP_EXT_XCLIENT)) {
-				back_fail(s, "XCLIENT not offered");
-				return;
-			}
-			dbuf_consume(&s->bin, len);
-			back_set_state(s, S_B_XCLIENT);
-			break;
-		case S_B_XCLIENT:
-			if (code != 220) {
-				snprintf(why, sizeof(why), "XCLIENT answered %d", code);
-				back_fail(s, why);
-				return;
-			}
-			dbuf_consume(&s->bin, len);
-			back_set_state(s, S_B_EHLO);
-			break;
-		case S_B_EHLO:
-			back_ehlo_reply(s, code, len);
-			return;
-		case S_B_TLS: /* nothing is read in the clear during the handshake */
-			return;
-		default:
-			BUG_ON(1);
 		}
+		step->next(s, code, len);
 	}
 }
 

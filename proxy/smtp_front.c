@@ -11,7 +11,7 @@
 #include "proxy/proxy_proto.h"
 #include "proxy/smtp_parse.h"
 #include "tls/clienthello.h"
-#include "tls/tls.h"
+#include "tls/conn_tls.h"
 
 /* Client bytes we accept beyond FRONT_IN_MAX: what is already on its way
  * when we pause reading. */
@@ -61,7 +61,7 @@ static bool front_refuse(struct session *s, const char *what, const char *reply)
 	client_error(s, what);
 	if (++s->errors >= FRONT_MAX_ERRORS) {
 		session_close_reply(s, R_REJECTED, "too many errors",
-				    "421 4.7.0 %s Error: too many errors", session_hostname(s));
+				    "421 4.7.0 %s Error: too many errors", runtime_hostname(s->rt));
 		return false;
 	}
 	session_reply(s, "%s", reply);
@@ -77,6 +77,9 @@ struct front_cmd {
 	const char *(*check)(struct session *s, const struct smtp_cmd *c, const char **reply);
 	/* Returns false when command processing must stop (routed, closed). */
 	bool (*proceed)(struct session *s, const struct smtp_cmd *c);
+	/* proceed consumes the line itself: it may keep it (the routing line
+	 * goes to the backend) or, before TLS, answer it */
+	bool keeps_line;
 };
 
 static const char *check_helo(struct session *s, const struct smtp_cmd *c, const char **reply)
@@ -118,7 +121,7 @@ static void front_pre_tls_ehlo(struct session *s)
 	}
 	if (!seen)
 		caps = 0;
-	session_reply(s, "250-%s", session_hostname(s));
+	session_reply(s, "250-%s", runtime_hostname(s->rt));
 	if (caps & SMTP_EXT_SIZE) {
 		if (size)
 			session_reply(s, "250-SIZE %lu", size);
@@ -158,7 +161,7 @@ static bool do_helo(struct session *s, const struct smtp_cmd *c)
 		if (s->esmtp)
 			front_pre_tls_ehlo(s);
 		else
-			session_reply(s, "250 %s", session_hostname(s));
+			session_reply(s, "250 %s", runtime_hostname(s->rt));
 		return true;
 	}
 	s->ehlo_line = malloc(c->line_len);
@@ -191,7 +194,7 @@ static bool do_quit(struct session *s, const struct smtp_cmd *c)
 {
 	(void)c;
 	session_close_reply(s, R_CLIENT_QUIT, "quit", "221 2.0.0 %s closing connection",
-			    session_hostname(s));
+			    runtime_hostname(s->rt));
 	return false;
 }
 
@@ -283,23 +286,23 @@ static bool do_starttls(struct session *s, const struct smtp_cmd *c)
 }
 
 static const struct front_cmd front_cmds[] = {
-	{ SMTP_V_EHLO, check_helo, do_helo },
-	{ SMTP_V_HELO, check_helo, do_helo },
-	{ SMTP_V_NOOP, NULL, do_noop },
-	{ SMTP_V_RSET, NULL, do_noop },
-	{ SMTP_V_HELP, NULL, do_help },
-	{ SMTP_V_QUIT, NULL, do_quit },
-	{ SMTP_V_MAIL, check_mail, do_mail },
-	{ SMTP_V_RCPT, check_need_helo, NULL },
-	{ SMTP_V_DATA, check_need_helo, NULL },
-	{ SMTP_V_BDAT, check_need_helo, NULL },
-	{ SMTP_V_VRFY, check_need_helo, NULL },
-	{ SMTP_V_EXPN, check_need_helo, NULL },
-	{ SMTP_V_ETRN, check_need_helo, NULL },
-	{ SMTP_V_AUTH, check_need_helo, NULL },
-	{ SMTP_V_STARTTLS, check_starttls, do_starttls },
-	{ SMTP_V_XCLIENT, check_need_helo, NULL },
-	{ SMTP_V_XFORWARD, check_need_helo, NULL },
+	{ SMTP_V_EHLO, check_helo, do_helo, true },
+	{ SMTP_V_HELO, check_helo, do_helo, true },
+	{ SMTP_V_NOOP, NULL, do_noop, false },
+	{ SMTP_V_RSET, NULL, do_noop, false },
+	{ SMTP_V_HELP, NULL, do_help, false },
+	{ SMTP_V_QUIT, NULL, do_quit, false },
+	{ SMTP_V_MAIL, check_mail, do_mail, true },
+	{ SMTP_V_RCPT, check_need_helo, NULL, false },
+	{ SMTP_V_DATA, check_need_helo, NULL, false },
+	{ SMTP_V_BDAT, check_need_helo, NULL, false },
+	{ SMTP_V_VRFY, check_need_helo, NULL, false },
+	{ SMTP_V_EXPN, check_need_helo, NULL, false },
+	{ SMTP_V_ETRN, check_need_helo, NULL, false },
+	{ SMTP_V_AUTH, check_need_helo, NULL, false },
+	{ SMTP_V_STARTTLS, check_starttls, do_starttls, false },
+	{ SMTP_V_XCLIENT, check_need_helo, NULL, false },
+	{ SMTP_V_XFORWARD, check_need_helo, NULL, false },
 };
 
 static bool front_command(struct session *s, const struct smtp_cmd *c)
@@ -316,7 +319,7 @@ static bool front_command(struct session *s, const struct smtp_cmd *c)
 			front_consume(s, c->line_len);
 			return front_refuse(s, why, reply);
 		}
-		if (fc->proceed != do_helo && fc->proceed != do_mail)
+		if (!fc->keeps_line)
 			front_consume(s, c->line_len);
 		return fc->proceed(s, c);
 	}
@@ -373,7 +376,7 @@ static void front_process(struct session *s)
 
 static void front_greet(struct session *s)
 {
-	session_reply(s, "220 %s %s", session_hostname(s), s->l->banner);
+	session_reply(s, "220 %s %s", runtime_hostname(s->rt), s->l->banner);
 	s->t_greeting = clock_usec();
 	session_set_state(s, S_COMMAND);
 	session_timeout(s, s->l->timeouts.command);
@@ -382,7 +385,7 @@ static void front_greet(struct session *s)
 /* TLS with the client from now on; pre: its bytes already received. */
 static void front_tls_start(struct session *s, const char *pre, size_t prelen)
 {
-	struct tls_io *t = tls_io_server(runtime_tls(s->rt, s->l->tls_context));
+	struct conn_tls *t = conn_tls_server(runtime_tls(s->rt, s->l->tls_context));
 
 	if (!t) {
 		session_close(s, R_ERROR, "out of memory");
@@ -390,7 +393,7 @@ static void front_tls_start(struct session *s, const char *pre, size_t prelen)
 	}
 	session_set_state(s, S_TLS);
 	session_timeout(s, s->l->timeouts.tls_handshake);
-	conn_start_tls(s->client, t, pre, prelen);
+	conn_tls_start(s->client, t, pre, prelen);
 	/* a pause for unread replies must not outlive the command phase */
 	conn_recv_start(s->client);
 }
@@ -435,7 +438,7 @@ static void front_begin(struct session *s)
 			else
 				session_close_reply(s, R_REJECTED, "max_sessions_per_client",
 						    "421 4.7.0 %s Too many connections from your address",
-						    session_hostname(s));
+						    runtime_hostname(s->rt));
 			return;
 		}
 		s->counted_client = true;
@@ -494,7 +497,7 @@ static void front_refuse_fd(struct session *s)
 	if (s->l->tls != CFG_TLS_IMPLICIT) {
 		n = snprintf(line, sizeof(line),
 			     "421 4.3.2 %s Service not available, closing transmission channel\r\n",
-			     session_hostname(s));
+			     runtime_hostname(s->rt));
 		if (n > 0 && (size_t)n < sizeof(line) &&
 		    conn_write_now(s->client, line, (size_t)n) == n)
 			s->bytes_out += (uint64_t)n;
@@ -526,9 +529,9 @@ void front_stop(struct session *s)
 {
 	if (s->state == S_PROXY_HEADER)
 		session_close(s, R_REJECTED, "shutting down");
-	else if (s->state < S_RELAY)
+	else if (session_phase(s) == PHASE_FRONT || session_phase(s) == PHASE_BACKEND)
 		session_close_reply(s, R_REJECTED, "shutting down",
-				    "421 4.3.2 %s Service shutting down", session_hostname(s));
+				    "421 4.3.2 %s Service shutting down", runtime_hostname(s->rt));
 }
 
 static bool front_data(struct conn *c, char *p, size_t len, uint16_t bid)
@@ -586,7 +589,7 @@ static void front_eof(struct conn *c)
 
 	if (s->state == S_TLS || s->state == S_PEEK)
 		atomic_fetch_add(&listener_stats(s->rt, s->l)->tls_failures, 1);
-	if (s->state <= S_COMMAND) {
+	if (!session_routed(s)) {
 		session_close(s, R_CLIENT_QUIT, "client disconnected");
 		return;
 	}
@@ -611,17 +614,17 @@ static void front_handshake(struct conn *c, int err)
 
 	if (err < 0) {
 		atomic_fetch_add(&st->tls_failures, 1);
-		snprintf(why, sizeof(why), "TLS handshake failed: %s", tls_io_error(c->tls));
+		snprintf(why, sizeof(why), "TLS handshake failed: %s", conn_tls_error(c));
 		client_error(s, why);
 		session_close(s, R_ERROR, "tls handshake failed");
 		return;
 	}
 	s->tls_done = true;
-	s->tls_version = tls_io_version(c->tls);
-	s->tls_cipher = tls_io_cipher(c->tls);
-	if (!s->sni && tls_io_sni(c->tls))
-		s->sni = strdup(tls_io_sni(c->tls));
-	atomic_fetch_add(tls_io_version_num(c->tls) >= 0x0304 ? &st->tls13 : &st->tls12, 1);
+	s->tls_version = conn_tls_version(c);
+	s->tls_cipher = conn_tls_cipher(c);
+	if (!s->sni && conn_tls_sni(c))
+		s->sni = strdup(conn_tls_sni(c));
+	atomic_fetch_add(conn_tls_version_num(c) >= 0x0304 ? &st->tls13 : &st->tls12, 1);
 	if (s->l->tls == CFG_TLS_IMPLICIT) {
 		front_greet(s);
 		session_flush(s);

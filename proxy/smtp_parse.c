@@ -1,6 +1,7 @@
 /* smtp_parse.c - see smtp_parse.h. */
 #include "proxy/smtp_parse.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -172,49 +173,118 @@ static unsigned ext_of(const char *t, size_t n)
 	return 0;
 }
 
-size_t smtp_ehlo_filter(const char *in, size_t len, char *out, unsigned drop)
+void smtp_ehlo_each(const char *in, size_t len,
+		    bool (*fn)(void *arg, const struct smtp_ehlo_line *l), void *arg)
 {
-	size_t off = 0, o = 0, last = 0;
+	size_t off = 0;
 	bool first = true;
 
 	while (off < len) {
 		struct smtp_reply_line r;
+		struct smtp_ehlo_line l;
 		size_t n;
 
 		if (smtp_parse_reply_line(in + off, len - off, &r, &n) != SMTP_OK)
-			break;
-		if (first || !(ext_of(r.text, r.text_len) & drop)) {
-			last = o;
-			memcpy(out + o, in + off, n);
-			if (n > 4 && out[o + 3] == ' ')
-				out[o + 3] = '-';
-			o += n;
-		}
+			return;
+		l.raw = in + off;
+		l.raw_len = n;
+		l.text = r.text;
+		l.text_len = r.text_len;
+		l.greeting = first;
+		l.ext = first ? 0 : ext_of(r.text, r.text_len);
+		if (!fn(arg, &l))
+			return;
 		first = false;
 		off += n;
 	}
+}
+
+struct filter_ctx {
+	char *out;
+	size_t o, last;
+	unsigned drop;
+};
+
+static bool filter_line(void *arg, const struct smtp_ehlo_line *l)
+{
+	struct filter_ctx *f = arg;
+
+	if (l->ext & f->drop)
+		return true;
+	f->last = f->o;
+	memcpy(f->out + f->o, l->raw, l->raw_len);
+	if (l->raw_len > 4 && f->out[f->o + 3] == ' ')
+		f->out[f->o + 3] = '-';
+	f->o += l->raw_len;
+	return true;
+}
+
+size_t smtp_ehlo_filter(const char *in, size_t len, char *out, unsigned drop)
+{
+	struct filter_ctx f = { .out = out, .drop = drop };
+
+	smtp_ehlo_each(in, len, filter_line, &f);
 	/* the last line kept ends the reply (a bare "250" has no separator) */
-	if (o > last + 4 && out[last + 3] == '-')
-		out[last + 3] = ' ';
-	return o;
+	if (f.o > f.last + 4 && out[f.last + 3] == '-')
+		out[f.last + 3] = ' ';
+	return f.o;
+}
+
+static bool ext_line(void *arg, const struct smtp_ehlo_line *l)
+{
+	*(unsigned *)arg |= l->ext;
+	return true;
 }
 
 unsigned smtp_ehlo_extensions(const char *in, size_t len)
 {
-	size_t off = 0;
 	unsigned mask = 0;
-	bool first = true;
 
-	while (off < len) {
-		struct smtp_reply_line r;
-		size_t n;
-
-		if (smtp_parse_reply_line(in + off, len - off, &r, &n) != SMTP_OK)
-			break;
-		if (!first)
-			mask |= ext_of(r.text, r.text_len);
-		first = false;
-		off += n;
-	}
+	smtp_ehlo_each(in, len, ext_line, &mask);
 	return mask;
+}
+
+static bool size_line(void *arg, const struct smtp_ehlo_line *l)
+{
+	if (l->ext != SMTP_EXT_SIZE || l->text_len <= 5)
+		return true;
+	*(uint64_t *)arg = strtoull(l->text + 5, NULL, 10);
+	return false;
+}
+
+uint64_t smtp_ehlo_size(const char *in, size_t len)
+{
+	uint64_t size = 0;
+
+	smtp_ehlo_each(in, len, size_line, &size);
+	return size;
+}
+
+const struct smtp_expect smtp_expect_greeting = { "greeting", 2, 0, NULL };
+const struct smtp_expect smtp_expect_ehlo = { "EHLO", 250, 0, NULL };
+const struct smtp_expect smtp_expect_ehlo_starttls = { "EHLO", 250, SMTP_EXT_STARTTLS,
+						       "STARTTLS" };
+const struct smtp_expect smtp_expect_ehlo_xclient = { "EHLO", 250, SMTP_EXT_XCLIENT, "XCLIENT" };
+const struct smtp_expect smtp_expect_starttls = { "STARTTLS", 220, 0, NULL };
+const struct smtp_expect smtp_expect_xclient = { "XCLIENT", 220, 0, NULL };
+const struct smtp_expect smtp_expect_quit = { "QUIT", 221, 0, NULL };
+const struct smtp_expect smtp_expect_mail = { "MAIL", 2, 0, NULL };
+const struct smtp_expect smtp_expect_rcpt = { "RCPT", 2, 0, NULL };
+const struct smtp_expect smtp_expect_data = { "DATA", 3, 0, NULL };
+const struct smtp_expect smtp_expect_end_of_data = { "end of data", 2, 0, NULL };
+
+const char *smtp_expect_check(const struct smtp_expect *e, int code, const char *in, size_t len,
+			      char *why, size_t whylen)
+{
+	bool ok = e->code < 10 ? code / 100 == e->code : code == e->code;
+
+	if (!ok) {
+		snprintf(why, whylen, "%s answered %d", e->what, code);
+		return why;
+	}
+	if (e->ext && !(smtp_ehlo_extensions(in, len) & e->ext)) {
+		snprintf(why, whylen, "%s not offered", e->ext_name);
+		return why;
+	}
+	return NULL;
 }

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* RFC 5321 4.5.3.1.4: a command line is at most 512 octets with CRLF. */
 #define SMTP_LINE_MAX 512
@@ -124,5 +125,45 @@ size_t smtp_ehlo_filter(const char *in, size_t len, char *out, unsigned drop);
 
 /* The SMTP_EXT_* keywords present in a complete EHLO reply. */
 unsigned smtp_ehlo_extensions(const char *in, size_t len);
+/* The value of its SIZE line, 0 when none. */
+uint64_t smtp_ehlo_size(const char *in, size_t len);
+
+/*
+ * What one step of a dialogue with a server expects of its reply. The
+ * backend dialogue (smtp_back.c), health checks (health.c) and alert mail
+ * (alerts.c) speak the same steps and share these.
+ */
+struct smtp_expect {
+	const char *what; /* the step, for the reason of a failure */
+	int code;         /* the code wanted; a single digit: any of that class */
+	unsigned ext;     /* SMTP_EXT_* the (EHLO) reply must offer, 0 none */
+	const char *ext_name;
+};
+
+extern const struct smtp_expect smtp_expect_greeting, smtp_expect_ehlo,
+	smtp_expect_ehlo_starttls, smtp_expect_ehlo_xclient, smtp_expect_starttls,
+	smtp_expect_xclient, smtp_expect_quit, smtp_expect_mail, smtp_expect_rcpt,
+	smtp_expect_data, smtp_expect_end_of_data;
+
+/* NULL when the complete reply in[0..len), with its code, meets e; else
+ * why not ("greeting answered 554", "STARTTLS not offered"), in why. */
+const char *smtp_expect_check(const struct smtp_expect *e, int code, const char *in, size_t len,
+			      char *why, size_t whylen);
+
+/* One line of an EHLO reply, as smtp_ehlo_each() hands it out. */
+struct smtp_ehlo_line {
+	const char *raw; /* the whole line, with its line end */
+	size_t raw_len;
+	const char *text; /* after "250-" or "250 " */
+	size_t text_len;
+	unsigned ext;  /* its keyword's SMTP_EXT_* bit; 0 for others and the greeting */
+	bool greeting; /* the first line: the server's name, not an extension */
+};
+
+/* Call fn for each line of a complete EHLO reply, in order; stops at a line
+ * that does not parse or when fn returns false. The one walk over EHLO
+ * lines: filtering, extensions, SIZE and the health checks use it. */
+void smtp_ehlo_each(const char *in, size_t len,
+		    bool (*fn)(void *arg, const struct smtp_ehlo_line *l), void *arg);
 
 #endif
