@@ -55,7 +55,7 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 20
 
-.PHONY: all run test unit integration test-bench fuzz bench compare clean deps deps-test FORCE
+.PHONY: all run test unit integration test-bench fuzz bench compare clean deps deps-test format FORCE
 all: $(BINS)
 
 # ---- packages: one stamp for the goals of this make (see the top)
@@ -172,6 +172,10 @@ bench: all
 
 compare: all
 	@MXLB_BUILD=$(abspath $(BUILD)) bench/compare.sh
+
+# Layout by .clang-format (Debian's clang-format), applied to every C file.
+format:
+	clang-format -i $(wildcard core/*.[ch] config/*.[ch] tls/*.[ch] proxy/*.[ch] bench/*.[ch] tests/unit/*.c tests/fuzz/*.[ch])
 
 clean:
 	rm -rf $(BUILD)

@@ -42,16 +42,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BENCH_IN_CAP 8192 /* replies: a whole (multi-line) reply must fit */
+#define BENCH_IN_CAP 8192  /* replies: a whole (multi-line) reply must fit */
 #define BENCH_CMD_CAP 1536 /* queued commands: MAIL, RCPT and DATA together */
 #define BENCH_HDR_CAP 1024 /* one message's header block */
 #define BENCH_NAME_MAX 255 /* --ehlo, --from, --to, --sni */
-#define BENCH_LINE_MAX 78 /* body lines, CRLF included (RFC 5322 2.1.1 asks <= 78 + CRLF) */
+#define BENCH_LINE_MAX 78  /* body lines, CRLF included (RFC 5322 2.1.1 asks <= 78 + CRLF) */
 #define BENCH_SIZE_MAX (256ull << 20)
 #define BENCH_THREADS_MAX 64
-#define BENCH_TICK_MS 100 /* the main thread's look at the workers */
+#define BENCH_TICK_MS 100	     /* the main thread's look at the workers */
 #define BENCH_PROGRESS_AFTER_MS 2000 /* no progress line on shorter runs */
-#define BENCH_ERRORS_SHOWN 5 /* error lines on stderr, the rest only counted */
+#define BENCH_ERRORS_SHOWN 5	     /* error lines on stderr, the rest only counted */
 #define BENCH_DURATION_MAX_MS (7ull * 24 * 3600 * 1000)
 
 /* ---- configuration: set by options_parse(), read-only once threads run */
@@ -64,7 +64,7 @@ static struct {
 	socklen_t target_len;
 	const char *target_text;
 	char target_host[256]; /* for certificate checks without --sni */
-	uint64_t sessions; /* 0: no limit (--duration bounds the run) */
+	uint64_t sessions;     /* 0: no limit (--duration bounds the run) */
 	unsigned concurrency;
 	uint64_t messages; /* per session */
 	uint64_t size;
@@ -208,8 +208,8 @@ struct stats {
 	_Atomic uint64_t messages_failed;
 	_Atomic uint64_t errors;
 	_Atomic uint64_t established; /* --hold: sessions that reached HOLD */
-	_Atomic uint64_t setup_done; /* --hold: established or failed before */
-	uint64_t sessions_aborted; /* cut short by SIGINT/SIGTERM */
+	_Atomic uint64_t setup_done;  /* --hold: established or failed before */
+	uint64_t sessions_aborted;    /* cut short by SIGINT/SIGTERM */
 	uint64_t tls_resumed;
 	uint64_t by_code[600];
 	uint64_t by_kind[ERR_KINDS];
@@ -220,15 +220,15 @@ struct stats {
 
 enum stop_level {
 	STOP_NONE,
-	STOP_QUIT, /* --hold ends: held sessions say QUIT */
+	STOP_QUIT,  /* --hold ends: held sessions say QUIT */
 	STOP_ABORT, /* a signal: close everything now */
 };
 
 static struct {
-	uint64_t t0; /* ns */
-	uint64_t deadline; /* ns; 0: no --duration */
+	uint64_t t0;		  /* ns */
+	uint64_t deadline;	  /* ns; 0: no --duration */
 	_Atomic uint64_t started; /* sessions claimed by the workers */
-	_Atomic int stop; /* enum stop_level */
+	_Atomic int stop;	  /* enum stop_level */
 	_Atomic unsigned errors_shown;
 	_Atomic bool no_pipelining_said;
 	_Atomic int workers_done;
@@ -244,12 +244,12 @@ struct bench_worker {
 	unsigned slots; /* this thread's share of --concurrency */
 	unsigned nsess;
 	uint64_t opened;
-	bool claimed_out; /* run_claim() said no: it will not say yes again */
+	bool claimed_out;	   /* run_claim() said no: it will not say yes again */
 	struct tool_list sessions; /* every open session */
-	struct tool_tqueue tq; /* sessions waiting for a reply or a write (--timeout) */
-	uint64_t msg_seq; /* Message-IDs */
-	SSL_SESSION *resume; /* --resume: the last session ticket */
-	uint64_t end; /* ns: when the last session ended */
+	struct tool_tqueue tq;	   /* sessions waiting for a reply or a write (--timeout) */
+	uint64_t msg_seq;	   /* Message-IDs */
+	SSL_SESSION *resume;	   /* --resume: the last session ticket */
+	uint64_t end;		   /* ns: when the last session ended */
 	_Alignas(64) struct stats st;
 };
 
@@ -270,9 +270,9 @@ enum sess_state {
 	S_RCPT,
 	S_DATA,
 	S_PIPELINE, /* MAIL, RCPT and DATA in one write: three replies due */
-	S_BODY, /* the message, then its final reply */
-	S_RSET, /* after a refused command */
-	S_HOLD, /* --hold: established, idle until the run ends */
+	S_BODY,	    /* the message, then its final reply */
+	S_RSET,	    /* after a refused command */
+	S_HOLD,	    /* --hold: established, idle until the run ends */
 	S_QUIT,
 	S_DONE, /* freed by sess_settle() */
 };
@@ -304,24 +304,24 @@ struct sess {
 	struct tool_source src;
 	int fd;
 	struct bench_worker *w;
-	struct tool_link link; /* w->sessions */
+	struct tool_link link;	 /* w->sessions */
 	struct tool_timer timer; /* in w->tq */
 
 	enum sess_state state;
 	const struct xport *xp;
 	SSL *ssl;
 	bool tls_up;
-	bool rd_ready; /* the socket may hold input: read until EAGAIN */
-	bool rdhup; /* epoll saw the FIN: a short read is no proof of a drained socket */
+	bool rd_ready;	 /* the socket may hold input: read until EAGAIN */
+	bool rdhup;	 /* epoll saw the FIN: a short read is no proof of a drained socket */
 	bool wr_blocked; /* the last send said EAGAIN: wait for EPOLLOUT */
 	bool ext_pipelining, ext_starttls, ext_size; /* from the EHLO reply */
-	bool established; /* setup latency recorded */
-	bool quit_acked; /* 221 read: waiting for the server's FIN */
+	bool established;			     /* setup latency recorded */
+	bool quit_acked;			     /* 221 read: waiting for the server's FIN */
 
 	uint64_t msgs_done; /* messages accepted or refused */
-	bool in_msg; /* MAIL sent, final reply not read */
-	bool msg_refused; /* a command of the current message was refused */
-	bool body_aborted; /* DATA's 354 came after a refusal: "." alone sent */
+	bool in_msg;	    /* MAIL sent, final reply not read */
+	bool msg_refused;   /* a command of the current message was refused */
+	bool body_aborted;  /* DATA's 354 came after a refusal: "." alone sent */
 	int pipe_replies;
 	uint64_t t_start, t_msg; /* ns: connect, MAIL */
 
@@ -426,11 +426,11 @@ static void tls_init(void)
 	if (!tls_ctx)
 		tool_die("SSL_CTX_new failed");
 	SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION);
-	SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-					  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_mode(tls_ctx,
+			 SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (cfg.resume) {
-		SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_CLIENT |
-							 SSL_SESS_CACHE_NO_INTERNAL);
+		SSL_CTX_set_session_cache_mode(tls_ctx,
+					       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
 		SSL_CTX_sess_set_new_cb(tls_ctx, tls_new_session);
 	} else {
 		/* handshake-heavy cases must measure full handshakes */
@@ -708,7 +708,7 @@ static void message_build(void)
 	}
 	if (cfg.size < msg.hdr_len)
 		tool_die("--size %" PRIu64 " is below the %zu octets of the header block", cfg.size,
-		    msg.hdr_len);
+			 msg.hdr_len);
 	text_len = cfg.size - msg.hdr_len;
 	text = tool_xmalloc(text_len);
 	msg.body = tool_xmalloc(2 * text_len + 3);
@@ -861,7 +861,7 @@ static void sess_reply(struct sess *s, int code, const char *p, size_t len)
 			sess_enter(s, S_BODY);
 		break;
 	case S_PIPELINE: {
-		bool ok = s->pipe_replies == 0   ? code == 250
+		bool ok = s->pipe_replies == 0	 ? code == 250
 			  : s->pipe_replies == 1 ? code == 250 || code == 251
 						 : code == 354;
 
@@ -1092,7 +1092,8 @@ static bool sess_handshake(struct sess *s)
 		if (e)
 			ERR_error_string_n(e, text, sizeof(text));
 		else
-			snprintf(text, sizeof(text), "%s", r == 0 ? "connection closed" : strerror(errno));
+			snprintf(text, sizeof(text), "%s",
+				 r == 0 ? "connection closed" : strerror(errno));
 		sess_fail(s, 0, ERR_TLS, text, strlen(text));
 		return true;
 	}
@@ -1332,9 +1333,11 @@ static void totals_live(struct totals *t)
 		struct stats *st = &workers[i].st;
 
 		t->sessions_ok += atomic_load_explicit(&st->sessions_ok, memory_order_relaxed);
-		t->sessions_failed += atomic_load_explicit(&st->sessions_failed, memory_order_relaxed);
+		t->sessions_failed +=
+			atomic_load_explicit(&st->sessions_failed, memory_order_relaxed);
 		t->messages_ok += atomic_load_explicit(&st->messages_ok, memory_order_relaxed);
-		t->messages_failed += atomic_load_explicit(&st->messages_failed, memory_order_relaxed);
+		t->messages_failed +=
+			atomic_load_explicit(&st->messages_failed, memory_order_relaxed);
 		t->errors += atomic_load_explicit(&st->errors, memory_order_relaxed);
 		t->established += atomic_load_explicit(&st->established, memory_order_relaxed);
 		t->setup_done += atomic_load_explicit(&st->setup_done, memory_order_relaxed);
@@ -1514,7 +1517,8 @@ static void report_json(const struct totals *t, double elapsed, bool interrupted
 	}
 	for (int k = 0; k < ERR_KINDS; k++) {
 		if (t->by_kind[k]) {
-			printf("%s\"%s\":%" PRIu64, any ? "," : "", err_kind_names[k], t->by_kind[k]);
+			printf("%s\"%s\":%" PRIu64, any ? "," : "", err_kind_names[k],
+			       t->by_kind[k]);
 			any = true;
 		}
 	}
@@ -1579,7 +1583,8 @@ static const char usage[] =
 	"  --size BYTES           message size with headers: 512, 1k, 100k, 1M (default 1k)\n"
 	"  --tls MODE             none | starttls | implicit (default none)\n"
 	"  --pipelining           MAIL, RCPT and DATA in one write when PIPELINING is offered\n"
-	"  --duration D           start no session after D (30s, 2m); with --sessions both bound the run\n"
+	"  --duration D           start no session after D (30s, 2m); with --sessions both bound "
+	"the run\n"
 	"  --timeout D            longest wait for the server in a session (default 30s)\n"
 	"  --threads T            event loops (default 1)\n"
 	"  --ehlo NAME            EHLO name (default bench.client.test)\n"
@@ -1619,7 +1624,8 @@ static void target_parse(const char *s)
 	struct cfg_addr a;
 
 	if (strpbrk(s, "\"\\ \t\r\n") || config_parse_addr(s, &a) < 0)
-		tool_die("bad --target '%s' (like 127.0.0.1:2525, [::1]:2525 or localhost:2525)", s);
+		tool_die("bad --target '%s' (like 127.0.0.1:2525, [::1]:2525 or localhost:2525)",
+			 s);
 	memcpy(&cfg.target, &a.ss, a.len);
 	cfg.target_len = a.len;
 	snprintf(cfg.target_host, sizeof(cfg.target_host), "%s", a.host);
@@ -1692,14 +1698,15 @@ static void options_parse(int argc, char **argv)
 			sessions_set = true;
 			break;
 		case OPT_CONCURRENCY:
-			cfg.concurrency = (unsigned)tool_opt_u64(optarg, 1, 1000000, "--concurrency");
+			cfg.concurrency =
+				(unsigned)tool_opt_u64(optarg, 1, 1000000, "--concurrency");
 			break;
 		case OPT_MESSAGES:
 			cfg.messages = tool_opt_u64(optarg, 0, 1000000000, "--messages");
 			break;
 		case OPT_SIZE:
-			cfg.size = tool_opt_size(optarg, "--size", "512, 1k, 100k, 1M; at most 256M",
-						 BENCH_SIZE_MAX);
+			cfg.size = tool_opt_size(optarg, "--size",
+						 "512, 1k, 100k, 1M; at most 256M", BENCH_SIZE_MAX);
 			break;
 		case OPT_TLS:
 			if (strcmp(optarg, "none") == 0)

@@ -443,31 +443,39 @@ peer_up() {
 	return 1
 }
 
+# peer_begin PEER ID TLS HEAD: PEER up for case ID, unless it sits the case
+# out (recorded: not applicable, over the time budget, did not start).
+# Sets the caller's port, out and err.
+peer_begin() {
+	local peer=$1 id=$2 tls=$3 head=$4 reason
+	reason=$(na_reason "$peer" "$tls")
+	if [ -n "$reason" ]; then
+		record "{$head,\"na\":$(json_str "$reason")}"
+		return 1
+	fi
+	if over_budget; then
+		record "{$head,\"error\":\"skipped: over the time budget of ${BUDGET}s\"}"
+		return 1
+	fi
+	peer_up "$peer" "$id" "$tls" "$head" || return 1
+	port=$(port_for "$tls")
+	out="$dir/runs/$id-$peer.json"
+	err="$dir/runs/$id-$peer.err"
+}
+
 # load_case ID TLS TITLE mxlb-bench-options...
 load_case() {
 	local id=$1 tls=$2 title=$3
 	shift 3
 	wanted "$id" || return 0
 	echo "case $id: $title" >&2
-	local peer head reason port out err cpu0 cpu1 scpu0 scpu1 c0 c1 rc ppids spids sinks
+	local peer head port out err cpu0 cpu1 scpu0 scpu1 c0 c1 rc ppids spids sinks
 	local t0 t1 lim
 	lim=$(($(dur_s "$DURATION") + 40))
 	spids="$sink1_pid $sink2_pid $sinkstarttls_pid $sinkimplicit_pid"
 	for peer in $PEERS; do
 		head="\"case\":\"$id\",\"kind\":\"load\",\"title\":$(json_str "$title"),\"tls\":\"$tls\",\"peer\":\"$peer\",\"options\":$(json_str "$*")"
-		reason=$(na_reason "$peer" "$tls")
-		if [ -n "$reason" ]; then
-			record "{$head,\"na\":$(json_str "$reason")}"
-			continue
-		fi
-		if over_budget; then
-			record "{$head,\"error\":\"skipped: over the time budget of ${BUDGET}s\"}"
-			continue
-		fi
-		peer_up "$peer" "$id" "$tls" "$head" || continue
-		port=$(port_for "$tls")
-		out="$dir/runs/$id-$peer.json"
-		err="$dir/runs/$id-$peer.err"
+		peer_begin "$peer" "$id" "$tls" "$head" || continue
 		ppids=$(peer_pids)
 		sinks=$(sinks_of "$peer" "$tls")
 		c0=$(sink_counts_json $sinks)
@@ -503,26 +511,14 @@ hold_case() {
 	local id=$1 tls=$2 title=$3 n=$4
 	wanted "$id" || return 0
 	echo "case $id: $title" >&2
-	local peer head reason port out err rss0 rss1 cpu0 cpu1 bp rc ppids held
+	local peer head port out err rss0 rss1 cpu0 cpu1 bp rc ppids held
 	for peer in $PEERS; do
 		head="\"case\":\"$id\",\"kind\":\"hold\",\"title\":$(json_str "$title"),\"tls\":\"$tls\",\"peer\":\"$peer\",\"options\":\"--hold --concurrency $n\""
 		if [ "$peer" = direct ]; then
 			record "{$head,\"na\":\"no proxy: nothing to measure\"}"
 			continue
 		fi
-		reason=$(na_reason "$peer" "$tls")
-		if [ -n "$reason" ]; then
-			record "{$head,\"na\":$(json_str "$reason")}"
-			continue
-		fi
-		if over_budget; then
-			record "{$head,\"error\":\"skipped: over the time budget of ${BUDGET}s\"}"
-			continue
-		fi
-		peer_up "$peer" "$id" "$tls" "$head" || continue
-		port=$(port_for "$tls")
-		out="$dir/runs/$id-$peer.json"
-		err="$dir/runs/$id-$peer.err"
+		peer_begin "$peer" "$id" "$tls" "$head" || continue
 		# a warm-up of short sessions, few at once: fixed costs (buffer
 		# pools, mxlb's ring buffers) are then not counted per session
 		"$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --sessions 2000 \

@@ -50,12 +50,12 @@
 #include <openssl/ssl.h>
 
 #define SINK_LINE_MAX 4096 /* a command line, CRLF included; longer gets 500 */
-#define SINK_IN_CAP 16384 /* input buffer: several full command lines */
+#define SINK_IN_CAP 16384  /* input buffer: several full command lines */
 #define SINK_OUT_CAP 8192
-#define SINK_REPLY_MAX 1024 /* the longest reply (EHLO); kept free before each step */
-#define SINK_RCPT_MAX 1000 /* RFC 5321 4.5.3.1.8 asks for at least 100 */
+#define SINK_REPLY_MAX 1024	/* the longest reply (EHLO); kept free before each step */
+#define SINK_RCPT_MAX 1000	/* RFC 5321 4.5.3.1.8 asks for at least 100 */
 #define SINK_RCPTS_OCTETS 65536 /* recorded recipient addresses per transaction */
-#define SINK_NAME_MAX 255 /* --hostname, --banner */
+#define SINK_NAME_MAX 255	/* --hostname, --banner */
 #define SINK_LISTEN_MAX 16
 #define SINK_THREADS_MAX 64
 #define SINK_ACCEPT_BATCH 64 /* accepts per wakeup, so a storm does not starve sessions */
@@ -118,12 +118,12 @@ struct sink_listener {
 struct sink_worker {
 	int id;
 	struct tool_loop loop;
-	bool stop; /* the main thread woke the loop: the sink is stopping */
+	bool stop;    /* the main thread woke the loop: the sink is stopping */
 	int spare_fd; /* given up to shed a connection when out of descriptors */
 	bool emfile_logged;
 	struct sink_listener listeners[SINK_LISTEN_MAX];
 	pthread_t thread;
-	struct tool_list conns; /* every session, so shutdown frees them */
+	struct tool_list conns;		      /* every session, so shutdown frees them */
 	struct tool_tqueue delay_q, linger_q; /* --greeting-delay; SINK_LINGER_MS */
 	uint64_t tmp_seq;
 	/* written by this worker only, summed by the main thread */
@@ -135,15 +135,15 @@ struct sink_worker {
 static struct sink_worker workers[SINK_THREADS_MAX];
 
 enum conn_state {
-	CS_PROXY, /* waiting for the PROXY header */
+	CS_PROXY,      /* waiting for the PROXY header */
 	CS_GREET_WAIT, /* --greeting-delay running; input is buffered, not read */
 	CS_CMD,
 	CS_DATA,
-	CS_BDAT, /* reading bdat_left more chunk octets */
-	CS_STARTTLS, /* 220 queued in clear text; then the rest of the input is dropped */
+	CS_BDAT,       /* reading bdat_left more chunk octets */
+	CS_STARTTLS,   /* 220 queued in clear text; then the rest of the input is dropped */
 	CS_TLS_ACCEPT, /* TLS handshake running; nothing is read as SMTP */
-	CS_CLOSING, /* last reply queued; shut down once it is sent */
-	CS_LINGER, /* write side shut; discard input until the client closes */
+	CS_CLOSING,    /* last reply queued; shut down once it is sent */
+	CS_LINGER,     /* write side shut; discard input until the client closes */
 };
 
 /* Where DATA scanning stands: at a line start, inside a line, after a CR. */
@@ -167,17 +167,17 @@ static const char *const xclient_names[XA_COUNT] = {
 
 /* One mail transaction, from MAIL to the end of the message or RSET. */
 struct txn {
-	bool active; /* MAIL accepted */
+	bool active;	 /* MAIL accepted */
 	char *mail_from; /* the path without angle brackets */
 	char *mail_params;
 	char *rcpts; /* addresses, each NUL-terminated */
 	size_t rcpts_len, rcpts_cap;
 	unsigned nrcpt;
-	bool bdat; /* the body comes in BDAT chunks */
-	uint64_t size; /* message octets so far */
-	bool too_big; /* over --max-size: the rest is counted no more */
-	bool failed; /* the temporary file could not be written */
-	int fd; /* temporary .eml with --save-dir, else -1 */
+	bool bdat;	 /* the body comes in BDAT chunks */
+	uint64_t size;	 /* message octets so far */
+	bool too_big;	 /* over --max-size: the rest is counted no more */
+	bool failed;	 /* the temporary file could not be written */
+	int fd;		 /* temporary .eml with --save-dir, else -1 */
 	uint64_t tmp_id; /* names the temporary files; 0: none exist */
 };
 
@@ -199,13 +199,13 @@ struct sink_conn {
 	int fd;
 	struct sink_worker *w;
 	const struct sink_xprt *xprt;
-	struct tool_link link; /* w->conns */
+	struct tool_link link;	 /* w->conns */
 	struct tool_timer timer; /* in w->delay_q or w->linger_q */
 
 	enum conn_state state;
-	bool rd_ready; /* the socket may hold input: read until EAGAIN */
-	bool eof; /* the client's FIN was read: read no more */
-	bool rdhup; /* epoll reported the FIN (or an error): read until EOF */
+	bool rd_ready;	 /* the socket may hold input: read until EAGAIN */
+	bool eof;	 /* the client's FIN was read: read no more */
+	bool rdhup;	 /* epoll reported the FIN (or an error): read until EOF */
 	bool wr_blocked; /* send() said EAGAIN: wait for EPOLLOUT */
 	/* TLS may need the other direction: a read that must first write (a
 	 * KeyUpdate answer) waits for EPOLLOUT, and the converse */
@@ -238,10 +238,10 @@ struct sink_conn {
 
 /* What a processing step left to do. */
 enum step {
-	STEP_GO, /* progress made: go on */
-	STEP_MORE, /* the input holds nothing more to act on yet */
+	STEP_GO,      /* progress made: go on */
+	STEP_MORE,    /* the input holds nothing more to act on yet */
 	STEP_OUTFULL, /* replies wait to be sent before more commands are read */
-	STEP_CLOSE, /* close without a word (bad PROXY header) */
+	STEP_CLOSE,   /* close without a word (bad PROXY header) */
 };
 
 static void conn_run(struct sink_conn *c);
@@ -1047,18 +1047,12 @@ static const struct command {
 	const char *(*check)(const struct sink_conn *c); /* NULL or the error reply */
 	void (*proceed)(struct sink_conn *c, char *arg);
 } commands[] = {
-	{ "EHLO", NULL, cmd_ehlo },
-	{ "HELO", NULL, cmd_helo },
-	{ "MAIL", check_no_mail, cmd_mail },
-	{ "RCPT", check_mail, cmd_rcpt },
-	{ "DATA", check_data, cmd_data },
-	{ "BDAT", NULL, cmd_bdat },
-	{ "RSET", NULL, cmd_rset },
-	{ "NOOP", NULL, cmd_noop },
-	{ "QUIT", NULL, cmd_quit },
-	{ "HELP", NULL, cmd_help },
-	{ "STARTTLS", NULL, cmd_starttls },
-	{ "XCLIENT", NULL, cmd_xclient },
+	{ "EHLO", NULL, cmd_ehlo },	     { "HELO", NULL, cmd_helo },
+	{ "MAIL", check_no_mail, cmd_mail }, { "RCPT", check_mail, cmd_rcpt },
+	{ "DATA", check_data, cmd_data },    { "BDAT", NULL, cmd_bdat },
+	{ "RSET", NULL, cmd_rset },	     { "NOOP", NULL, cmd_noop },
+	{ "QUIT", NULL, cmd_quit },	     { "HELP", NULL, cmd_help },
+	{ "STARTTLS", NULL, cmd_starttls },  { "XCLIENT", NULL, cmd_xclient },
 };
 
 /* One command line, its line end cut off and NUL-terminated. */
@@ -1943,7 +1937,8 @@ static void options_parse(int argc, char **argv)
 			if (cfg.nlisten == SINK_LISTEN_MAX)
 				tool_die("at most %d --listen", SINK_LISTEN_MAX);
 			if (!addr_parse(optarg, &cfg.listen[cfg.nlisten++]))
-				tool_die("bad --listen '%s' (like 127.0.0.1:2526 or [::1]:2526)", optarg);
+				tool_die("bad --listen '%s' (like 127.0.0.1:2526 or [::1]:2526)",
+					 optarg);
 			break;
 		case OPT_HOSTNAME:
 			cfg.hostname = opt_text(optarg, "--hostname", false);
@@ -1967,8 +1962,8 @@ static void options_parse(int argc, char **argv)
 			cfg.stats_file = optarg;
 			break;
 		case OPT_GREETING_DELAY:
-			cfg.greeting_delay_ms = tool_opt_duration_ms(optarg, "duration", "250ms, 2s, 1m",
-								     SINK_DELAY_MAX_MS);
+			cfg.greeting_delay_ms = tool_opt_duration_ms(
+				optarg, "duration", "250ms, 2s, 1m", SINK_DELAY_MAX_MS);
 			break;
 		case OPT_FAIL_GREETING:
 			cfg.fail_greeting = (int)tool_opt_u64(optarg, 400, 599, "--fail-greeting");
@@ -2064,12 +2059,14 @@ static void tls_init(void)
 	 * let clients resume */
 	SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
 	if (!SSL_CTX_use_certificate_chain_file(tls_ctx, cfg.tls_cert))
-		tool_die("--tls-cert %s: cannot load the certificate: %s", cfg.tls_cert, tls_error());
+		tool_die("--tls-cert %s: cannot load the certificate: %s", cfg.tls_cert,
+			 tls_error());
 	if (!SSL_CTX_use_PrivateKey_file(tls_ctx, cfg.tls_key, SSL_FILETYPE_PEM)) {
 		e = ERR_peek_error();
 		if (ERR_GET_LIB(e) == ERR_LIB_X509 &&
 		    ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
-			tool_die("--tls-key %s does not match --tls-cert %s", cfg.tls_key, cfg.tls_cert);
+			tool_die("--tls-key %s does not match --tls-cert %s", cfg.tls_key,
+				 cfg.tls_cert);
 		tool_die("--tls-key %s: cannot load the private key: %s", cfg.tls_key, tls_error());
 	}
 	if (!SSL_CTX_check_private_key(tls_ctx))

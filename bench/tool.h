@@ -22,7 +22,7 @@
 #include <sys/epoll.h>
 
 /* The struct of type that holds member at ptr. */
-#define TOOL_CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define TOOL_CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 /* ---- the process */
 
@@ -87,7 +87,7 @@ struct tool_source {
 struct tool_timer {
 	struct tool_link link;
 	struct tool_tqueue *q; /* NULL: not armed */
-	uint64_t deadline; /* ns */
+	uint64_t deadline;     /* ns */
 };
 
 /* Timers of one length, so appending keeps the queue sorted. expire() is

@@ -19,8 +19,19 @@
 
 enum cfg_tls_kind { CFG_TLS_NONE, CFG_TLS_STARTTLS, CFG_TLS_IMPLICIT };
 enum cfg_tls_mode { CFG_TLS_TERMINATE, CFG_TLS_PASSTHROUGH };
-enum cfg_handoff { CFG_HANDOFF_NONE, CFG_HANDOFF_PROXY_V1, CFG_HANDOFF_PROXY_V2, CFG_HANDOFF_XCLIENT };
-enum cfg_balance { CFG_BAL_ROUNDROBIN, CFG_BAL_LEASTCONN, CFG_BAL_SOURCE, CFG_BAL_EHLO, CFG_BAL_RANDOM };
+enum cfg_handoff {
+	CFG_HANDOFF_NONE,
+	CFG_HANDOFF_PROXY_V1,
+	CFG_HANDOFF_PROXY_V2,
+	CFG_HANDOFF_XCLIENT
+};
+enum cfg_balance {
+	CFG_BAL_ROUNDROBIN,
+	CFG_BAL_LEASTCONN,
+	CFG_BAL_SOURCE,
+	CFG_BAL_EHLO,
+	CFG_BAL_RANDOM
+};
 enum cfg_check { CFG_CHECK_SMTP, CFG_CHECK_TCP, CFG_CHECK_NONE };
 enum cfg_relay { CFG_RELAY_AUTO, CFG_RELAY_COPY, CFG_RELAY_SPLICE };
 enum cfg_log_level { CFG_LOG_ERROR, CFG_LOG_WARN, CFG_LOG_INFO, CFG_LOG_DEBUG };
@@ -42,7 +53,7 @@ struct cfg_addr {
 };
 
 struct cfg_cidr {
-	int family; /* AF_INET or AF_INET6 */
+	int family;	  /* AF_INET or AF_INET6 */
 	uint8_t addr[16]; /* network order, masked to prefix */
 	unsigned prefix;
 };
@@ -57,7 +68,7 @@ struct cfg_tls {
 	struct cfg_tls_cert *certs;
 	size_t ncerts;
 	unsigned min_version; /* 0x0303 for "1.2", 0x0304 for "1.3" */
-	char *ciphers; /* "" = library default */
+	char *ciphers;	      /* "" = library default */
 	bool session_tickets;
 	char *ca; /* NULL when not given */
 	bool verify;
@@ -105,7 +116,7 @@ struct cfg_backend {
 	bool backup;
 	enum cfg_tls_kind tls;
 	struct cfg_tls *tls_context; /* NULL when none */
-	enum cfg_handoff handoff; /* the pool's unless set on the backend */
+	enum cfg_handoff handoff;    /* the pool's unless set on the backend */
 };
 
 struct cfg_health {
@@ -138,14 +149,14 @@ struct cfg_alerts {
 struct cfg_server {
 	char *hostname;
 	uint32_t workers; /* resolved: 0 became the CPU count */
-	char *user; /* "" = none */
+	char *user;	  /* "" = none */
 	uint32_t max_sessions;
 	uint32_t shutdown_timeout; /* ms */
 	enum cfg_log_level log_level;
 	enum cfg_log_format log_format;
 	bool has_admin;
-	struct cfg_addr admin; /* TCP or AF_UNIX; never a listener's address */
-	char *admin_token; /* "" = none: POSTs over TCP are refused */
+	struct cfg_addr admin;		   /* TCP or AF_UNIX; never a listener's address */
+	char *admin_token;		   /* "" = none: POSTs over TCP are refused */
 	unsigned admin_line, admin_column; /* of server.admin.listen; 0 = the default */
 };
 

@@ -33,8 +33,8 @@ struct ctx {
 
 /* value.c */
 extern const char *const cfg_tls_kinds[]; /* enum cfg_tls_kind, NULL-ended */
-extern const char *const cfg_handoffs[]; /* enum cfg_handoff, NULL-ended */
-bool cfg_all_digits(const char *s); /* decimal digits only: no sign, space, 0x */
+extern const char *const cfg_handoffs[];  /* enum cfg_handoff, NULL-ended */
+bool cfg_all_digits(const char *s);	  /* decimal digits only: no sign, space, 0x */
 
 /* node.c: the document */
 int cfg_doc_load(struct ctx *c, const char *text, size_t len);
@@ -51,10 +51,8 @@ yaml_node_t *cfg_item(struct ctx *c, yaml_node_t *seq, size_t i);
 void *cfg_calloc(struct ctx *c, yaml_node_t *n, size_t count, size_t size);
 
 /* node.c: mappings */
-typedef int cfg_pair_fn(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v,
-			void *arg);
-int cfg_each_pair(struct ctx *c, yaml_node_t *map, const char *section, cfg_pair_fn *fn,
-		  void *arg);
+typedef int cfg_pair_fn(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg);
+int cfg_each_pair(struct ctx *c, yaml_node_t *map, const char *section, cfg_pair_fn *fn, void *arg);
 int cfg_need(struct ctx *c, yaml_node_t *map, const char *section, const char *const *keys);
 int cfg_read_map(struct ctx *c, yaml_node_t *n, const char *what, const char *section,
 		 cfg_pair_fn *fn, void *arg, const char *const *required);

@@ -47,8 +47,8 @@ static void offset_mark(const char *text, size_t len, size_t off, size_t *line, 
 	}
 }
 
-static void yaml_error(const yaml_parser_t *parser, const char *name, const char *text,
-		       size_t len, char *err, size_t errlen)
+static void yaml_error(const yaml_parser_t *parser, const char *name, const char *text, size_t len,
+		       char *err, size_t errlen)
 {
 	size_t line = parser->problem_mark.line + 1, col = parser->problem_mark.column + 1;
 
@@ -110,8 +110,7 @@ static int check_event(struct first_pass *fp, const yaml_event_t *ev)
  * depth, and no aliases (the walk then never meets a node twice, and an
  * alias cannot make a cycle or multiply the work).
  */
-static int check_events(const char *name, const char *text, size_t len, char *err,
-			size_t errlen)
+static int check_events(const char *name, const char *text, size_t len, char *err, size_t errlen)
 {
 	struct first_pass fp = { .name = name, .err = err, .errlen = errlen };
 	yaml_parser_t parser;
@@ -246,8 +245,7 @@ void *cfg_calloc(struct ctx *c, yaml_node_t *n, size_t count, size_t size)
  * Walk a mapping: for each key, fn(c, key, value, arg) returns 0, -1
  * (error reported) or 1 (unknown key). Duplicate keys are errors.
  */
-int cfg_each_pair(struct ctx *c, yaml_node_t *map, const char *section, cfg_pair_fn *fn,
-		  void *arg)
+int cfg_each_pair(struct ctx *c, yaml_node_t *map, const char *section, cfg_pair_fn *fn, void *arg)
 {
 	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
 	     p++) {
@@ -285,7 +283,8 @@ int cfg_need(struct ctx *c, yaml_node_t *map, const char *section, const char *c
 {
 	for (int i = 0; keys[i]; i++)
 		if (!has_key(c, map, keys[i]))
-			return cfg_fail(c, map, "%s: missing required key \"%s\"", section, keys[i]);
+			return cfg_fail(c, map, "%s: missing required key \"%s\"", section,
+					keys[i]);
 	return 0;
 }
 
@@ -321,8 +320,9 @@ int cfg_get_name(struct ctx *c, yaml_node_t *n, const char *what, char **out)
 				CFG_NAME_MAX);
 	for (const char *p = *out; *p; p++)
 		if ((unsigned char)*p < 0x21 || *p == '/' || *p == '"' || *p == '\\' || *p == 0x7f)
-			return cfg_fail(c, n, "%s: \"%s\" has a character not allowed in names "
-					      "(space, control, / \" \\)",
+			return cfg_fail(c, n,
+					"%s: \"%s\" has a character not allowed in names "
+					"(space, control, / \" \\)",
 					what, *out);
 	return 0;
 }
@@ -405,8 +405,9 @@ int cfg_refuse_unbuilt(struct ctx *c, yaml_node_t *n, const char *key)
 int cfg_addr_of(struct ctx *c, yaml_node_t *n, const char *what, struct cfg_addr *out)
 {
 	if (config_parse_addr(cfg_scalar(n), out) < 0)
-		return cfg_fail(c, n, "%s: bad address \"%s\" (host:port or [v6]:port with a port "
-				      "of 1 to 65535, and a host name that resolves)",
+		return cfg_fail(c, n,
+				"%s: bad address \"%s\" (host:port or [v6]:port with a port "
+				"of 1 to 65535, and a host name that resolves)",
 				what, cfg_scalar(n));
 	return 0;
 }

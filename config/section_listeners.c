@@ -12,8 +12,7 @@
 static const char *const tls_modes[] = { "terminate", "passthrough", NULL };
 static const char *const relays[] = { "auto", "copy", "splice", NULL };
 
-static int timeout_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v,
-			void *arg)
+static int timeout_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
 	struct cfg_timeouts *t = arg;
 	static const struct {
@@ -116,8 +115,9 @@ static int check_owner(struct ctx *c, yaml_node_t *n, const struct cfg_listener 
 	if (dup)
 		return cfg_fail(c, n, "%s is listened on twice (as %s)", a->text, dup->text);
 	if (s->has_admin && config_addr_overlap(a, &s->admin))
-		return cfg_fail(c, n, "%s is taken by the admin server (server.admin.listen: %s); "
-				      "each needs an address of its own",
+		return cfg_fail(c, n,
+				"%s is taken by the admin server (server.admin.listen: %s); "
+				"each needs an address of its own",
 				a->text, s->admin.text);
 	return 0;
 }
@@ -163,10 +163,11 @@ static int check_passthrough_pool(struct ctx *c, yaml_node_t *n, const struct cf
 					"proxy_v1 or proxy_v2",
 					l->name, p->name, b->name);
 		if (l->tls == CFG_TLS_IMPLICIT && b->tls != CFG_TLS_NONE)
-			return cfg_fail(c, n,
-					"listener \"%s\": passthrough forwards the client's TLS as "
-					"it is, so backend \"%s\" of pool \"%s\" must have tls: none",
-					l->name, b->name, p->name);
+			return cfg_fail(
+				c, n,
+				"listener \"%s\": passthrough forwards the client's TLS as "
+				"it is, so backend \"%s\" of pool \"%s\" must have tls: none",
+				l->name, b->name, p->name);
 	}
 	return 0;
 }
@@ -181,8 +182,10 @@ static int check_listener_tls(struct ctx *c, struct listener_arg *la, yaml_node_
 				l->name, cfg_scalar(la->tls_node));
 	if (l->tls_mode == CFG_TLS_PASSTHROUGH) {
 		if (l->tls == CFG_TLS_NONE)
-			return cfg_fail(c, n, "listener \"%s\": tls_mode: passthrough needs tls: "
-					      "starttls or implicit", l->name);
+			return cfg_fail(c, n,
+					"listener \"%s\": tls_mode: passthrough needs tls: "
+					"starttls or implicit",
+					l->name);
 		if (check_passthrough_pool(c, n, l, l->pool) < 0)
 			return -1;
 		for (size_t i = 0; i < l->nroutes; i++)
@@ -193,7 +196,8 @@ static int check_listener_tls(struct ctx *c, struct listener_arg *la, yaml_node_
 	if (l->tls != CFG_TLS_NONE && l->tls_context->ncerts == 0)
 		return cfg_fail(c, la->tls_node,
 				"listener \"%s\": tls_context \"%s\" has no certificates to "
-				"terminate TLS with", l->name, l->tls_context->name);
+				"terminate TLS with",
+				l->name, l->tls_context->name);
 	return 0;
 }
 
@@ -238,8 +242,7 @@ static int listener_enum(struct ctx *c, const char *key, yaml_node_t *v, struct 
 	return 1;
 }
 
-static int listener_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v,
-			 void *arg)
+static int listener_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
 	struct listener_arg *la = arg;
 	struct cfg_listener *l = la->l;

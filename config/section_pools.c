@@ -7,8 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const balances[] = { "roundrobin", "leastconn", "source", "ehlo", "random",
-					NULL };
+static const char *const balances[] = {
+	"roundrobin", "leastconn", "source", "ehlo", "random", NULL
+};
 static const char *const checks[] = { "smtp", "tcp", "none", NULL };
 
 static int health_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
@@ -42,8 +43,7 @@ struct backend_arg {
 	yaml_node_t *name_node, *tls_node;
 };
 
-static int backend_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v,
-			void *arg)
+static int backend_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
 	struct backend_arg *ba = arg;
 	struct cfg_backend *b = ba->b;

@@ -46,11 +46,13 @@ static int unix_addr_of(struct ctx *c, yaml_node_t *n, struct cfg_addr *out)
 
 	memset(out, 0, sizeof(*out));
 	if (path[0] != '/')
-		return cfg_fail(c, n, "server.admin.listen: a unix socket needs an absolute path "
-				      "(unix:/run/mxlb/admin.sock)");
+		return cfg_fail(c, n,
+				"server.admin.listen: a unix socket needs an absolute path "
+				"(unix:/run/mxlb/admin.sock)");
 	if (strlen(path) >= sizeof(sun->sun_path))
-		return cfg_fail(c, n, "server.admin.listen: a unix socket path has at most %zu "
-				      "characters",
+		return cfg_fail(c, n,
+				"server.admin.listen: a unix socket path has at most %zu "
+				"characters",
 				sizeof(sun->sun_path) - 1);
 	sun->sun_family = AF_UNIX;
 	memcpy(sun->sun_path, path, strlen(path) + 1);
@@ -68,13 +70,15 @@ static int get_token(struct ctx *c, yaml_node_t *v, struct cfg_server *s)
 		return -1;
 	n = strlen(s->admin_token);
 	if (n && (n < CFG_TOKEN_MIN || n > CFG_TOKEN_MAX))
-		return cfg_fail(c, v, "server.admin.token: %d to %d characters are needed "
-				      "(openssl rand -hex 16 makes one)",
+		return cfg_fail(c, v,
+				"server.admin.token: %d to %d characters are needed "
+				"(openssl rand -hex 16 makes one)",
 				CFG_TOKEN_MIN, CFG_TOKEN_MAX);
 	for (const char *p = s->admin_token; *p; p++)
 		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
-			return cfg_fail(c, v, "server.admin.token: only printable ASCII without "
-					      "spaces is allowed");
+			return cfg_fail(c, v,
+					"server.admin.token: only printable ASCII without "
+					"spaces is allowed");
 	return 0;
 }
 

@@ -94,8 +94,7 @@ static int tls_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t 
 }
 
 /* The context named by key k, t being cfg->tls[i]: names are unique. */
-static int parse_context(struct ctx *c, struct cfg_tls *t, size_t i, yaml_node_t *k,
-			 yaml_node_t *v)
+static int parse_context(struct ctx *c, struct cfg_tls *t, size_t i, yaml_node_t *k, yaml_node_t *v)
 {
 	if (cfg_get_name(c, k, "tls context name", &t->name) < 0)
 		return -1;
@@ -131,8 +130,8 @@ int cfg_tls_parse(struct ctx *c, yaml_node_t *map, yaml_node_t *root)
 		yaml_node_pair_t *p = &map->data.mapping.pairs.start[i];
 
 		cfg->ntls++;
-		if (parse_context(c, &cfg->tls[i], i, cfg_node(c, p->key),
-				  cfg_node(c, p->value)) < 0)
+		if (parse_context(c, &cfg->tls[i], i, cfg_node(c, p->key), cfg_node(c, p->value)) <
+		    0)
 			return -1;
 	}
 	return 0;

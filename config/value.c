@@ -243,10 +243,9 @@ bool config_addr_overlap(const struct cfg_addr *a, const struct cfg_addr *b)
 	if (a->ss.ss_family == AF_INET) {
 		const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
 
-		return x->sin_port == y->sin_port &&
-		       (x->sin_addr.s_addr == y->sin_addr.s_addr ||
-			x->sin_addr.s_addr == htonl(INADDR_ANY) ||
-			y->sin_addr.s_addr == htonl(INADDR_ANY));
+		return x->sin_port == y->sin_port && (x->sin_addr.s_addr == y->sin_addr.s_addr ||
+						      x->sin_addr.s_addr == htonl(INADDR_ANY) ||
+						      y->sin_addr.s_addr == htonl(INADDR_ANY));
 	}
 	if (a->ss.ss_family == AF_INET6) {
 		const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;

@@ -42,8 +42,8 @@ struct buf_ring {
 
 struct bufs {
 	struct buf_ring rings[2]; /* BUF_GROUP, BUF_HOT_GROUP */
-	char **plain;             /* PLAIN_MAX slots, NULL until allocated */
-	uint16_t *plain_free;     /* free slot indices */
+	char **plain;		  /* PLAIN_MAX slots, NULL until allocated */
+	uint16_t *plain_free;	  /* free slot indices */
 	unsigned nplain, nplain_free, nplain_kept;
 };
 

@@ -17,28 +17,28 @@
 #define CONN_OP_LTIMEOUT 0x8u
 
 /* state (c->flags) */
-#define CONN_F_ORPHAN 0x1u      /* closed by its owner: no more callbacks */
-#define CONN_F_WANT_RECV 0x2u   /* the owner started receiving */
-#define CONN_F_PAUSED 0x4u      /* the owner paused receiving */
-#define CONN_F_CANCELING 0x8u   /* a cancel of the recv is on its way */
-#define CONN_F_EOF 0x10u        /* the peer shut its side */
-#define CONN_F_DEAD 0x20u       /* an error: no more I/O */
-#define CONN_F_SHUT_WR 0x40u    /* shut the write side when drained */
-#define CONN_F_FLUSH 0x80u      /* orphan: close once drained and the peer is done */
-#define CONN_F_STARVED 0x100u   /* on the worker's starved list */
-#define CONN_F_LINGER 0x200u    /* on the worker's lingering list */
-#define CONN_F_IN_CB 0x400u     /* a completion is being handled: do not free */
-#define CONN_F_ONESHOT 0x800u   /* one recv at a time instead of multishot */
+#define CONN_F_ORPHAN 0x1u	/* closed by its owner: no more callbacks */
+#define CONN_F_WANT_RECV 0x2u	/* the owner started receiving */
+#define CONN_F_PAUSED 0x4u	/* the owner paused receiving */
+#define CONN_F_CANCELING 0x8u	/* a cancel of the recv is on its way */
+#define CONN_F_EOF 0x10u	/* the peer shut its side */
+#define CONN_F_DEAD 0x20u	/* an error: no more I/O */
+#define CONN_F_SHUT_WR 0x40u	/* shut the write side when drained */
+#define CONN_F_FLUSH 0x80u	/* orphan: close once drained and the peer is done */
+#define CONN_F_STARVED 0x100u	/* on the worker's starved list */
+#define CONN_F_LINGER 0x200u	/* on the worker's lingering list */
+#define CONN_F_IN_CB 0x400u	/* a completion is being handled: do not free */
+#define CONN_F_ONESHOT 0x800u	/* one recv at a time instead of multishot */
 #define CONN_F_DEFERRED 0x2000u /* on the worker's deferred list */
-#define CONN_F_COLD 0x4000u     /* the small ring was empty: use the large one */
+#define CONN_F_COLD 0x4000u	/* the small ring was empty: use the large one */
 
 /* The conns of one worker (w->conns). */
 struct conns {
-	struct slab slab;      /* struct conn */
-	struct conn *starved;  /* recv stopped for lack of buffers */
+	struct slab slab;	/* struct conn */
+	struct conn *starved;	/* recv stopped for lack of buffers */
 	struct conn *lingering; /* orphaned, still flushing */
-	struct conn *deferred; /* work for after this batch */
-	unsigned n;            /* alive, orphans included */
+	struct conn *deferred;	/* work for after this batch */
+	unsigned n;		/* alive, orphans included */
 };
 
 void sock_set_nodelay(int fd)
@@ -167,7 +167,7 @@ static void arm_recv(struct conn *c)
 		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = (c->flags & CONN_F_ONESHOT) && !(c->flags & CONN_F_COLD) ? BUF_HOT_GROUP
-										 : BUF_GROUP;
+										  : BUF_GROUP;
 	io_uring_sqe_set_data64(sqe, op_data(c, OP_RECV));
 	c->ops |= CONN_OP_RECV;
 }
@@ -259,8 +259,7 @@ bool conn_queue_room(const struct conn *c)
 /* Hand p to the transport; -1 leaves p to the caller. */
 static int push(struct conn *c, char *p, size_t len, int32_t bid)
 {
-	if (c->seg_count >= CONN_SEGS || (c->flags & (CONN_F_DEAD | CONN_F_SHUT_WR)) ||
-	    c->fd < 0)
+	if (c->seg_count >= CONN_SEGS || (c->flags & (CONN_F_DEAD | CONN_F_SHUT_WR)) || c->fd < 0)
 		return -1;
 	return c->x->send(c, p, len, bid);
 }
@@ -302,7 +301,8 @@ int conn_write_now(struct conn *c, const void *p, size_t len)
 {
 	ssize_t n;
 
-	if (c->x != &conn_plain || c->seg_count || c->fd < 0 || (c->flags & (CONN_F_DEAD | CONN_F_SHUT_WR)))
+	if (c->x != &conn_plain || c->seg_count || c->fd < 0 ||
+	    (c->flags & (CONN_F_DEAD | CONN_F_SHUT_WR)))
 		return -EINVAL;
 	n = send(c->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
 	return n < 0 ? -errno : (int)n;
@@ -431,7 +431,7 @@ void conn_expire_lingering(struct worker *w, uint64_t now_ms)
 			continue;
 		}
 		*pp = c->next_linger;
-		c->flags &= (uint16_t)~(CONN_F_LINGER | CONN_F_FLUSH);
+		c->flags &= (uint16_t) ~(CONN_F_LINGER | CONN_F_FLUSH);
 		abort_io(c);
 		maybe_free(c);
 	}

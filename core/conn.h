@@ -36,9 +36,9 @@ struct conn_handler {
 	 * (release it later with conn_buf_release() or by queueing it with
 	 * conn_send_buf()), false to have it released now. */
 	bool (*data)(struct conn *c, char *p, size_t len, uint16_t bid);
-	void (*eof)(struct conn *c);          /* the peer shut its side */
-	void (*error)(struct conn *c, int err); /* -errno, recv or send */
-	void (*drained)(struct conn *c);      /* the send queue became empty */
+	void (*eof)(struct conn *c);		    /* the peer shut its side */
+	void (*error)(struct conn *c, int err);	    /* -errno, recv or send */
+	void (*drained)(struct conn *c);	    /* the send queue became empty */
 	void (*connected)(struct conn *c, int err); /* 0 or -errno (-ETIMEDOUT) */
 	/* A transport with a handshake (TLS): it ended, 0 or -errno (the
 	 * transport says why: conn_tls_error()) */
@@ -83,7 +83,7 @@ struct seg {
 
 struct conn {
 	int fd;
-	uint16_t ops;   /* CONN_OP_* in flight */
+	uint16_t ops;	/* CONN_OP_* in flight */
 	uint16_t flags; /* CONN_F_* */
 	uint8_t seg_head, seg_count;
 	uint32_t seg_off; /* octets of the head segment already sent */
@@ -97,7 +97,7 @@ struct conn {
 	uint32_t linger_until; /* low 32 bits of worker_now_ms() */
 	struct __kernel_timespec connect_ts;
 	const struct conn_xprt *x; /* conn_plain unless set */
-	void *xprt_ctx;            /* the transport's own state */
+	void *xprt_ctx;		   /* the transport's own state */
 };
 
 /* A new conn on an open socket (fd < 0: a socket is made by conn_connect). */
@@ -116,7 +116,7 @@ void conn_recv_oneshot(struct conn *c);
 
 /* Queue bytes. Each returns -1 when the queue is full (CONN_SEGS). */
 int conn_send_copy(struct conn *c, const void *p, size_t len);
-int conn_send_heap(struct conn *c, char *p, size_t len); /* takes p */
+int conn_send_heap(struct conn *c, char *p, size_t len);	      /* takes p */
 int conn_send_buf(struct conn *c, char *p, size_t len, uint16_t bid); /* takes the buffer */
 static inline bool conn_queue_full(const struct conn *c)
 {

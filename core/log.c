@@ -123,8 +123,8 @@ void log_kv_strn(struct logline *ll, const char *key, const char *val, size_t le
 
 	put_key(ll, key);
 	for (size_t i = 0; !quote && i < len; i++)
-		if (val[i] == ' ' || val[i] == '"' || val[i] == '=' || (unsigned char)val[i] < 0x21 ||
-		    (unsigned char)val[i] >= 0x7f)
+		if (val[i] == ' ' || val[i] == '"' || val[i] == '=' ||
+		    (unsigned char)val[i] < 0x21 || (unsigned char)val[i] >= 0x7f)
 			quote = true;
 	put_escaped(ll, val, len, quote);
 }

@@ -39,9 +39,9 @@ void log_msg(enum log_level level, const char *event, const char *fmt, ...)
 #define log_error(ev, ...) log_msg(LOG_ERROR, ev, __VA_ARGS__)
 #define log_warn(ev, ...) log_msg(LOG_WARN, ev, __VA_ARGS__)
 #define log_info(ev, ...) log_msg(LOG_INFO, ev, __VA_ARGS__)
-#define log_debug(ev, ...) \
-	do { \
-		if (log_enabled(LOG_DEBUG)) \
+#define log_debug(ev, ...)                                   \
+	do {                                                 \
+		if (log_enabled(LOG_DEBUG))                  \
 			log_msg(LOG_DEBUG, ev, __VA_ARGS__); \
 	} while (0)
 

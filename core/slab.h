@@ -13,8 +13,8 @@
 #define SLAB_CHUNK 64 /* objects per malloc */
 
 struct slab {
-	size_t size; /* object size, a multiple of 16 */
-	void *free;  /* free objects, linked through their first word */
+	size_t size;  /* object size, a multiple of 16 */
+	void *free;   /* free objects, linked through their first word */
 	void *chunks; /* linked through their first word; objects follow */
 };
 

@@ -17,7 +17,7 @@ typedef void timer_fn(struct timer *t);
 
 struct timer {
 	struct timer *next, **pprev; /* pprev == NULL: not armed */
-	uint64_t expires;            /* in ticks */
+	uint64_t expires;	     /* in ticks */
 	timer_fn *fn;
 };
 

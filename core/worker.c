@@ -143,14 +143,16 @@ static void accept_backoff(struct lsock *ls, int err, int fd)
 	timer_set(&w->wheel, &ls->backoff, ls->backoff_ms, on_backoff_end);
 	lsock_name(ls, name, sizeof(name));
 	if (err < 0)
-		log_warn("accept", "worker %d: accept on %s failed: %s; %u failure%s since the last "
-				   "report; not accepting for %u ms",
+		log_warn("accept",
+			 "worker %d: accept on %s failed: %s; %u failure%s since the last "
+			 "report; not accepting for %u ms",
 			 w->id, name, strerror(-err), ls->failures, ls->failures == 1 ? "" : "s",
 			 ls->backoff_ms);
 	else
-		log_warn("accept", "worker %d: accept on %s: file descriptors low (fd %d of limit "
-				   "%d, %d kept in reserve), client turned away; %u failure%s since "
-				   "the last report; not accepting for %u ms",
+		log_warn("accept",
+			 "worker %d: accept on %s: file descriptors low (fd %d of limit "
+			 "%d, %d kept in reserve), client turned away; %u failure%s since "
+			 "the last report; not accepting for %u ms",
 			 w->id, name, fd, w->fd_limit, w->fd_limit - w->fd_high, ls->failures,
 			 ls->failures == 1 ? "" : "s", ls->backoff_ms);
 	ls->failures = 0;
@@ -426,7 +428,8 @@ void worker_run(struct worker *w)
 		if (w->stopping) {
 			/* the accepts must be gone too: until their completions are
 			 * reaped, the kernel keeps the sockets listening */
-			if (!w->ops->active(w) && !conn_count(w) && !accepting_any(w) && !w->retired) {
+			if (!w->ops->active(w) && !conn_count(w) && !accepting_any(w) &&
+			    !w->retired) {
 				io_uring_submit(&w->ring); /* the last closes */
 				break;
 			}

@@ -24,14 +24,14 @@
 #include "core/timer.h"
 
 enum op_kind {
-	OP_IGNORE = 0,     /* cancel requests and the like: result unused */
-	OP_RECV,           /* struct conn: multishot recv */
-	OP_SEND,           /* struct conn: the one send in flight */
-	OP_CONNECT,        /* struct conn */
-	OP_LINK_TIMEOUT,   /* struct conn: the connect's linked timeout */
-	OP_ACCEPT,         /* struct lsock: multishot accept */
-	OP_TICK,           /* struct worker: the timer wheel's multishot timeout */
-	OP_WAKE,           /* struct worker: eventfd read (stop request) */
+	OP_IGNORE = 0,	 /* cancel requests and the like: result unused */
+	OP_RECV,	 /* struct conn: multishot recv */
+	OP_SEND,	 /* struct conn: the one send in flight */
+	OP_CONNECT,	 /* struct conn */
+	OP_LINK_TIMEOUT, /* struct conn: the connect's linked timeout */
+	OP_ACCEPT,	 /* struct lsock: multishot accept */
+	OP_TICK,	 /* struct worker: the timer wheel's multishot timeout */
+	OP_WAKE,	 /* struct worker: eventfd read (stop request) */
 };
 #define OP_MASK 7u
 
@@ -41,10 +41,10 @@ struct worker;
 
 /* What the proxy does with a worker's events. */
 struct worker_ops {
-	void (*stopping)(struct worker *w); /* stop requested: refuse what is not relaying */
+	void (*stopping)(struct worker *w);   /* stop requested: refuse what is not relaying */
 	unsigned (*active)(struct worker *w); /* sessions still open */
 	void (*abort_all)(struct worker *w);  /* shutdown_timeout passed */
-	void (*reap)(struct worker *w);       /* after each batch of completions */
+	void (*reap)(struct worker *w);	      /* after each batch of completions */
 	void (*started)(struct worker *w);    /* the ring runs: arm what the proxy needs */
 	void (*reload)(struct worker *w, void *arg); /* worker_request_reload()'s arg */
 };
@@ -61,8 +61,8 @@ struct worker_ops {
 struct lsock {
 	int fd;
 	bool accepting;
-	bool retired; /* closed by a reload; freed when its accept is reaped */
-	bool probe;   /* after a pause: one accept at a time */
+	bool retired;	      /* closed by a reload; freed when its accept is reaped */
+	bool probe;	      /* after a pause: one accept at a time */
 	struct timer backoff; /* armed while accepting pauses */
 	uint32_t backoff_ms;  /* the last pause */
 	uint32_t failures;    /* failed or refused accepts since the last log line */
@@ -88,8 +88,8 @@ struct worker {
 	struct lsock *lsocks;
 	struct conns *conns; /* core/conn.c's: its allocator and lists */
 	const struct worker_ops *ops;
-	void *proxy; /* the proxy's per-worker state */
-	int fd_high; /* fds at or above it are the reserve; see worker_fd_in_reserve() */
+	void *proxy;  /* the proxy's per-worker state */
+	int fd_high;  /* fds at or above it are the reserve; see worker_fd_in_reserve() */
 	int fd_limit; /* RLIMIT_NOFILE as last read */
 	bool stopping;
 	uint64_t stop_deadline_ms;

@@ -33,8 +33,8 @@ struct admin_client {
 	struct conn *c;
 	struct timer timer;
 	struct dbuf in;
-	bool local_unix;              /* reached over the unix socket */
-	char peer[64];                /* who asked, for the log: "192.0.2.1:40000" */
+	bool local_unix;	      /* reached over the unix socket */
+	char peer[64];		      /* who asked, for the log: "192.0.2.1:40000" */
 	char local[INET6_ADDRSTRLEN]; /* the address they reached; "" over unix */
 };
 
@@ -72,9 +72,10 @@ static void respond_with(struct admin_client *a, int code, const char *reason, c
 	struct dbuf r = { 0 };
 	size_t len = body ? dbuf_used(body) : 0;
 
-	admin_out(&r, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s"
-		"Connection: close\r\n\r\n",
-	    code, reason, type, len, extra);
+	admin_out(&r,
+		  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s"
+		  "Connection: close\r\n\r\n",
+		  code, reason, type, len, extra);
 	if (len)
 		dbuf_append(&r, dbuf_data(body), len, 64u << 20);
 	if (dbuf_used(&r) && r.off == 0) {
@@ -211,8 +212,7 @@ static int authorize(const struct admin_client *a, const struct admin_http_req *
 	return 0;
 }
 
-static struct backend_rt *find_backend(const char *pool, size_t plen, const char *name,
-				       size_t nlen)
+static struct backend_rt *find_backend(const char *pool, size_t plen, const char *name, size_t nlen)
 {
 	for (size_t i = 0; i < mxlb_rt->cfg->npools; i++) {
 		struct pool_rt *p = &mxlb_rt->pools[i];
@@ -280,7 +280,8 @@ static void backend_action(struct admin_client *a, const struct admin_http_req *
 		atomic_store(&be->weight, (unsigned)v);
 	} else {
 		admin_log(a, r, 404, "no such action", NULL);
-		respond_text(a, 404, "Not Found", "actions: drain, disable, enable, weight?value=N");
+		respond_text(a, 404, "Not Found",
+			     "actions: drain, disable, enable, weight?value=N");
 		return;
 	}
 	admin_log(a, r, 200, NULL, be);

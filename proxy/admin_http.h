@@ -24,10 +24,10 @@ enum admin_http_parse { ADMIN_HTTP_OK, ADMIN_HTTP_AGAIN, ADMIN_HTTP_INVALID };
 /* Why a request is INVALID, and the status that answers it. */
 enum admin_http_error {
 	ADMIN_HTTP_ERR_NONE,
-	ADMIN_HTTP_ERR_MALFORMED,       /* 400: bad syntax, or a field given twice */
-	ADMIN_HTTP_ERR_HEAD_TOO_LARGE,  /* 431: no end of head within the limit */
+	ADMIN_HTTP_ERR_MALFORMED,	/* 400: bad syntax, or a field given twice */
+	ADMIN_HTTP_ERR_HEAD_TOO_LARGE,	/* 431: no end of head within the limit */
 	ADMIN_HTTP_ERR_LENGTH_REQUIRED, /* 411: Transfer-Encoding (a body not delimited by length) */
-	ADMIN_HTTP_ERR_BODY_TOO_LARGE,  /* 413: Content-Length over ADMIN_HTTP_BODY_MAX */
+	ADMIN_HTTP_ERR_BODY_TOO_LARGE,	/* 413: Content-Length over ADMIN_HTTP_BODY_MAX */
 };
 
 /* A slice of the caller's buffer; p is NULL when the part is absent. */
@@ -39,9 +39,9 @@ struct admin_http_slice {
 struct admin_http_req {
 	struct admin_http_slice method; /* not checked against a list */
 	struct admin_http_slice target; /* the request-target as sent */
-	struct admin_http_slice path;   /* target up to its first '?' */
-	struct admin_http_slice query;  /* after that '?': p NULL without one, len 0 for "x?" */
-	int minor;                      /* HTTP/1.<minor>: 0 or 1 */
+	struct admin_http_slice path;	/* target up to its first '?' */
+	struct admin_http_slice query;	/* after that '?': p NULL without one, len 0 for "x?" */
+	int minor;			/* HTTP/1.<minor>: 0 or 1 */
 	/* The fields read, values without the spaces and tabs around them
 	 * (possibly empty; p NULL when the field is absent). */
 	struct admin_http_slice host, origin, authorization;

@@ -14,7 +14,6 @@
 
 /* ---- output ---- */
 
-
 void admin_out(struct dbuf *b, const char *fmt, ...)
 {
 	char tmp[1024];
@@ -164,10 +163,12 @@ static const struct metric metrics[] = {
 	{ "mxlb_tls_handshakes_total", "counter", "TLS handshakes, by version.", "version",
 	  by_tls_version, .of_listener = l_tls },
 	{ "mxlb_tls_handshake_failures_total", "counter",
-	  "Failed TLS handshakes (errors, timeouts, not a ClientHello).", .of_listener = l_tls_failures },
+	  "Failed TLS handshakes (errors, timeouts, not a ClientHello).",
+	  .of_listener = l_tls_failures },
 	{ "mxlb_starttls_discarded_bytes_total", "counter",
 	  "Plaintext a client sent after STARTTLS, discarded.", .of_listener = l_discarded },
-	{ "mxlb_session_duration_seconds", "histogram", "Session length.", .histogram = l_duration },
+	{ "mxlb_session_duration_seconds", "histogram", "Session length.",
+	  .histogram = l_duration },
 	{ "mxlb_route_seconds", "histogram",
 	  "From accept to relaying (greeting, EHLO, backend dialogue).", .histogram = l_route },
 	{ "mxlb_backend_up", "gauge", "1 when the backend is up.", .of_backend = b_up },
@@ -319,14 +320,17 @@ void admin_render_status(struct dbuf *b)
 			out_str(b, p->backends[j].cfg->name);
 			admin_out(b, "\",\"address\":\"");
 			out_str(b, p->backends[j].cfg->address.text);
-			admin_out(b, "\",\"state\":\"%s\",\"weight\":%u,\"active\":%u,\"sessions\":%lu,"
-			       "\"connect_failures\":%lu,",
-			    admin_backend_state(be), backend_weight(be), atomic_load(&be->active),
-			    atomic_load(&be->total), atomic_load(&be->connect_failures));
+			admin_out(
+				b,
+				"\",\"state\":\"%s\",\"weight\":%u,\"active\":%u,\"sessions\":%lu,"
+				"\"connect_failures\":%lu,",
+				admin_backend_state(be), backend_weight(be),
+				atomic_load(&be->active), atomic_load(&be->total),
+				atomic_load(&be->connect_failures));
 			if (atomic_load(&be->last_check_ms))
 				admin_out(b, "\"last_check\":{\"ok\":%s,\"time_ms\":%lu},",
-				    atomic_load(&be->last_check_ok) ? "true" : "false",
-				    atomic_load(&be->last_check_ms));
+					  atomic_load(&be->last_check_ok) ? "true" : "false",
+					  atomic_load(&be->last_check_ms));
 			else
 				admin_out(b, "\"last_check\":null,");
 			admin_out(b, "\"capabilities\":[");

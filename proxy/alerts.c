@@ -84,7 +84,8 @@ static void send_body(const struct alert *a)
 		     acfg()->from, acfg()->to[0], a->subject, date, (unsigned long long)al.seq++,
 		     (long long)now, (int)getpid(), hostname());
 	if (n > 0)
-		dbuf_append(&b, head, (size_t)n < sizeof(head) ? (size_t)n : sizeof(head) - 1, 1 << 20);
+		dbuf_append(&b, head, (size_t)n < sizeof(head) ? (size_t)n : sizeof(head) - 1,
+			    1 << 20);
 	for (const char *p = a->text; *p;) {
 		const char *nl = strchr(p, '\n');
 		size_t len = nl ? (size_t)(nl - p) : strlen(p);
@@ -129,8 +130,8 @@ static void alert_done(const char *error)
 /* What the reply to each step must be (the steps smtp_parse.h names). */
 static const struct smtp_expect *const expects[] = {
 	[A_GREETING] = &smtp_expect_greeting, [A_EHLO] = &smtp_expect_ehlo,
-	[A_MAIL] = &smtp_expect_mail,         [A_RCPT] = &smtp_expect_rcpt,
-	[A_DATA] = &smtp_expect_data,         [A_BODY] = &smtp_expect_end_of_data,
+	[A_MAIL] = &smtp_expect_mail,	      [A_RCPT] = &smtp_expect_rcpt,
+	[A_DATA] = &smtp_expect_data,	      [A_BODY] = &smtp_expect_end_of_data,
 	[A_QUIT] = &smtp_expect_quit,
 };
 
@@ -285,8 +286,8 @@ void alerts_event(unsigned event, const char *pool, const char *backend, const c
 		snprintf(subject, sizeof(subject), "[mxlb %s] %s: backend %s of pool %s is %s",
 			 hostname(), names[k], backend, pool, k == 1 ? "up" : "down");
 	else
-		snprintf(subject, sizeof(subject), "[mxlb %s] pool_down: no backend of pool %s is up",
-			 hostname(), pool);
+		snprintf(subject, sizeof(subject),
+			 "[mxlb %s] pool_down: no backend of pool %s is up", hostname(), pool);
 	snprintf(text, sizeof(text),
 		 "mxlb on %s reports %s.\nPool: %s\nBackend: %s\nReason: %s\n"
 		 "Mail to this pool is %s.\n",

@@ -42,9 +42,13 @@ static struct hcheck **checks;
 static size_t nchecks;
 
 static const char *const step_names[] = {
-	[HC_IDLE] = "idle", [HC_CONNECT] = "connecting", [HC_TLS] = "TLS handshake",
-	[HC_GREETING] = "reading greeting", [HC_EHLO] = "reading EHLO reply",
-	[HC_STARTTLS] = "reading STARTTLS reply", [HC_QUIT] = "reading QUIT reply",
+	[HC_IDLE] = "idle",
+	[HC_CONNECT] = "connecting",
+	[HC_TLS] = "TLS handshake",
+	[HC_GREETING] = "reading greeting",
+	[HC_EHLO] = "reading EHLO reply",
+	[HC_STARTTLS] = "reading STARTTLS reply",
+	[HC_QUIT] = "reading QUIT reply",
 };
 
 static struct hcheck *hc_of_timer(struct timer *t)
@@ -111,7 +115,8 @@ static void hc_result(struct hcheck *hc, bool ok, const char *why)
 			any_up |= atomic_load(&hc->p->backends[i].st->up);
 		if (!any_up) {
 			log_warn("pool_down", "pool %s: no backend is up", hc->p->cfg->name);
-			alerts_event(CFG_EV_POOL_DOWN, hc->p->cfg->name, NULL, "every backend is down");
+			alerts_event(CFG_EV_POOL_DOWN, hc->p->cfg->name, NULL,
+				     "every backend is down");
 		}
 	} else if (!up && hc->ok_run >= h->rise) {
 		atomic_store(&b->up, true);
@@ -183,7 +188,7 @@ static const struct smtp_expect *hc_expect(const struct hcheck *hc, const struct
 		return &smtp_expect_greeting;
 	case HC_EHLO:
 		return b->tls == CFG_TLS_STARTTLS && !hc->tls_on ? &smtp_expect_ehlo_starttls
-								  : &smtp_expect_ehlo;
+								 : &smtp_expect_ehlo;
 	case HC_STARTTLS:
 		return &smtp_expect_starttls;
 	default:

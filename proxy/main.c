@@ -60,13 +60,15 @@ static void config_warnings(const struct config *cfg, void (*emit)(const char *m
 	struct stat st;
 
 	if (s->has_admin && !config_addr_is_local(&s->admin)) {
-		snprintf(msg, sizeof(msg),
-			 "%s:%u:%u: warning: server.admin.listen: %s is reachable beyond this host; "
-			 "%s, or listen on loopback or unix:/run/mxlb/admin.sock",
-			 cfg->path, s->admin_line ? s->admin_line : 1,
-			 s->admin_column ? s->admin_column : 1, s->admin.text,
-			 *s->admin_token ? "keep it behind a firewall"
-					 : "its POST actions are refused without server.admin.token");
+		snprintf(
+			msg, sizeof(msg),
+			"%s:%u:%u: warning: server.admin.listen: %s is reachable beyond this host; "
+			"%s, or listen on loopback or unix:/run/mxlb/admin.sock",
+			cfg->path, s->admin_line ? s->admin_line : 1,
+			s->admin_column ? s->admin_column : 1, s->admin.text,
+			*s->admin_token
+				? "keep it behind a firewall"
+				: "its POST actions are refused without server.admin.token");
 		emit(msg);
 	}
 	if (*s->admin_token && stat(cfg->path, &st) == 0 && S_ISREG(st.st_mode) &&
@@ -129,12 +131,14 @@ static void reload(struct worker *workers, uint32_t n, const char *path)
 		runtime_unref(rt);
 		return;
 	}
-	admin_moves = cfg->server.has_admin != os->has_admin ||
-		      (os->has_admin && (os->admin.len != cfg->server.admin.len ||
-					 memcmp(&os->admin.ss, &cfg->server.admin.ss, os->admin.len)));
+	admin_moves =
+		cfg->server.has_admin != os->has_admin ||
+		(os->has_admin && (os->admin.len != cfg->server.admin.len ||
+				   memcmp(&os->admin.ss, &cfg->server.admin.ss, os->admin.len)));
 	if (admin_moves && cfg->server.has_admin && sock_held(old->cfg, &cfg->server.admin)) {
-		log_error("reload", "%s (admin) is an address of the running listeners: move them "
-				    "in a reload of its own first; the configuration is unchanged",
+		log_error("reload",
+			  "%s (admin) is an address of the running listeners: move them "
+			  "in a reload of its own first; the configuration is unchanged",
 			  cfg->server.admin.text);
 		free(args);
 		runtime_unref(rt);
@@ -146,12 +150,13 @@ static void reload(struct worker *workers, uint32_t n, const char *path)
 
 		if (i == 0 && admin_moves && cfg->server.has_admin)
 			bad = sock_add(&tmp, &cfg->server.admin, NULL, os->user, &made, err,
-					sizeof(err));
+				       sizeof(err));
 		for (size_t l = 0; !bad && l < cfg->nlisteners; l++)
 			for (size_t j = 0; !bad && j < cfg->listeners[l].nlisten; j++)
 				if (!sock_listened_on(old->cfg, &cfg->listeners[l].listen[j]))
 					bad = sock_add(&tmp, &cfg->listeners[l].listen[j],
-							&cfg->listeners[l], "", NULL, err, sizeof(err));
+						       &cfg->listeners[l], "", NULL, err,
+						       sizeof(err));
 		args[i].rt = rt;
 		args[i].fresh = tmp.lsocks;
 		if (bad) {
@@ -242,8 +247,10 @@ static void raise_nofile(void)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' }, { "check", no_argument, NULL, 'k' },
-		{ "version", no_argument, NULL, 'V' },      { "help", no_argument, NULL, 'h' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "check", no_argument, NULL, 'k' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = "/etc/mxlb/mxlb.yaml";

@@ -29,12 +29,12 @@
 #include "core/worker.h"
 #include "proxy/smtp_track.h"
 
-#define BUG_ON(cond) \
-	do { \
-		if (cond) { \
+#define BUG_ON(cond)                                                              \
+	do {                                                                      \
+		if (cond) {                                                       \
 			log_error("bug", "%s:%d: %s", __FILE__, __LINE__, #cond); \
-			abort(); \
-		} \
+			abort();                                                  \
+		}                                                                 \
 	} while (0)
 
 /* Client bytes kept before relaying (the command line being read plus
@@ -81,13 +81,13 @@ struct backend_rt {
 	atomic_ulong total;
 	atomic_ulong connect_failures;
 	atomic_bool up;
-	atomic_int admin;    /* ADMIN_*: set by POST /backends/... */
-	atomic_uint weight;  /* the configured weight until an admin sets one */
+	atomic_int admin;   /* ADMIN_*: set by POST /backends/... */
+	atomic_uint weight; /* the configured weight until an admin sets one */
 	/* published by health.c for sessions, /status and /metrics */
 	atomic_uint passive_failures; /* real sessions' failures not yet counted */
 	atomic_ulong checks_ok, checks_failed;
-	atomic_uint caps;       /* SMTP_EXT_* seen in the last good check */
-	atomic_ulong size_max;  /* its SIZE, 0 when none */
+	atomic_uint caps;	    /* SMTP_EXT_* seen in the last good check */
+	atomic_ulong size_max;	    /* its SIZE, 0 when none */
 	atomic_ulong last_check_ms; /* wall clock */
 	atomic_bool last_check_ok;
 };
@@ -96,7 +96,7 @@ struct backend_rt {
 struct pool_backend {
 	const struct cfg_backend *cfg;
 	struct backend_rt *st; /* a reference, released by pool_rt_fini */
-	int cur_weight; /* smooth round robin state; under the pool's lock */
+	int cur_weight;	       /* smooth round robin state; under the pool's lock */
 };
 
 struct pool_rt;
@@ -211,8 +211,8 @@ struct tls_ctx;
 
 struct runtime {
 	struct config *cfg;
-	struct tls_ctx **tls; /* parallel to cfg->tls */
-	struct pool_rt *pools; /* parallel to cfg->pools */
+	struct tls_ctx **tls;		/* parallel to cfg->tls */
+	struct pool_rt *pools;		/* parallel to cfg->pools */
 	struct listener_stats **lstats; /* parallel to cfg->listeners; references */
 	atomic_uint refs;
 };
@@ -267,7 +267,7 @@ void sock_file_remove(struct sock_file *f);
 
 struct proxy_worker {
 	struct worker *w;
-	struct runtime *rt; /* holds a reference */
+	struct runtime *rt;	  /* holds a reference */
 	struct session *sessions; /* every open session of this worker */
 	unsigned nsessions;
 	struct session *dead; /* closed in this batch; freed by reap */
@@ -298,17 +298,17 @@ void client_limit_drop(const union sockaddr_any *a);
 
 enum session_state {
 	S_PROXY_HEADER, /* reading the PROXY header of accept_proxy */
-	S_PEEK,         /* passthrough: reading the ClientHello for its SNI */
-	S_TLS,          /* the client's TLS handshake (implicit or STARTTLS) */
-	S_COMMAND,      /* mxlb answers the client */
-	S_CONNECT,      /* connecting a backend */
-	S_B_GREETING,   /* reading the backend's greeting */
-	S_B_TLS,        /* the backend's TLS handshake */
-	S_B_TLS_EHLO,   /* STARTTLS to the backend: mxlb's EHLO before it */
-	S_B_STARTTLS,   /* STARTTLS to the backend: waiting for its 220 */
-	S_B_HELO,       /* xclient: mxlb's own EHLO to the backend */
-	S_B_XCLIENT,    /* xclient: waiting for the new greeting */
-	S_B_EHLO,       /* the client's EHLO sent, waiting for the reply */
+	S_PEEK,		/* passthrough: reading the ClientHello for its SNI */
+	S_TLS,		/* the client's TLS handshake (implicit or STARTTLS) */
+	S_COMMAND,	/* mxlb answers the client */
+	S_CONNECT,	/* connecting a backend */
+	S_B_GREETING,	/* reading the backend's greeting */
+	S_B_TLS,	/* the backend's TLS handshake */
+	S_B_TLS_EHLO,	/* STARTTLS to the backend: mxlb's EHLO before it */
+	S_B_STARTTLS,	/* STARTTLS to the backend: waiting for its 220 */
+	S_B_HELO,	/* xclient: mxlb's own EHLO to the backend */
+	S_B_XCLIENT,	/* xclient: waiting for the new greeting */
+	S_B_EHLO,	/* the client's EHLO sent, waiting for the reply */
 	S_RELAY,
 	S_CLOSED,
 };
@@ -369,9 +369,9 @@ struct session {
 	struct timer timer;
 
 	union sockaddr_any peer, local; /* the client, after any PROXY header */
-	bool counted_client;            /* holds a max_sessions_per_client slot */
+	bool counted_client;		/* holds a max_sessions_per_client slot */
 
-	struct dbuf in;  /* client bytes not yet handled or relayed */
+	struct dbuf in;	 /* client bytes not yet handled or relayed */
 	struct dbuf out; /* replies of mxlb's own, sent by session_flush() */
 	struct dbuf bin; /* backend replies during the backend dialogue */
 	bool discarding; /* skipping the rest of an over-long line */
@@ -381,11 +381,11 @@ struct session {
 	uint16_t ehlo_line_len;
 	char *ehlo_name;
 	bool esmtp;
-	bool tls_done;    /* the client side is TLS, terminated by mxlb */
-	bool replay_mail; /* routed at MAIL without STARTTLS: replay it */
-	bool no_smtp;     /* implicit-TLS passthrough: bytes only */
-	bool back_tls;    /* the backend side is TLS */
-	bool back_chunking; /* the backend's EHLO reply offers CHUNKING */
+	bool tls_done;			      /* the client side is TLS, terminated by mxlb */
+	bool replay_mail;		      /* routed at MAIL without STARTTLS: replay it */
+	bool no_smtp;			      /* implicit-TLS passthrough: bytes only */
+	bool back_tls;			      /* the backend side is TLS */
+	bool back_chunking;		      /* the backend's EHLO reply offers CHUNKING */
 	const char *tls_version, *tls_cipher; /* static strings of the library */
 	char *sni;
 
@@ -395,9 +395,9 @@ struct session {
 	uint8_t ntried;
 
 	struct smtp_track *track; /* the client-stream tracker (xclient handoff) */
-	unsigned ehlo_drop;       /* SMTP_EXT_* removed from the backend's EHLO replies */
-	struct dbuf stash[2]; /* relay overflow per direction (0: to backend) */
-	bool eof[2];          /* 0: client shut its side, 1: backend did */
+	unsigned ehlo_drop;	  /* SMTP_EXT_* removed from the backend's EHLO replies */
+	struct dbuf stash[2];	  /* relay overflow per direction (0: to backend) */
+	bool eof[2];		  /* 0: client shut its side, 1: backend did */
 
 	enum session_result result;
 	const char *reason;

@@ -228,8 +228,7 @@ size_t proxy_v1_encode(char *out, size_t cap, const struct sockaddr *src,
 	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
-static size_t put_tlv(uint8_t *out, size_t off, size_t cap, uint8_t type, const void *v,
-		      size_t n)
+static size_t put_tlv(uint8_t *out, size_t off, size_t cap, uint8_t type, const void *v, size_t n)
 {
 	if (off + 3 + n > cap || n > 0xffff)
 		return 0;
@@ -279,8 +278,8 @@ size_t proxy_v2_encode(uint8_t *out, size_t cap, const struct sockaddr *src,
 		uint8_t ssl[256];
 		size_t n = 5;
 
-		if (tls->sni && !(off = put_tlv(out, off, cap, PP2_TYPE_AUTHORITY, tls->sni,
-						strlen(tls->sni))))
+		if (tls->sni &&
+		    !(off = put_tlv(out, off, cap, PP2_TYPE_AUTHORITY, tls->sni, strlen(tls->sni))))
 			return 0;
 		/* client flags, then verify (0: no client certificate checked) */
 		ssl[0] = PP2_CLIENT_SSL;

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define PROXY_V1_MAX 107 /* the longest v1 line, CRLF included */
+#define PROXY_V1_MAX 107  /* the longest v1 line, CRLF included */
 #define PROXY_V2_MAX 1024 /* the largest v2 header we accept or build */
 
 enum proxy_parse { PROXY_OK, PROXY_AGAIN, PROXY_INVALID };

@@ -85,7 +85,7 @@ static bool relay_forward(struct session *s, int dir, char *p, size_t len, int b
  */
 static void relay_refuse(struct session *s, const char *why)
 {
-	static const struct linger reset = {.l_onoff = 1, .l_linger = 0};
+	static const struct linger reset = { .l_onoff = 1, .l_linger = 0 };
 
 	if (s->back)
 		setsockopt(s->back->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
@@ -178,7 +178,8 @@ static void relay_ehlo_reply(struct session *s, const char *p, size_t len, bool 
 
 	if (dbuf_append(&s->bin, p, len, RELAY_EHLO_MAX) < 0) {
 		session_close_reply(s, R_ERROR, "backend EHLO reply too long",
-				    "421 4.3.0 %s Error: backend reply too long", runtime_hostname(s->rt));
+				    "421 4.3.0 %s Error: backend reply too long",
+				    runtime_hostname(s->rt));
 		return;
 	}
 	if (!end)
@@ -350,7 +351,7 @@ void relay_start(struct session *s)
 	if (dbuf_used(&s->bin)) {
 		struct dbuf extra = s->bin;
 
-		s->bin = (struct dbuf){0};
+		s->bin = (struct dbuf){ 0 };
 		s->bytes_out += dbuf_used(&extra);
 		relay_back_bytes(s, dbuf_data(&extra), dbuf_used(&extra), -1);
 		dbuf_free(&extra);

@@ -8,7 +8,7 @@
 struct service {
 	const char *name;
 	void (*start)(struct worker *w); /* the ring runs; NULL: nothing to start */
-	void (*stop)(void);              /* the server stops: close what is open */
+	void (*stop)(void);		 /* the server stops: close what is open */
 	/* stopped before a new runtime comes into force (runtime_adopt
 	 * rewrites what it writes) and started again after */
 	bool restarts_on_reload;

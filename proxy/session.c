@@ -25,7 +25,7 @@ void session_seed_ids(uint64_t seed)
 
 static const char *const result_names[] = {
 	[R_RELAYED] = "relayed", [R_REJECTED] = "rejected", [R_UNAVAILABLE] = "unavailable",
-	[R_TIMEOUT] = "timeout", [R_ERROR] = "error", [R_CLIENT_QUIT] = "client_quit",
+	[R_TIMEOUT] = "timeout", [R_ERROR] = "error",	    [R_CLIENT_QUIT] = "client_quit",
 };
 
 const char *session_result_name(enum session_result r)

@@ -161,9 +161,10 @@ static void back_try(struct session *s)
 	}
 	i = s->ntried <= s->pool->cfg->retries ? pool_take(s->pool, s) : -1;
 	if (i < 0) {
-		session_close_reply(s, R_UNAVAILABLE, "no backend available",
-				    "421 4.3.2 %s Service not available, closing transmission channel",
-				    runtime_hostname(s->rt));
+		session_close_reply(
+			s, R_UNAVAILABLE, "no backend available",
+			"421 4.3.2 %s Service not available, closing transmission channel",
+			runtime_hostname(s->rt));
 		return;
 	}
 	s->backend = i;
@@ -179,9 +180,10 @@ static void back_try(struct session *s)
 	if (err == -EMFILE || err == -ENFILE || err == -ENOBUFS || err == -ENOMEM) {
 		/* our own shortage: no backend is to blame, none would do
 		 * better now */
-		session_close_reply(s, R_UNAVAILABLE, "out of file descriptors",
-				    "421 4.3.2 %s Service not available, closing transmission channel",
-				    runtime_hostname(s->rt));
+		session_close_reply(
+			s, R_UNAVAILABLE, "out of file descriptors",
+			"421 4.3.2 %s Service not available, closing transmission channel",
+			runtime_hostname(s->rt));
 		return;
 	}
 	if (err < 0) {
@@ -270,8 +272,8 @@ static void back_ehlo_reply(struct session *s, int code, size_t len)
 	    s->back_tls)
 		drop |= SMTP_EXT_STARTTLS;
 	s->ehlo_drop = drop; /* for the replies to the client's later EHLOs */
-	s->back_chunking = code == 250 &&
-			   (smtp_ehlo_extensions(dbuf_data(&s->bin), len) & SMTP_EXT_CHUNKING);
+	s->back_chunking =
+		code == 250 && (smtp_ehlo_extensions(dbuf_data(&s->bin), len) & SMTP_EXT_CHUNKING);
 	if (s->replay_mail) {
 		/* the client saw mxlb's EHLO reply: this one goes unseen, and
 		 * the client's MAIL follows */
@@ -414,8 +416,8 @@ static void back_process(struct session *s)
 		char why[64];
 		size_t len;
 		int code;
-		enum smtp_parse r = smtp_parse_reply(dbuf_data(&s->bin), dbuf_used(&s->bin), &code,
-						     &len);
+		enum smtp_parse r =
+			smtp_parse_reply(dbuf_data(&s->bin), dbuf_used(&s->bin), &code, &len);
 
 		if (r == SMTP_AGAIN)
 			return;

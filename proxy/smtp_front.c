@@ -198,8 +198,7 @@ static bool do_quit(struct session *s, const struct smtp_cmd *c)
 	return false;
 }
 
-static const char *check_need_helo(struct session *s, const struct smtp_cmd *c,
-				   const char **reply)
+static const char *check_need_helo(struct session *s, const struct smtp_cmd *c, const char **reply)
 {
 	if (pre_tls(s) && s->l->require_tls) {
 		*reply = "530 5.7.0 Must issue a STARTTLS command first";
@@ -246,8 +245,7 @@ static bool do_mail(struct session *s, const struct smtp_cmd *c)
 	return false;
 }
 
-static const char *check_starttls(struct session *s, const struct smtp_cmd *c,
-				  const char **reply)
+static const char *check_starttls(struct session *s, const struct smtp_cmd *c, const char **reply)
 {
 	if (!listener_starttls(s->l))
 		return check_need_helo(s, c, reply);
@@ -357,7 +355,8 @@ static void front_process(struct session *s)
 			front_consume(s, used);
 			if (cmd.error == SMTP_CMD_ERR_TOO_LONG) {
 				s->discarding = !eol;
-				if (!front_refuse(s, "line too long", "500 5.5.2 Error: line too long"))
+				if (!front_refuse(s, "line too long",
+						  "500 5.5.2 Error: line too long"))
 					return;
 			} else {
 				if (!front_refuse(s, "bare LF",
@@ -404,7 +403,8 @@ static void front_peek(struct session *s)
 {
 	struct tls_hello_info hi;
 
-	switch (tls_parse_client_hello((const uint8_t *)dbuf_data(&s->in), dbuf_used(&s->in), &hi)) {
+	switch (tls_parse_client_hello((const uint8_t *)dbuf_data(&s->in), dbuf_used(&s->in),
+				       &hi)) {
 	case TLS_HELLO_AGAIN:
 		return;
 	case TLS_HELLO_INVALID:
@@ -436,9 +436,10 @@ static void front_begin(struct session *s)
 			if (implicit) /* a TLS client could not read a reply */
 				session_close(s, R_REJECTED, "max_sessions_per_client");
 			else
-				session_close_reply(s, R_REJECTED, "max_sessions_per_client",
-						    "421 4.7.0 %s Too many connections from your address",
-						    runtime_hostname(s->rt));
+				session_close_reply(
+					s, R_REJECTED, "max_sessions_per_client",
+					"421 4.7.0 %s Too many connections from your address",
+					runtime_hostname(s->rt));
 			return;
 		}
 		s->counted_client = true;
@@ -476,8 +477,10 @@ static void front_proxy_header(struct session *s)
 		break;
 	}
 	if (!pi.local) {
-		memcpy(&s->peer, &pi.src, pi.src_len < sizeof(s->peer) ? pi.src_len : sizeof(s->peer));
-		memcpy(&s->local, &pi.dst, pi.dst_len < sizeof(s->local) ? pi.dst_len : sizeof(s->local));
+		memcpy(&s->peer, &pi.src,
+		       pi.src_len < sizeof(s->peer) ? pi.src_len : sizeof(s->peer));
+		memcpy(&s->local, &pi.dst,
+		       pi.dst_len < sizeof(s->local) ? pi.dst_len : sizeof(s->local));
 	}
 	front_consume(s, used);
 	front_begin(s);

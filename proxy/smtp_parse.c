@@ -155,10 +155,14 @@ static unsigned ext_of(const char *t, size_t n)
 		size_t len;
 		unsigned bit;
 	} exts[] = {
-		{ "STARTTLS", 8, SMTP_EXT_STARTTLS },	  { "XCLIENT", 7, SMTP_EXT_XCLIENT },
-		{ "XFORWARD", 8, SMTP_EXT_XFORWARD },	  { "PIPELINING", 10, SMTP_EXT_PIPELINING },
-		{ "CHUNKING", 8, SMTP_EXT_CHUNKING },	  { "AUTH", 4, SMTP_EXT_AUTH },
-		{ "8BITMIME", 8, SMTP_EXT_8BITMIME },	  { "SMTPUTF8", 8, SMTP_EXT_SMTPUTF8 },
+		{ "STARTTLS", 8, SMTP_EXT_STARTTLS },
+		{ "XCLIENT", 7, SMTP_EXT_XCLIENT },
+		{ "XFORWARD", 8, SMTP_EXT_XFORWARD },
+		{ "PIPELINING", 10, SMTP_EXT_PIPELINING },
+		{ "CHUNKING", 8, SMTP_EXT_CHUNKING },
+		{ "AUTH", 4, SMTP_EXT_AUTH },
+		{ "8BITMIME", 8, SMTP_EXT_8BITMIME },
+		{ "SMTPUTF8", 8, SMTP_EXT_SMTPUTF8 },
 		{ "ENHANCEDSTATUSCODES", 19, SMTP_EXT_ENHANCEDSTATUSCODES },
 		{ "SIZE", 4, SMTP_EXT_SIZE },
 	};
@@ -262,8 +266,7 @@ uint64_t smtp_ehlo_size(const char *in, size_t len)
 
 const struct smtp_expect smtp_expect_greeting = { "greeting", 2, 0, NULL };
 const struct smtp_expect smtp_expect_ehlo = { "EHLO", 250, 0, NULL };
-const struct smtp_expect smtp_expect_ehlo_starttls = { "EHLO", 250, SMTP_EXT_STARTTLS,
-						       "STARTTLS" };
+const struct smtp_expect smtp_expect_ehlo_starttls = { "EHLO", 250, SMTP_EXT_STARTTLS, "STARTTLS" };
 const struct smtp_expect smtp_expect_ehlo_xclient = { "EHLO", 250, SMTP_EXT_XCLIENT, "XCLIENT" };
 const struct smtp_expect smtp_expect_starttls = { "STARTTLS", 220, 0, NULL };
 const struct smtp_expect smtp_expect_xclient = { "XCLIENT", 220, 0, NULL };

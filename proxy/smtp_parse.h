@@ -78,8 +78,8 @@ bool smtp_skip_line(const char *buf, size_t len, size_t *consumed);
 const char *smtp_verb_name(enum smtp_verb v);
 
 struct smtp_reply_line {
-	int code; /* 200..599 */
-	bool last; /* "NNN " (last line) as opposed to "NNN-" */
+	int code;	  /* 200..599 */
+	bool last;	  /* "NNN " (last line) as opposed to "NNN-" */
 	const char *text; /* after the separator, CRLF excluded */
 	size_t text_len;
 	size_t line_len; /* with its line end */
@@ -135,15 +135,14 @@ uint64_t smtp_ehlo_size(const char *in, size_t len);
  */
 struct smtp_expect {
 	const char *what; /* the step, for the reason of a failure */
-	int code;         /* the code wanted; a single digit: any of that class */
-	unsigned ext;     /* SMTP_EXT_* the (EHLO) reply must offer, 0 none */
+	int code;	  /* the code wanted; a single digit: any of that class */
+	unsigned ext;	  /* SMTP_EXT_* the (EHLO) reply must offer, 0 none */
 	const char *ext_name;
 };
 
-extern const struct smtp_expect smtp_expect_greeting, smtp_expect_ehlo,
-	smtp_expect_ehlo_starttls, smtp_expect_ehlo_xclient, smtp_expect_starttls,
-	smtp_expect_xclient, smtp_expect_quit, smtp_expect_mail, smtp_expect_rcpt,
-	smtp_expect_data, smtp_expect_end_of_data;
+extern const struct smtp_expect smtp_expect_greeting, smtp_expect_ehlo, smtp_expect_ehlo_starttls,
+	smtp_expect_ehlo_xclient, smtp_expect_starttls, smtp_expect_xclient, smtp_expect_quit,
+	smtp_expect_mail, smtp_expect_rcpt, smtp_expect_data, smtp_expect_end_of_data;
 
 /* NULL when the complete reply in[0..len), with its code, meets e; else
  * why not ("greeting answered 554", "STARTTLS not offered"), in why. */

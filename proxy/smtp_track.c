@@ -278,11 +278,11 @@ static size_t data_step(struct smtp_track *t, const char *in, size_t n, char *ou
 {
 	size_t i = 0, start = 0;
 
-#define FLUSH() \
-	do { \
-		if (out) \
+#define FLUSH()                                             \
+	do {                                                \
+		if (out)                                    \
 			put(out, o, in + start, i - start); \
-		start = i; \
+		start = i;                                  \
 	} while (0)
 	while (i < n && t->mode == M_DATA) {
 		char c = in[i];
@@ -425,8 +425,7 @@ static void on_reply(struct smtp_track *t)
 		fail(t, "354 reply out of turn");
 }
 
-size_t smtp_track_server(struct smtp_track *t, const char *in, size_t len, bool *capture,
-			 bool *end)
+size_t smtp_track_server(struct smtp_track *t, const char *in, size_t len, bool *capture, bool *end)
 {
 	bool seg = t->capturing;
 	size_t i;
@@ -448,7 +447,8 @@ size_t smtp_track_server(struct smtp_track *t, const char *in, size_t len, bool 
 		}
 		if (c == '\n') {
 			/* "DDD " or a bare "DDD" ends a reply; "DDD-" does not */
-			bool final = t->reply_pos == 3 || (t->reply_pos == 4 && t->reply_sep != '-');
+			bool final =
+				t->reply_pos == 3 || (t->reply_pos == 4 && t->reply_sep != '-');
 
 			t->reply_pos = 0;
 			t->reply_mid = false;

@@ -59,27 +59,27 @@
  * its initial response, the longest a standard allows). */
 #define SMTP_TRACK_LINE_MAX 12288
 
-struct smtp_track { /* private: use the functions below */
-	uint8_t mode;      /* commands, held for a reply, message text, chunk, failed */
-	uint8_t cstate;    /* in a command line */
-	uint8_t dstate;    /* in message text */
+struct smtp_track {	   /* private: use the functions below */
+	uint8_t mode;	   /* commands, held for a reply, message text, chunk, failed */
+	uint8_t cstate;	   /* in a command line */
+	uint8_t dstate;	   /* in message text */
 	uint8_t hold_kind; /* what the held-for reply answers: DATA or EHLO */
 	uint8_t line_kind; /* the current line's verb, once known */
 	uint8_t verb_len;  /* octets of the current line start held in line[] */
-	bool chunking;     /* the backend offered CHUNKING */
-	bool capturing;    /* the current reply is an EHLO reply */
-	bool reply_mid;    /* inside a reply line */
+	bool chunking;	   /* the backend offered CHUNKING */
+	bool capturing;	   /* the current reply is an EHLO reply */
+	bool reply_mid;	   /* inside a reply line */
 	uint8_t reply_pos; /* octets of the current reply line seen (max 4) */
 	char reply_code[3];
 	char reply_sep;
-	char line[40];          /* start of the current command line */
-	uint32_t line_bytes;    /* octets of the current command line so far */
-	const char *error;      /* why the stream failed */
-	unsigned refused;       /* lines replaced so far (for the log) */
-	uint64_t bdat_left;     /* octets of a BDAT chunk still to pass */
-	uint64_t cmds_sent;     /* command lines, data ends and chunks passed */
-	uint64_t replies_seen;  /* final reply lines seen from the backend */
-	uint64_t hold_index;    /* the reply number that answers the held line */
+	char line[40];	       /* start of the current command line */
+	uint32_t line_bytes;   /* octets of the current command line so far */
+	const char *error;     /* why the stream failed */
+	unsigned refused;      /* lines replaced so far (for the log) */
+	uint64_t bdat_left;    /* octets of a BDAT chunk still to pass */
+	uint64_t cmds_sent;    /* command lines, data ends and chunks passed */
+	uint64_t replies_seen; /* final reply lines seen from the backend */
+	uint64_t hold_index;   /* the reply number that answers the held line */
 };
 
 enum smtp_track_result {

@@ -39,8 +39,7 @@ bool sock_listened_on(const struct config *cfg, const struct cfg_addr *a)
 }
 
 /* Why a cannot be listened on, in err: one line for stderr or the log. */
-static int listen_error(char *err, size_t len, const struct cfg_addr *a, const char *what,
-			int e)
+static int listen_error(char *err, size_t len, const struct cfg_addr *a, const char *what, int e)
 {
 	if (e == EADDRINUSE)
 		snprintf(err, len, "%s (%s) is already in use: another process listens there",
@@ -89,8 +88,7 @@ bool sock_held(const struct config *old, const struct cfg_addr *a)
 
 /* Every mail address of cfg that old (NULL at start) does not hold is
  * free: the probe of the comment at the top. */
-int sock_probe_new(const struct config *cfg, const struct config *old, char *err,
-		     size_t len)
+int sock_probe_new(const struct config *cfg, const struct config *old, char *err, size_t len)
 {
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		for (size_t j = 0; j < cfg->listeners[i].nlisten; j++) {
@@ -103,8 +101,9 @@ int sock_probe_new(const struct config *cfg, const struct config *old, char *err
 			snprintf(what, sizeof(what), "listener %s", cfg->listeners[i].name);
 			if (old && old->server.has_admin &&
 			    config_addr_overlap(&old->server.admin, a)) {
-				snprintf(err, len, "%s (%s) is the running admin server's address: "
-						   "move the admin server in a reload of its own first",
+				snprintf(err, len,
+					 "%s (%s) is the running admin server's address: "
+					 "move the admin server in a reload of its own first",
 					 a->text, what);
 				return -1;
 			}
@@ -132,7 +131,8 @@ static int listen_unix(const struct cfg_addr *a, const char *user, struct sock_f
 
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, len, "cannot listen on %s (admin): %s exists and is not a socket",
+			snprintf(err, len,
+				 "cannot listen on %s (admin): %s exists and is not a socket",
 				 a->text, path);
 			return -1;
 		}
@@ -183,8 +183,8 @@ void sock_file_remove(struct sock_file *f)
 {
 	struct stat st;
 
-	if (f->path[0] && lstat(f->path, &st) == 0 && S_ISSOCK(st.st_mode) &&
-	    st.st_dev == f->dev && st.st_ino == f->ino)
+	if (f->path[0] && lstat(f->path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == f->dev &&
+	    st.st_ino == f->ino)
 		unlink(f->path);
 	f->path[0] = '\0';
 }
@@ -193,7 +193,7 @@ void sock_file_remove(struct sock_file *f)
  * l NULL, the admin server's, whose unix socket file, if it is one, goes
  * in made. */
 int sock_add(struct worker *w, const struct cfg_addr *a, const struct cfg_listener *l,
-		     const char *user, struct sock_file *made, char *err, size_t len)
+	     const char *user, struct sock_file *made, char *err, size_t len)
 {
 	struct lsock *ls = calloc(1, sizeof(*ls));
 	char what[160];

@@ -128,13 +128,13 @@ enum tls_hello tls_parse_client_hello(const uint8_t *buf, size_t len, struct tls
 	if (!u16(&body, &v) || (v >> 8) != 3)
 		return TLS_HELLO_INVALID;
 	info->version = (uint16_t)v;
-	if (!take(&body, 32, NULL))                                /* random */
+	if (!take(&body, 32, NULL)) /* random */
 		return TLS_HELLO_INVALID;
-	if (!block(&body, 1, &skip) || skip.n > 32)                /* session id */
+	if (!block(&body, 1, &skip) || skip.n > 32) /* session id */
 		return TLS_HELLO_INVALID;
-	if (!block(&body, 2, &skip) || skip.n < 2 || skip.n % 2)   /* cipher suites */
+	if (!block(&body, 2, &skip) || skip.n < 2 || skip.n % 2) /* cipher suites */
 		return TLS_HELLO_INVALID;
-	if (!block(&body, 1, &skip) || skip.n < 1)                 /* compression */
+	if (!block(&body, 1, &skip) || skip.n < 1) /* compression */
 		return TLS_HELLO_INVALID;
 	if (!body.n)
 		return TLS_HELLO_OK; /* no extensions at all */

@@ -16,11 +16,11 @@
 enum tls_hello { TLS_HELLO_OK, TLS_HELLO_AGAIN, TLS_HELLO_INVALID };
 
 struct tls_hello_info {
-	uint16_t version;    /* legacy_version of the ClientHello (0x0303 for 1.2 and 1.3) */
+	uint16_t version; /* legacy_version of the ClientHello (0x0303 for 1.2 and 1.3) */
 	bool has_sni;
-	const char *sni;     /* host_name, not NUL-terminated; a slice of the input */
+	const char *sni; /* host_name, not NUL-terminated; a slice of the input */
 	size_t sni_len;
-	size_t record_len;   /* octets of the first record, header included */
+	size_t record_len; /* octets of the first record, header included */
 };
 
 /*

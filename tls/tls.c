@@ -53,8 +53,8 @@ static void ticket_rotate_locked(time_t now)
 	ticket_keys[0].born = now;
 }
 
-static int ticket_cb(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *ectx,
-		     HMAC_CTX *hctx, int enc)
+static int ticket_cb(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *ectx, HMAC_CTX *hctx,
+		     int enc)
 {
 	struct ticket_key k;
 	int found = -1;
@@ -409,7 +409,8 @@ struct tls_ctx *tls_ctx_new(const struct config *cfg, const struct cfg_tls *t, b
 
 		SSL_CTX_set_verify(tc->client, SSL_VERIFY_PEER, NULL);
 		if (!SSL_CTX_load_verify_locations(tc->client, ca, NULL)) {
-			snprintf(why, sizeof(why), "cannot load CA file %s: %s", ca, tls_ssl_reason());
+			snprintf(why, sizeof(why), "cannot load CA file %s: %s", ca,
+				 tls_ssl_reason());
 			goto fail;
 		}
 	}

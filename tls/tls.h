@@ -48,10 +48,10 @@ size_t tls_io_input_left(const struct tls_io *t);
 const char *tls_io_input_left_ptr(const struct tls_io *t);
 
 enum tls_res {
-	TLS_OK = 1,       /* done: the handshake completed, or bytes were read */
-	TLS_WANT = 0,     /* needs more input */
-	TLS_ERROR = -1,   /* fatal: alert sent (take the output), connection done */
-	TLS_CLOSED = -2,  /* the peer sent close_notify */
+	TLS_OK = 1,	 /* done: the handshake completed, or bytes were read */
+	TLS_WANT = 0,	 /* needs more input */
+	TLS_ERROR = -1,	 /* fatal: alert sent (take the output), connection done */
+	TLS_CLOSED = -2, /* the peer sent close_notify */
 };
 
 /* Drive the handshake. TLS_ERROR: tls_io_error() says why. */

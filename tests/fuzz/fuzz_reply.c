@@ -26,8 +26,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size_t n = smtp_ehlo_filter(p, used, out, drop), n2;
 		int code2;
 
-		if (n > used || (n && (smtp_parse_reply(out, n, &code2, &n2) != SMTP_OK || n2 != n ||
-				       code2 != code)))
+		if (n > used || (n && (smtp_parse_reply(out, n, &code2, &n2) != SMTP_OK ||
+				       n2 != n || code2 != code)))
 			abort();
 		if (smtp_ehlo_extensions(out, n) & drop)
 			abort();

@@ -47,7 +47,7 @@ struct model {
 	unsigned ndata;
 	char reply[MODEL_REPLY_MAX];
 	size_t rlen;
-	unsigned messages; /* data ends and chunks taken */
+	unsigned messages;     /* data ends and chunks taken */
 	const char *violation; /* set instead of aborting when non-NULL wanted */
 };
 
@@ -204,9 +204,10 @@ static inline void model_feed(struct model *m, const char *p, const uint8_t *tag
 				continue; /* the LF of a CRLF ending */
 		}
 		if ((m->mode == MM_CMD) != (tags[i] == TAG_CMD))
-			model_violation(m, m->mode == MM_CMD
-						   ? "the backend reads as commands what the tracker passed as text"
-						   : "the backend reads as text what the tracker passed as commands");
+			model_violation(m, m->mode == MM_CMD ? "the backend reads as commands what "
+							       "the tracker passed as text"
+							     : "the backend reads as text what the "
+							       "tracker passed as commands");
 		if (m->mode == MM_BDAT) {
 			if (!--m->bdat_left) {
 				m->mode = MM_CMD;
@@ -238,7 +239,6 @@ static inline void model_feed(struct model *m, const char *p, const uint8_t *tag
 	}
 }
 
-
 /* ---- the driver: tracker and model together ---- */
 
 #include "proxy/smtp_track.h"
@@ -246,10 +246,10 @@ static inline void model_feed(struct model *m, const char *p, const uint8_t *tag
 struct track_run {
 	struct model m;
 	enum smtp_track_result last;
-	char *out;        /* what the tracker let through */
+	char *out; /* what the tracker let through */
 	size_t out_len;
-	size_t consumed;  /* client octets taken */
-	bool stalled;     /* held for a reply the backend will not send */
+	size_t consumed; /* client octets taken */
+	bool stalled;	 /* held for a reply the backend will not send */
 	const char *error;
 };
 

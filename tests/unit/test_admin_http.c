@@ -78,7 +78,8 @@ static void test_request(void **state)
 	assert_slice(req.path, "/metrics");
 	assert_slice(req.query, "");
 	/* an empty value is present; tabs around a value go */
-	assert_int_equal(parse(S("GET / HTTP/1.1\r\nHost:\r\nOrigin:\t x\t\r\n\r\n")), ADMIN_HTTP_OK);
+	assert_int_equal(parse(S("GET / HTTP/1.1\r\nHost:\r\nOrigin:\t x\t\r\n\r\n")),
+			 ADMIN_HTTP_OK);
 	assert_slice(req.host, "");
 	assert_slice(req.origin, "x");
 	/* what other fields hold is only checked for syntax */
@@ -135,20 +136,25 @@ static void test_fields(void **state)
 {
 	(void)state;
 	/* folded lines, a space before the colon, no name, no colon */
-	assert_int_equal(refused(S("GET / HTTP/1.1\r\n folded: x\r\n\r\n")), ADMIN_HTTP_ERR_MALFORMED);
-	assert_int_equal(refused(S("GET / HTTP/1.1\r\nX: a\r\n\tb\r\n\r\n")), ADMIN_HTTP_ERR_MALFORMED);
+	assert_int_equal(refused(S("GET / HTTP/1.1\r\n folded: x\r\n\r\n")),
+			 ADMIN_HTTP_ERR_MALFORMED);
+	assert_int_equal(refused(S("GET / HTTP/1.1\r\nX: a\r\n\tb\r\n\r\n")),
+			 ADMIN_HTTP_ERR_MALFORMED);
 	assert_int_equal(refused(S("GET / HTTP/1.1\r\nX : a\r\n\r\n")), ADMIN_HTTP_ERR_MALFORMED);
 	assert_int_equal(refused(S("GET / HTTP/1.1\r\n: a\r\n\r\n")), ADMIN_HTTP_ERR_MALFORMED);
 	assert_int_equal(refused(S("GET / HTTP/1.1\r\nHost\r\n\r\n")), ADMIN_HTTP_ERR_MALFORMED);
-	assert_int_equal(refused(S("GET / HTTP/1.1\r\nHo(st: x\r\n\r\n")), ADMIN_HTTP_ERR_MALFORMED);
+	assert_int_equal(refused(S("GET / HTTP/1.1\r\nHo(st: x\r\n\r\n")),
+			 ADMIN_HTTP_ERR_MALFORMED);
 	/* a CR that ends no line: "\r\r\n\r\n" leaves a line of one CR */
 	assert_int_equal(refused(S("GET / HTTP/1.1\r\n\r\r\n\r\n")), ADMIN_HTTP_ERR_MALFORMED);
 	/* controls in a value, in any field: bare LF and CR, NUL, DEL */
 	assert_int_equal(refused(S("GET / HTTP/1.1\r\nHost: x\ny: z\r\n\r\n")),
 			 ADMIN_HTTP_ERR_MALFORMED);
 	assert_int_equal(refused(S("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n")), ADMIN_HTTP_ERR_MALFORMED);
-	assert_int_equal(refused(S("GET / HTTP/1.1\r\nX: a\x01\r\n\r\n")), ADMIN_HTTP_ERR_MALFORMED);
-	assert_int_equal(refused(S("GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n")), ADMIN_HTTP_ERR_MALFORMED);
+	assert_int_equal(refused(S("GET / HTTP/1.1\r\nX: a\x01\r\n\r\n")),
+			 ADMIN_HTTP_ERR_MALFORMED);
+	assert_int_equal(refused(S("GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n")),
+			 ADMIN_HTTP_ERR_MALFORMED);
 	assert_int_equal(refused(S("GET / HTTP/1.1\r\nX: a\0\r\n\r\n")), ADMIN_HTTP_ERR_MALFORMED);
 	/* a tab inside a value is allowed */
 	assert_int_equal(parse(S("GET / HTTP/1.1\r\nHost: a\tb\r\n\r\n")), ADMIN_HTTP_OK);
@@ -166,8 +172,9 @@ static void test_duplicates(void **state)
 			 ADMIN_HTTP_ERR_MALFORMED);
 	assert_int_equal(refused(S("GET / HTTP/1.1\r\nOrigin: a\r\nOrigin: a\r\n\r\n")),
 			 ADMIN_HTTP_ERR_MALFORMED);
-	assert_int_equal(refused(S("GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: a\r\n\r\n")),
-			 ADMIN_HTTP_ERR_MALFORMED);
+	assert_int_equal(
+		refused(S("GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: a\r\n\r\n")),
+		ADMIN_HTTP_ERR_MALFORMED);
 	assert_int_equal(refused(S("POST / HTTP/1.1\r\nCONTENT-LENGTH: 1\r\ncontent-length: 1\r\n"
 				   "\r\nx")),
 			 ADMIN_HTTP_ERR_MALFORMED);
@@ -215,12 +222,14 @@ static void test_body(void **state)
 static void test_first_fault(void **state)
 {
 	(void)state;
-	assert_int_equal(refused(S("POST / HTTP/1.1\r\nTransfer-Encoding: x\r\nHost: a\r\nHost: b\r\n"
-				   "\r\n")),
-			 ADMIN_HTTP_ERR_LENGTH_REQUIRED);
-	assert_int_equal(refused(S("POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\nTransfer-Encoding: x\r\n"
-				   "\r\n")),
-			 ADMIN_HTTP_ERR_MALFORMED);
+	assert_int_equal(
+		refused(S("POST / HTTP/1.1\r\nTransfer-Encoding: x\r\nHost: a\r\nHost: b\r\n"
+			  "\r\n")),
+		ADMIN_HTTP_ERR_LENGTH_REQUIRED);
+	assert_int_equal(
+		refused(S("POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\nTransfer-Encoding: x\r\n"
+			  "\r\n")),
+		ADMIN_HTTP_ERR_MALFORMED);
 	assert_int_equal(refused(S("POST / HTTP/1.1\r\nContent-Length: 5000\r\n folded\r\n\r\n")),
 			 ADMIN_HTTP_ERR_BODY_TOO_LARGE);
 	assert_int_equal(refused(S("POST / HTTP/1.1\r\n folded\r\nContent-Length: 5000\r\n\r\n")),
@@ -320,11 +329,11 @@ static void test_bearer(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_request),	      cmocka_unit_test(test_again),
-		cmocka_unit_test(test_request_line),  cmocka_unit_test(test_fields),
-		cmocka_unit_test(test_duplicates),    cmocka_unit_test(test_body),
-		cmocka_unit_test(test_first_fault),   cmocka_unit_test(test_head_limit),
-		cmocka_unit_test(test_authority),     cmocka_unit_test(test_origin),
+		cmocka_unit_test(test_request),	     cmocka_unit_test(test_again),
+		cmocka_unit_test(test_request_line), cmocka_unit_test(test_fields),
+		cmocka_unit_test(test_duplicates),   cmocka_unit_test(test_body),
+		cmocka_unit_test(test_first_fault),  cmocka_unit_test(test_head_limit),
+		cmocka_unit_test(test_authority),    cmocka_unit_test(test_origin),
 		cmocka_unit_test(test_bearer),
 	};
 

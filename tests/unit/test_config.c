@@ -232,16 +232,17 @@ static void test_defaults(void **state)
  * only some keys, handoff inherited or overridden, admin off. */
 static void test_partial_sections(void **state)
 {
-	static const char y[] = "server: {hostname: h.example, workers: 2, admin: {listen: \"\"}}\n"
-				"tls: {t: {}}\n"
-				"pools:\n"
-				"  - name: p\n"
-				"    handoff: xclient\n"
-				"    health: {rise: 5}\n"
-				"    backends:\n"
-				"      - {name: a, address: \"1.2.3.4:25\"}\n"
-				"      - {name: b, address: \"1.2.3.4:26\", handoff: none}\n"
-				"      - {name: c, address: \"1.2.3.4:27\", handoff: proxy_v1}\n" LISTENER;
+	static const char y[] =
+		"server: {hostname: h.example, workers: 2, admin: {listen: \"\"}}\n"
+		"tls: {t: {}}\n"
+		"pools:\n"
+		"  - name: p\n"
+		"    handoff: xclient\n"
+		"    health: {rise: 5}\n"
+		"    backends:\n"
+		"      - {name: a, address: \"1.2.3.4:25\"}\n"
+		"      - {name: b, address: \"1.2.3.4:26\", handoff: none}\n"
+		"      - {name: c, address: \"1.2.3.4:27\", handoff: proxy_v1}\n" LISTENER;
 	char err[CFG_ERR_MAX] = "";
 	struct config *c = load(y, err);
 	const struct cfg_pool *p;
@@ -272,7 +273,7 @@ static void test_partial_sections(void **state)
 }
 
 /* 107 characters: with the leading "/", one more than sun_path holds */
-#define LONG_PATH                                                                         \
+#define LONG_PATH                                                                             \
 	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" \
 	"aaaaaaaaaaaaaaaaaaaaaaaa"
 
@@ -280,8 +281,8 @@ static void test_partial_sections(void **state)
  * without overlapping; what counts as reachable from this host only. */
 static void test_admin_addresses(void **state)
 {
-	static const char unix_yaml[] = "server:\n  admin: {listen: \"unix:/run/mxlb/admin.sock\"}\n"
-					POOL LISTENER;
+	static const char unix_yaml[] =
+		"server:\n  admin: {listen: \"unix:/run/mxlb/admin.sock\"}\n" POOL LISTENER;
 	static const char shared_port[] =
 		"server:\n  admin: {listen: \"127.0.0.2:25\"}\n" POOL
 		"listeners: [{name: l, listen: [\"127.0.0.1:25\", \"[::]:25\"], pool: p}]\n";
@@ -297,8 +298,8 @@ static void test_admin_addresses(void **state)
 	assert_true(c->server.has_admin);
 	assert_int_equal(sun->sun_family, AF_UNIX);
 	assert_string_equal(sun->sun_path, "/run/mxlb/admin.sock");
-	assert_int_equal(c->server.admin.len,
-			 offsetof(struct sockaddr_un, sun_path) + strlen("/run/mxlb/admin.sock") + 1);
+	assert_int_equal(c->server.admin.len, offsetof(struct sockaddr_un, sun_path) +
+						      strlen("/run/mxlb/admin.sock") + 1);
 	assert_string_equal(c->server.admin.text, "unix:/run/mxlb/admin.sock");
 	assert_string_equal(c->server.admin.host, "");
 	assert_int_equal(c->server.admin_line, 2);
@@ -405,33 +406,33 @@ static const struct bad {
 	{ "server:\n  admin: {listen: \"[::1]25\"}\n", "t.yaml:2:19:", "bad address" },
 	{ "server:\n  admin: {listen: \"[127.0.0.1]:25\"}\n", "t.yaml:2:19:", "bad address" },
 	{ "server:\n  admin: {listen: \"[]:25\"}\n", "t.yaml:2:19:", "bad address" },
-	{ "server:\n  admin: {listen: \"unix:run/admin.sock\"}\n", "t.yaml:2:19:",
-	  "absolute path" },
+	{ "server:\n  admin: {listen: \"unix:run/admin.sock\"}\n",
+	  "t.yaml:2:19:", "absolute path" },
 	{ "server:\n  admin: {listen: \"unix:\"}\n", "t.yaml:2:19:", "absolute path" },
-	{ "server:\n  admin: {listen: \"unix:/" LONG_PATH "\"}\n", "t.yaml:2:19:",
-	  "at most 107 characters" },
+	{ "server:\n  admin: {listen: \"unix:/" LONG_PATH "\"}\n",
+	  "t.yaml:2:19:", "at most 107 characters" },
 	/* the admin token: long enough, and nothing that breaks a header */
 	{ "server:\n  admin: {token: short}\n", "t.yaml:2:18:", "16 to 256 characters" },
-	{ "server:\n  admin: {token: \"0123456789abcdef 0123\"}\n", "t.yaml:2:18:",
-	  "printable ASCII" },
-	{ "server:\n  admin: {token: \"0123456789abcdef\\r\\nX: y\"}\n", "t.yaml:2:18:",
-	  "printable ASCII" },
+	{ "server:\n  admin: {token: \"0123456789abcdef 0123\"}\n",
+	  "t.yaml:2:18:", "printable ASCII" },
+	{ "server:\n  admin: {token: \"0123456789abcdef\\r\\nX: y\"}\n",
+	  "t.yaml:2:18:", "printable ASCII" },
 	{ "server:\n  admin: {token: [a]}\n", "t.yaml:2:18:", "expected a scalar" },
-	{ "server:\n  admin: {tokens: x}\n", "t.yaml:2:11:",
-	  "unknown key \"tokens\" in server.admin" },
+	{ "server:\n  admin: {tokens: x}\n",
+	  "t.yaml:2:11:", "unknown key \"tokens\" in server.admin" },
 	/* one owner per address: the admin server and a listener, at the listener's */
-	{ "server:\n  admin: {listen: \"127.0.0.1:25\"}\n" POOL LISTENER, "t.yaml:4:31:",
-	  "taken by the admin server" },
-	{ "server:\n  admin: {listen: \"0.0.0.0:25\"}\n" POOL LISTENER, "t.yaml:4:31:",
-	  "taken by the admin server" },
+	{ "server:\n  admin: {listen: \"127.0.0.1:25\"}\n" POOL LISTENER,
+	  "t.yaml:4:31:", "taken by the admin server" },
+	{ "server:\n  admin: {listen: \"0.0.0.0:25\"}\n" POOL LISTENER,
+	  "t.yaml:4:31:", "taken by the admin server" },
 	{ "server:\n  admin: {listen: \"127.0.0.1:26\"}\n" POOL
 	  "listeners: [{name: l, listen: [\"127.0.0.1:25\", \"0.0.0.0:26\"], pool: p}]\n",
 	  "t.yaml:4:48:", "taken by the admin server" },
 	{ "server:\n  admin: {listen: \"[::1]:25\"}\n" POOL
 	  "listeners: [{name: l, listen: \"[::]:25\", pool: p}]\n",
 	  "t.yaml:4:31:", "taken by the admin server" },
-	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:8025\", pool: p}]\n", "t.yaml:2:31:",
-	  "(server.admin.listen: 127.0.0.1:8025)" },
+	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:8025\", pool: p}]\n",
+	  "t.yaml:2:31:", "(server.admin.listen: 127.0.0.1:8025)" },
 	{ "pools: [{name: p, backends: [{name: b, address: \"300.1.1.1:25\"}]}]\n",
 	  "t.yaml:1:49:", "bad address" },
 	{ "pools: [{name: p, backends: [{name: b, address: \"no-such-host.invalid:25\"}]}]\n",
@@ -479,8 +480,8 @@ static const struct bad {
 	  "t.yaml:4:12:", "duplicate listener \"l\"" },
 	{ "tls:\n  t: {}\n  u: {}\n  t: {verify: false}\n", "t.yaml:4:3:", "duplicate" },
 	/* references */
-	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: q}]\n", "t.yaml:2:53:",
-	  "no pool named \"q\"" },
+	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: q}]\n",
+	  "t.yaml:2:53:", "no pool named \"q\"" },
 	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p, routes: [{pool: q}]}]\n",
 	  "t.yaml:2:72:", "no pool named \"q\"" },
 	{ "pools: [{name: p, backends: [{name: b, address: \"1.2.3.4:25\", tls_context: x}]}]\n",
@@ -488,36 +489,36 @@ static const struct bad {
 	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p, tls_context: x}]\n",
 	  "t.yaml:2:69:", "no tls context named \"x\"" },
 	/* required keys, at the mapping that lacks them */
-	{ POOL "listeners: [{listen: \"127.0.0.1:25\", pool: p}]\n", "t.yaml:2:13:",
-	  "missing required key \"name\"" },
-	{ POOL "listeners:\n  - {name: l, pool: p}\n", "t.yaml:3:5:",
-	  "missing required key \"listen\"" },
-	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:25\"}]\n", "t.yaml:2:13:",
-	  "missing required key \"pool\"" },
-	{ "pools: [{backends: [{name: b, address: \"1.2.3.4:25\"}]}]\n", "t.yaml:1:9:",
-	  "missing required key \"name\"" },
+	{ POOL "listeners: [{listen: \"127.0.0.1:25\", pool: p}]\n",
+	  "t.yaml:2:13:", "missing required key \"name\"" },
+	{ POOL "listeners:\n  - {name: l, pool: p}\n",
+	  "t.yaml:3:5:", "missing required key \"listen\"" },
+	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:25\"}]\n",
+	  "t.yaml:2:13:", "missing required key \"pool\"" },
+	{ "pools: [{backends: [{name: b, address: \"1.2.3.4:25\"}]}]\n",
+	  "t.yaml:1:9:", "missing required key \"name\"" },
 	{ "pools: [{name: p}]\n", "t.yaml:1:9:", "missing required key \"backends\"" },
-	{ "pools: [{name: p, backends: [{address: \"1.2.3.4:25\"}]}]\n", "t.yaml:1:30:",
-	  "missing required key \"name\"" },
-	{ "pools:\n  - {name: p, backends: [{name: b}]}\n", "t.yaml:2:26:",
-	  "missing required key \"address\"" },
+	{ "pools: [{name: p, backends: [{address: \"1.2.3.4:25\"}]}]\n",
+	  "t.yaml:1:30:", "missing required key \"name\"" },
+	{ "pools:\n  - {name: p, backends: [{name: b}]}\n",
+	  "t.yaml:2:26:", "missing required key \"address\"" },
 	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p, routes: [{ehlo: x}]}]\n",
 	  "t.yaml:2:65:", "missing required key \"pool\"" },
 	{ "tls: {t: {certificates: [{cert: tests/unit/configs/placeholder.pem}]}}\n",
 	  "t.yaml:1:26:", "missing required key \"key\"" },
-	{ POOL LISTENER "alerts:\n  from: a@b\n  to: [c@d]\n", "t.yaml:4:3:",
-	  "missing required key \"smtp\"" },
-	{ POOL LISTENER "alerts: {smtp: \"127.0.0.1:25\", to: [c@d]}\n", "t.yaml:3:9:",
-	  "missing required key \"from\"" },
-	{ POOL LISTENER "alerts: {smtp: \"127.0.0.1:25\", from: a@b}\n", "t.yaml:3:9:",
-	  "missing required key \"to\"" },
+	{ POOL LISTENER "alerts:\n  from: a@b\n  to: [c@d]\n",
+	  "t.yaml:4:3:", "missing required key \"smtp\"" },
+	{ POOL LISTENER "alerts: {smtp: \"127.0.0.1:25\", to: [c@d]}\n",
+	  "t.yaml:3:9:", "missing required key \"from\"" },
+	{ POOL LISTENER "alerts: {smtp: \"127.0.0.1:25\", from: a@b}\n",
+	  "t.yaml:3:9:", "missing required key \"to\"" },
 	/* empty lists */
 	{ "pools:\n  - name: p\n    backends: []\n", "t.yaml:3:15:", "no backends" },
-	{ POOL "listeners:\n  - {name: l, listen: [], pool: p}\n", "t.yaml:3:23:",
-	  "at least one address" },
+	{ POOL "listeners:\n  - {name: l, listen: [], pool: p}\n",
+	  "t.yaml:3:23:", "at least one address" },
 	{ POOL "listeners: []\n", "t.yaml:2:12:", "at least one listener" },
-	{ POOL LISTENER "alerts: {smtp: \"127.0.0.1:25\", from: a@b, to: []}\n", "t.yaml:3:9:",
-	  "at least one recipient" },
+	{ POOL LISTENER "alerts: {smtp: \"127.0.0.1:25\", from: a@b, to: []}\n",
+	  "t.yaml:3:9:", "at least one recipient" },
 	/* TLS on a listener or backend needs a context */
 	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p, tls: starttls}]\n",
 	  "t.yaml:2:61:", "needs a tls_context" },
@@ -601,11 +602,12 @@ static void test_bad_files(void **state)
 		const char *path, *want, *word;
 	} files[] = {
 		{ "tests/unit/configs/bad_unknown_key.yaml",
-		  "tests/unit/configs/bad_unknown_key.yaml:9:5:", "unknown key \"listn\" in listener" },
-		{ "tests/unit/configs/bad_syntax.yaml", "tests/unit/configs/bad_syntax.yaml:5:1:",
-		  "" },
-		{ "tests/unit/configs/bad_duration.yaml", "tests/unit/configs/bad_duration.yaml:8:17:",
-		  "bad duration \"5\"" },
+		  "tests/unit/configs/bad_unknown_key.yaml:9:5:",
+		  "unknown key \"listn\" in listener" },
+		{ "tests/unit/configs/bad_syntax.yaml",
+		  "tests/unit/configs/bad_syntax.yaml:5:1:", "" },
+		{ "tests/unit/configs/bad_duration.yaml",
+		  "tests/unit/configs/bad_duration.yaml:8:17:", "bad duration \"5\"" },
 		{ "/nonexistent/mxlb.yaml", "/nonexistent/mxlb.yaml:1:1:", "cannot open" },
 		{ "tests/unit/configs", "tests/unit/configs:1:1:", "cannot read" },
 		{ "/dev/null", "/dev/null:1:1:", "no configuration" },
@@ -689,13 +691,26 @@ static void test_parse_duration_size(void **state)
 		int rc;
 		uint32_t ms;
 	} durs[] = {
-		{ "250ms", 0, 250 },	{ "5s", 0, 5000 },	  { "10m", 0, 600000 },
-		{ "1h", 0, 3600000 },	{ "0s", 0, 0 },		  { "4294967295ms", 0, UINT32_MAX },
-		{ "1193h", 0, 4294800000u }, { "1194h", -1, 0 },  { "4294967296ms", -1, 0 },
-		{ "5", -1, 0 },		{ "-1s", -1, 0 },	  { "5x", -1, 0 },
-		{ "1.5s", -1, 0 },	{ "", -1, 0 },		  { "s", -1, 0 },
-		{ " 5s", -1, 0 },	{ "5s ", -1, 0 },	  { "5S", -1, 0 },
-		{ "1d", -1, 0 },	{ "99999999999999999999s", -1, 0 },
+		{ "250ms", 0, 250 },
+		{ "5s", 0, 5000 },
+		{ "10m", 0, 600000 },
+		{ "1h", 0, 3600000 },
+		{ "0s", 0, 0 },
+		{ "4294967295ms", 0, UINT32_MAX },
+		{ "1193h", 0, 4294800000u },
+		{ "1194h", -1, 0 },
+		{ "4294967296ms", -1, 0 },
+		{ "5", -1, 0 },
+		{ "-1s", -1, 0 },
+		{ "5x", -1, 0 },
+		{ "1.5s", -1, 0 },
+		{ "", -1, 0 },
+		{ "s", -1, 0 },
+		{ " 5s", -1, 0 },
+		{ "5s ", -1, 0 },
+		{ "5S", -1, 0 },
+		{ "1d", -1, 0 },
+		{ "99999999999999999999s", -1, 0 },
 	};
 	static const struct {
 		const char *s;

@@ -34,9 +34,9 @@ static void test_v1_parse(void **state)
 	struct sockaddr_in *s = (struct sockaddr_in *)&pi.src;
 
 	(void)state;
-	assert_int_equal(proxy_parse(S("PROXY TCP4 192.0.2.1 198.51.100.2 51000 25\r\nEHLO"), &pi,
-				     &used),
-			 PROXY_OK);
+	assert_int_equal(
+		proxy_parse(S("PROXY TCP4 192.0.2.1 198.51.100.2 51000 25\r\nEHLO"), &pi, &used),
+		PROXY_OK);
 	assert_int_equal(used, 44);
 	assert_int_equal(pi.version, 1);
 	assert_false(pi.local);
@@ -103,7 +103,7 @@ static void test_v2_layout_and_round_trip(void **state)
 	static const uint8_t want[] = {
 		0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, /* sig */
 		0x21, 0x11, 0x00, 0x0c, /* v2 PROXY, TCP4, 12 octets */
-		192,  0,    2,    1,    198,  51,   100,  2,    0xc7, 0x38, 0x00, 0x19,
+		192,  0,    2,	  1,	198,  51,   100,  2,	0xc7, 0x38, 0x00, 0x19,
 	};
 	struct sockaddr_in a = v4("192.0.2.1", 51000), b = v4("198.51.100.2", 25);
 	struct sockaddr_in6 c = v6("2001:db8::1", 1), d = v6("2001:db8::2", 2);

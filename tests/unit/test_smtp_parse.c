@@ -17,12 +17,14 @@ static void test_command_basic(void **state)
 	bool eol;
 
 	(void)state;
-	assert_int_equal(smtp_parse_command(S("MAIL FROM:<a@b>  \r\nRCPT"), &c, &used, &eol), SMTP_OK);
+	assert_int_equal(smtp_parse_command(S("MAIL FROM:<a@b>  \r\nRCPT"), &c, &used, &eol),
+			 SMTP_OK);
 	assert_int_equal(c.verb, SMTP_V_MAIL);
 	assert_int_equal(used, 19);
 	assert_int_equal(c.arg_len, 10);
 	assert_memory_equal(c.arg, "FROM:<a@b>", 10);
-	assert_int_equal(smtp_parse_command(S("ehlo   client.example\r\n"), &c, &used, &eol), SMTP_OK);
+	assert_int_equal(smtp_parse_command(S("ehlo   client.example\r\n"), &c, &used, &eol),
+			 SMTP_OK);
 	assert_int_equal(c.verb, SMTP_V_EHLO);
 	assert_memory_equal(c.arg, "client.example", c.arg_len);
 	assert_int_equal(smtp_parse_command(S("StartTLS\r\n"), &c, &used, &eol), SMTP_OK);
@@ -56,7 +58,8 @@ static void test_command_again_and_errors(void **state)
 	assert_int_equal(smtp_parse_command(line, SMTP_LINE_MAX, &c, &used, &eol), SMTP_OK);
 	memset(line, 'A', sizeof(line));
 	memcpy(line + SMTP_LINE_MAX - 1, "\r\n", 2);
-	assert_int_equal(smtp_parse_command(line, SMTP_LINE_MAX + 1, &c, &used, &eol), SMTP_INVALID);
+	assert_int_equal(smtp_parse_command(line, SMTP_LINE_MAX + 1, &c, &used, &eol),
+			 SMTP_INVALID);
 	assert_int_equal(c.error, SMTP_CMD_ERR_TOO_LONG);
 	assert_true(eol);
 	assert_int_equal(used, SMTP_LINE_MAX + 1);
@@ -88,7 +91,8 @@ static void test_reply(void **state)
 	assert_int_equal(smtp_parse_reply_line(S("250x\r\n"), &r, &used), SMTP_INVALID);
 	assert_int_equal(smtp_parse_reply_line(S("25\r\n"), &r, &used), SMTP_INVALID);
 	assert_int_equal(smtp_parse_reply_line(S("250 partial"), &r, &used), SMTP_AGAIN);
-	assert_int_equal(smtp_parse_reply(S("250-a\r\n250-b\r\n250 c\r\nX"), &code, &used), SMTP_OK);
+	assert_int_equal(smtp_parse_reply(S("250-a\r\n250-b\r\n250 c\r\nX"), &code, &used),
+			 SMTP_OK);
 	assert_int_equal(code, 250);
 	assert_int_equal(used, 21);
 	assert_int_equal(smtp_parse_reply(S("250-a\r\n250-b\r\n"), &code, &used), SMTP_AGAIN);
@@ -121,8 +125,8 @@ static void test_ehlo_filter(void **state)
 	assert_int_equal(n, 8);
 	assert_memory_equal(out, "250 mx\r\n", n);
 	assert_int_equal(smtp_ehlo_extensions(in, sizeof(in) - 1),
-			 SMTP_EXT_PIPELINING | SMTP_EXT_XCLIENT | SMTP_EXT_STARTTLS | SMTP_EXT_AUTH |
-				 SMTP_EXT_XFORWARD);
+			 SMTP_EXT_PIPELINING | SMTP_EXT_XCLIENT | SMTP_EXT_STARTTLS |
+				 SMTP_EXT_AUTH | SMTP_EXT_XFORWARD);
 }
 
 int main(void)

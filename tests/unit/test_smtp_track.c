@@ -107,7 +107,8 @@ static void test_refused_after_blanks(void **state)
 	       "XCLIENT\tADDR=4\r\n  xclient   ADDR=5\r\nXCLIENT\vADDR=6\r\nNOOP\r\n",
 	       true, 0, " " R "\t" R "\v" R "\f" R R "  " R R "NOOP\r\n", NULL);
 	expect("XCLIENT\n", true, 0, R, NULL);
-	expect("NOOP\r\nNOOP\nXCLIENT A=1\r\n", true, 0, "NOOP\r\nNOOP", "bare <LF> in a command line");
+	expect("NOOP\r\nNOOP\nXCLIENT A=1\r\n", true, 0, "NOOP\r\nNOOP",
+	       "bare <LF> in a command line");
 }
 
 static void test_bare_cr_in_command_fails(void **state)
@@ -115,7 +116,8 @@ static void test_bare_cr_in_command_fails(void **state)
 	(void)state;
 	expect("NOOP\r\n\rXCLIENT ADDR=1\r\n", true, 0, "NOOP\r\n", "bare <CR> in a command line");
 	expect("NOOP\rXCLIENT ADDR=1\r\n", true, 0, "NOOP", "bare <CR> in a command line");
-	expect("XCLIENT\rADDR=1\r\n", true, 0, R, NULL); /* the rest of a replaced line is dropped */
+	expect("XCLIENT\rADDR=1\r\n", true, 0, R,
+	       NULL); /* the rest of a replaced line is dropped */
 }
 
 static void test_nul_fails(void **state)
@@ -131,7 +133,8 @@ static void test_data_accepted_passes_body(void **state)
 	expect("MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\nXCLIENT ADDR=6.6.6.6\r\n..\r\n.x\r\n.\r\n"
 	       "XCLIENT ADDR=7.7.7.7\r\n",
 	       true, ALL_354,
-	       "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\nXCLIENT ADDR=6.6.6.6\r\n..\r\n.x\r\n.\r\n" R,
+	       "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\nXCLIENT "
+	       "ADDR=6.6.6.6\r\n..\r\n.x\r\n.\r\n" R,
 	       NULL);
 	/* a bare LF or CR that frames nothing passes untouched */
 	expect("DATA\r\nfoo\nbar\rbaz\r\r\n\n\r\n.\r\nNOOP\r\n", true, ALL_354,
@@ -156,9 +159,9 @@ static void test_ambiguous_end_of_data_fails(void **state)
 {
 	static const char *const bodies[] = {
 		"line\n.\nXCLIENT ADDR=1\r\n.\r\n", "line\r\n.\nMAIL FROM:<x>\r\n.\r\n",
-		"line\n.\r\nRSET\r\n.\r\n",         "line\r.\rQUIT\r\n.\r\n",
-		"line\r\n.\rQUIT\r\n.\r\n",          "line\r.\r\nQUIT\r\n.\r\n",
-		".\nXCLIENT A=1\r\n.\r\n",           "x\r\n.\r\r\nQUIT\r\n.\r\n",
+		"line\n.\r\nRSET\r\n.\r\n",	    "line\r.\rQUIT\r\n.\r\n",
+		"line\r\n.\rQUIT\r\n.\r\n",	    "line\r.\r\nQUIT\r\n.\r\n",
+		".\nXCLIENT A=1\r\n.\r\n",	    "x\r\n.\r\r\nQUIT\r\n.\r\n",
 	};
 	static const char *const kept[] = {
 		"line\n", "line\r\n", "line\n", "line\r", "line\r\n", "line\r", "", "x\r\n",
@@ -170,24 +173,27 @@ static void test_ambiguous_end_of_data_fails(void **state)
 
 		snprintf(in, sizeof(in), "DATA\r\n%s", bodies[i]);
 		snprintf(want, sizeof(want), "DATA\r\n%s", kept[i]);
-		expect(in, true, ALL_354, want, "bare <LF> or <CR> at a \".\" line in message text");
+		expect(in, true, ALL_354, want,
+		       "bare <LF> or <CR> at a \".\" line in message text");
 	}
 }
 
 static void test_bdat_chunk_passes(void **state)
 {
 	(void)state;
-	expect("BDAT 24\r\n\r\nXCLIENT ADDR=9.9.9.9\r\n\r\nBDAT 0 LAST\r\nXFORWARD A=1\r\n", true, 0,
-	       "BDAT 24\r\n\r\nXCLIENT ADDR=9.9.9.9\r\n\r\nBDAT 0 LAST\r\n" R, NULL);
+	expect("BDAT 24\r\n\r\nXCLIENT ADDR=9.9.9.9\r\n\r\nBDAT 0 LAST\r\nXFORWARD A=1\r\n", true,
+	       0, "BDAT 24\r\n\r\nXCLIENT ADDR=9.9.9.9\r\n\r\nBDAT 0 LAST\r\n" R, NULL);
 	expect("bdat 5 last\r\nhelloNOOP\r\n", true, 0, "bdat 5 last\r\nhelloNOOP\r\n", NULL);
 }
 
 static void test_malformed_bdat_fails(void **state)
 {
 	static const char *const lines[] = {
-		"BDAT 38 X\r\n", "BDAT 38x\r\n",  "BDAT 38\tLAST\r\n", "BDAT 38 LAST LAST\r\n",
-		" BDAT 38\r\n",  "BDAT  38\r\n",  "BDAT 38\n",        "BDAT\r\n",
-		"BDAT -1\r\n",   "BDAT 1234567890123456789\r\n",
+		"BDAT 38 X\r\n",     "BDAT 38x\r\n",
+		"BDAT 38\tLAST\r\n", "BDAT 38 LAST LAST\r\n",
+		" BDAT 38\r\n",	     "BDAT  38\r\n",
+		"BDAT 38\n",	     "BDAT\r\n",
+		"BDAT -1\r\n",	     "BDAT 1234567890123456789\r\n",
 	};
 
 	(void)state;
@@ -253,8 +259,9 @@ static void test_ehlo_reply_captured(void **state)
 
 	(void)state;
 	smtp_track_init(&t, true);
-	assert_int_equal(smtp_track_client(&t, "RSET\r\nEHLO b\r\nNOOP\r\n", 19, out, &outlen, &used),
-			 TRACK_HOLD);
+	assert_int_equal(
+		smtp_track_client(&t, "RSET\r\nEHLO b\r\nNOOP\r\n", 19, out, &outlen, &used),
+		TRACK_HOLD);
 	assert_int_equal(used, 14);
 	n = smtp_track_server(&t, rep, strlen(rep), &cap, &end);
 	assert_false(cap);
