@@ -450,6 +450,17 @@ static inline bool listener_starttls(const struct cfg_listener *l)
 }
 void front_start(struct session *s); /* after accept (and PROXY header) */
 void front_stop(struct session *s);  /* server stopping: 421 unless relaying */
+/* Between smtp_front.c and smtp_commands.c: a command line handled (its
+ * octets counted and dropped); a refused command's reply, log line and
+ * error budget (false: the session closed); the client's TLS handshake
+ * (STARTTLS: pre is what came with it); one command line. */
+void front_consume(struct session *s, size_t n);
+/* A client's misbehaviour, as one warn line with the session's id. */
+void client_error(struct session *s, const char *what);
+bool front_refuse(struct session *s, const char *what, const char *reply);
+void front_tls_start(struct session *s, const char *pre, size_t prelen);
+struct smtp_cmd;
+bool front_command(struct session *s, const struct smtp_cmd *c);
 
 /* ---- route.c: routes -> pool -> backend ---- */
 
