@@ -10,36 +10,7 @@
 
 #include "core/log.h"
 
-/* operations in flight (c->ops) */
-#define CONN_OP_RECV 0x1u
-#define CONN_OP_SEND 0x2u
-#define CONN_OP_CONNECT 0x4u
-#define CONN_OP_LTIMEOUT 0x8u
-
-/* state (c->flags) */
-#define CONN_F_ORPHAN 0x1u	/* closed by its owner: no more callbacks */
-#define CONN_F_WANT_RECV 0x2u	/* the owner started receiving */
-#define CONN_F_PAUSED 0x4u	/* the owner paused receiving */
-#define CONN_F_CANCELING 0x8u	/* a cancel of the recv is on its way */
-#define CONN_F_EOF 0x10u	/* the peer shut its side */
-#define CONN_F_DEAD 0x20u	/* an error: no more I/O */
-#define CONN_F_SHUT_WR 0x40u	/* shut the write side when drained */
-#define CONN_F_FLUSH 0x80u	/* orphan: close once drained and the peer is done */
-#define CONN_F_STARVED 0x100u	/* on the worker's starved list */
-#define CONN_F_LINGER 0x200u	/* on the worker's lingering list */
-#define CONN_F_IN_CB 0x400u	/* a completion is being handled: do not free */
-#define CONN_F_ONESHOT 0x800u	/* one recv at a time instead of multishot */
-#define CONN_F_DEFERRED 0x2000u /* on the worker's deferred list */
-#define CONN_F_COLD 0x4000u	/* the small ring was empty: use the large one */
-
-/* The conns of one worker (w->conns). */
-struct conns {
-	struct slab slab;	/* struct conn */
-	struct conn *starved;	/* recv stopped for lack of buffers */
-	struct conn *lingering; /* orphaned, still flushing */
-	struct conn *deferred;	/* work for after this batch */
-	unsigned n;		/* alive, orphans included */
-};
+#include "core/conn_int.h"
 
 void sock_set_nodelay(int fd)
 {
@@ -458,65 +429,6 @@ static void starve(struct conn *c)
 	c->next_starved = c->w->conns->starved;
 	c->w->conns->starved = c;
 }
-
-/* ---- for transports ---- */
-
-bool conn_input_wanted(const struct conn *c)
-{
-	return !(c->flags & (CONN_F_ORPHAN | CONN_F_PAUSED | CONN_F_DEAD | CONN_F_EOF));
-}
-
-bool conn_input_dead(const struct conn *c)
-{
-	return c->flags & (CONN_F_ORPHAN | CONN_F_DEAD);
-}
-
-bool conn_orphaned(const struct conn *c)
-{
-	return c->flags & CONN_F_ORPHAN;
-}
-
-void conn_deliver(struct conn *c, char *p, size_t len, uint16_t bid)
-{
-	if (!c->h->data(c, p, len, bid))
-		conn_buf_release(c->w, bid);
-}
-
-void conn_peer_eof(struct conn *c)
-{
-	c->flags |= CONN_F_EOF;
-	if (!(c->flags & CONN_F_ORPHAN))
-		c->h->eof(c);
-}
-
-void conn_fail(struct conn *c, int err)
-{
-	c->flags |= CONN_F_DEAD;
-	if (!(c->flags & CONN_F_ORPHAN))
-		c->h->error(c, err);
-}
-
-void conn_handshake_done(struct conn *c, int err)
-{
-	if (err < 0)
-		c->flags |= CONN_F_DEAD;
-	if (!(c->flags & CONN_F_ORPHAN))
-		c->h->handshake(c, err);
-}
-
-/* ---- plain sockets: the bytes as they are ---- */
-
-static int plain_send(struct conn *c, char *p, size_t len, int32_t bid)
-{
-	conn_queue_raw(c, p, len, bid);
-	return 0;
-}
-
-const struct conn_xprt conn_plain = {
-	.name = "plain",
-	.recv = conn_deliver,
-	.send = plain_send,
-};
 
 /* ---- entry points of the worker ---- */
 
