@@ -53,6 +53,18 @@ def wait_for(pred, timeout=10.0, what="condition"):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def terminate(proc, timeout):
+    """SIGTERM a Popen, wait; SIGKILL if it hangs. Returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class Proc:
     def __init__(self, cmd, log_path, env=None):
         self.log_path = log_path
@@ -69,15 +81,9 @@ class Proc:
 
     def stop(self, timeout=15.0):
         """SIGTERM, then wait; SIGKILL if it hangs. Returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = terminate(self.proc, timeout)
         self.log_file.close()
-        return self.proc.returncode
+        return code
 
 
 class Sink:
