@@ -36,6 +36,8 @@ enum cfg_check { CFG_CHECK_SMTP, CFG_CHECK_TCP, CFG_CHECK_NONE };
 enum cfg_relay { CFG_RELAY_AUTO, CFG_RELAY_COPY, CFG_RELAY_SPLICE };
 enum cfg_log_level { CFG_LOG_ERROR, CFG_LOG_WARN, CFG_LOG_INFO, CFG_LOG_DEBUG };
 enum cfg_log_format { CFG_LOG_TEXT, CFG_LOG_JSON };
+enum cfg_screen_action { CFG_SCREEN_ENFORCE, CFG_SCREEN_DROP, CFG_SCREEN_IGNORE };
+enum cfg_bare_newline { CFG_BARE_PASS, CFG_BARE_NORMALIZE, CFG_BARE_REJECT };
 
 /* alert events, a bit mask */
 #define CFG_EV_BACKEND_DOWN 0x1u
@@ -90,6 +92,39 @@ struct cfg_timeouts { /* all in milliseconds */
 	uint32_t proxy_header, tls_handshake, command, connect, backend_reply, idle;
 };
 
+/* A DNSBL/DNSWL site of screen.dnsbl.sites, postscreen's syntax
+ * domain[=filter]*weight. The filter is one pattern per octet of the
+ * answer (127.0.0.[2..4], [2;4], a number): octet i matches value v when
+ * bit v of filter[i] is set. Without a filter any answer matches. */
+struct cfg_dnsbl_site {
+	char *text; /* as written, for logs and the RCPT reply */
+	char *domain;
+	bool has_filter;
+	uint8_t filter[4][32];
+	int weight;
+};
+
+/* listeners[].screen (SPEC §9); enabled when any test or list is set. */
+struct cfg_screen {
+	bool enabled;
+	struct cfg_cidr *allow, *deny;
+	size_t nallow, ndeny;
+	uint32_t pregreet; /* ms; 0 = no pregreet test */
+	struct cfg_dnsbl_site *sites;
+	size_t nsites;
+	int threshold;		/* the score that fails the client */
+	uint32_t dnsbl_timeout; /* ms */
+	enum cfg_screen_action action;
+	uint32_t cache; /* ms a passed client skips the tests; 0 = no cache */
+};
+
+/* listeners[].limits (SPEC §9) */
+struct cfg_limits {
+	uint32_t rate_count;  /* new sessions per client key ... */
+	uint32_t rate_window; /* ... in this many ms; 0 = no rate limit */
+	uint8_t ipv4_prefix, ipv6_prefix;
+};
+
 struct cfg_listener {
 	char *name;
 	struct cfg_addr *listen;
@@ -106,6 +141,9 @@ struct cfg_listener {
 	uint32_t max_sessions_per_client;
 	enum cfg_relay relay;
 	struct cfg_timeouts timeouts;
+	struct cfg_screen screen;
+	struct cfg_limits limits;
+	enum cfg_bare_newline bare_newline;
 };
 
 struct cfg_backend {
@@ -126,12 +164,20 @@ struct cfg_health {
 	char *ehlo; /* never NULL: server.hostname when "" */
 };
 
+/* pools[].reuse (SPEC §10) */
+struct cfg_reuse {
+	uint32_t max_idle;     /* per backend and worker; 0 = no reuse */
+	uint32_t idle_timeout; /* ms */
+	uint32_t max_uses;
+};
+
 struct cfg_pool {
 	char *name;
 	enum cfg_balance balance;
 	uint32_t retries;
 	enum cfg_handoff handoff;
 	struct cfg_health health;
+	struct cfg_reuse reuse;
 	struct cfg_backend *backends;
 	size_t nbackends;
 	size_t index; /* position in config.pools */
@@ -158,6 +204,8 @@ struct cfg_server {
 	struct cfg_addr admin;		   /* TCP or AF_UNIX; never a listener's address */
 	char *admin_token;		   /* "" = none: POSTs over TCP are refused */
 	unsigned admin_line, admin_column; /* of server.admin.listen; 0 = the default */
+	bool has_resolver;		   /* server.resolver given: else /etc/resolv.conf */
+	struct cfg_addr resolver;	   /* port 53 unless written */
 };
 
 struct config {
@@ -186,6 +234,12 @@ int config_parse_duration(const char *s, uint32_t *ms);
 int config_parse_size(const char *s, uint64_t *bytes);
 int config_parse_addr(const char *s, struct cfg_addr *out); /* resolves names */
 int config_parse_cidr(const char *s, struct cfg_cidr *out);
+/* A DNSBL site (domain[=filter][*weight]); 0, or -1 when malformed. Its
+ * strings are the caller's to free. */
+int config_parse_dnsbl_site(const char *s, struct cfg_dnsbl_site *out);
+/* Whether the A record a (network order) of a listing matches the site's
+ * filter. */
+bool config_dnsbl_match(const struct cfg_dnsbl_site *site, const uint8_t a[4]);
 bool config_cidr_match(const struct cfg_cidr *c, const struct sockaddr *sa);
 
 /* A loopback address (127.0.0.0/8, ::1) or a unix socket: reachable from

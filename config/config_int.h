@@ -92,6 +92,12 @@ int cfg_pool_ref(struct ctx *c, yaml_node_t *v, const char *what, struct cfg_poo
 int cfg_listeners_parse(struct ctx *c, yaml_node_t *seq, yaml_node_t *root);
 void cfg_listeners_free(struct config *cfg);
 
+/* section_screen.c: a listener's screen and limits (SPEC §9) */
+void cfg_screen_defaults(struct cfg_screen *s, struct cfg_limits *l);
+int cfg_screen_parse(struct ctx *c, yaml_node_t *v, struct cfg_screen *s);
+int cfg_limits_parse(struct ctx *c, yaml_node_t *v, struct cfg_limits *l);
+void cfg_screen_free(struct cfg_screen *s);
+
 /* section_alerts.c */
 int cfg_alerts_parse(struct ctx *c, yaml_node_t *map, yaml_node_t *root);
 void cfg_alerts_free(struct config *cfg);

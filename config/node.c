@@ -22,11 +22,17 @@
  * silently ignored. When a feature lands, delete its rows.
  */
 static const struct unbuilt {
-	const char *key; /* the key as cfg_get_enum() names it */
-	const char *value;
+	const char *key;   /* the key as cfg_get_enum() names it */
+	const char *value; /* NULL: any use of the key */
 	const char *what;
 } unbuilt[] = {
 	{ "relay", "splice", "relay: splice" },
+	{ "bare_newline", "normalize", "bare_newline: normalize" },
+	{ "bare_newline", "reject", "bare_newline: reject" },
+	{ "screen", NULL, "screen" },
+	{ "limits.connection_rate", NULL, "limits.connection_rate" },
+	{ "server.resolver", NULL, "server.resolver" },
+	{ "reuse", NULL, "reuse" },
 };
 
 /* ---- the document ---- */
@@ -396,7 +402,8 @@ int cfg_get_enum(struct ctx *c, yaml_node_t *n, const char *what, const char *co
 int cfg_refuse_unbuilt(struct ctx *c, yaml_node_t *n, const char *key)
 {
 	for (size_t i = 0; i < sizeof(unbuilt) / sizeof(unbuilt[0]); i++)
-		if (!strcmp(unbuilt[i].key, key) && !strcmp(unbuilt[i].value, cfg_scalar(n)))
+		if (!strcmp(unbuilt[i].key, key) &&
+		    (!unbuilt[i].value || !strcmp(unbuilt[i].value, cfg_scalar(n))))
 			return cfg_fail(c, n, "%s is not supported yet", unbuilt[i].what);
 	return 0;
 }

@@ -11,6 +11,7 @@
 
 static const char *const tls_modes[] = { "terminate", "passthrough", NULL };
 static const char *const relays[] = { "auto", "copy", "splice", NULL };
+static const char *const bare_newlines[] = { "pass", "normalize", "reject", NULL };
 
 static int timeout_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
@@ -239,6 +240,12 @@ static int listener_enum(struct ctx *c, const char *key, yaml_node_t *v, struct 
 		l->relay = (enum cfg_relay)i;
 		return cfg_refuse_unbuilt(c, v, "relay");
 	}
+	if (!strcmp(key, "bare_newline")) {
+		if (cfg_get_enum(c, v, "bare_newline", bare_newlines, &i) < 0)
+			return -1;
+		l->bare_newline = (enum cfg_bare_newline)i;
+		return cfg_refuse_unbuilt(c, v, "bare_newline");
+	}
 	return 1;
 }
 
@@ -271,6 +278,10 @@ static int listener_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_no
 				   &l->max_sessions_per_client);
 	if (!strcmp(key, "timeouts"))
 		return cfg_read_map(c, v, "timeouts", "timeouts", timeout_pair, &l->timeouts, NULL);
+	if (!strcmp(key, "screen"))
+		return cfg_screen_parse(c, v, &l->screen);
+	if (!strcmp(key, "limits"))
+		return cfg_limits_parse(c, v, &l->limits);
 	return listener_enum(c, key, v, la);
 }
 
@@ -289,6 +300,7 @@ static int parse_listener(struct ctx *c, size_t i, yaml_node_t *item)
 		.backend_reply = 30000,
 		.idle = 600000,
 	};
+	cfg_screen_defaults(&l->screen, &l->limits);
 	if (cfg_read_map(c, item, "listeners[]", "listener", listener_pair, &la, required) < 0)
 		return -1;
 	if (!l->banner && !(l->banner = strdup("ESMTP")))
@@ -334,6 +346,7 @@ void cfg_listeners_free(struct config *cfg)
 			free(l->routes[j].sni);
 		}
 		free(l->routes);
+		cfg_screen_free(&l->screen);
 	}
 	free(cfg->listeners);
 }

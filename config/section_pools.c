@@ -37,6 +37,23 @@ static int health_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node
 	return 1;
 }
 
+static int reuse_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+	struct cfg_reuse *r = arg;
+
+	(void)k;
+	if (!strcmp(key, "max_idle"))
+		return cfg_get_u32(c, v, "reuse.max_idle", 0, 10000, &r->max_idle);
+	if (!strcmp(key, "idle_timeout")) {
+		if (cfg_get_duration(c, v, "reuse.idle_timeout", &r->idle_timeout) < 0)
+			return -1;
+		return r->idle_timeout ? 0 : cfg_fail(c, v, "reuse.idle_timeout: more than 0");
+	}
+	if (!strcmp(key, "max_uses"))
+		return cfg_get_u32(c, v, "reuse.max_uses", 1, 1000000, &r->max_uses);
+	return 1;
+}
+
 struct backend_arg {
 	struct cfg_backend *b;
 	bool handoff_set;
@@ -124,7 +141,7 @@ static int parse_backends(struct ctx *c, struct cfg_pool *p, yaml_node_t *seq)
 
 struct pool_arg {
 	struct cfg_pool *p;
-	yaml_node_t *backends, *name_node;
+	yaml_node_t *backends, *name_node, *reuse_node;
 };
 
 static int pool_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
@@ -154,11 +171,34 @@ static int pool_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_t
 	}
 	if (!strcmp(key, "health"))
 		return cfg_read_map(c, v, "health", "health", health_pair, &p->health, NULL);
+	if (!strcmp(key, "reuse")) {
+		pa->reuse_node = v;
+		return cfg_read_map(c, v, "reuse", "reuse", reuse_pair, &p->reuse, NULL);
+	}
 	if (!strcmp(key, "backends")) {
 		pa->backends = v; /* read after the pool's own keys: handoff applies */
 		return 0;
 	}
 	return 1;
+}
+
+/* A PROXY header is sent once per connection: a parked connection would
+ * carry its first client's address to every later one (SPEC §10). */
+static int check_reuse(struct ctx *c, const struct cfg_pool *p, yaml_node_t *n)
+{
+	if (!p->reuse.max_idle)
+		return 0;
+	for (size_t j = 0; j < p->nbackends; j++) {
+		const struct cfg_backend *b = &p->backends[j];
+
+		if (b->handoff == CFG_HANDOFF_PROXY_V1 || b->handoff == CFG_HANDOFF_PROXY_V2)
+			return cfg_fail(c, n,
+					"pool \"%s\": reuse cannot work with handoff %s (backend "
+					"\"%s\"): a PROXY header names one client per connection; "
+					"use xclient or none",
+					p->name, config_handoff_name(b->handoff), b->name);
+	}
+	return cfg_refuse_unbuilt(c, n, "reuse");
 }
 
 /* Pool i of the configuration, from the mapping item. */
@@ -177,12 +217,13 @@ static int parse_pool(struct ctx *c, size_t i, yaml_node_t *item)
 		.rise = 2,
 		.fall = 3,
 	};
+	p->reuse = (struct cfg_reuse){ .idle_timeout = 30000, .max_uses = 100 };
 	if (cfg_read_map(c, item, "pools[]", "pool", pool_pair, &pa, required) < 0)
 		return -1;
 	for (size_t q = 0; q < i; q++)
 		if (!strcmp(c->cfg->pools[q].name, p->name))
 			return cfg_fail(c, pa.name_node, "duplicate pool \"%s\"", p->name);
-	if (parse_backends(c, p, pa.backends) < 0)
+	if (parse_backends(c, p, pa.backends) < 0 || check_reuse(c, p, pa.reuse_node) < 0)
 		return -1;
 	if (!p->health.ehlo || !*p->health.ehlo) {
 		free(p->health.ehlo);

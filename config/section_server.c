@@ -4,6 +4,7 @@
  */
 #include "config/config_int.h"
 
+#include <arpa/inet.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,36 @@ static int admin_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node_
 	return 1;
 }
 
+/* server.resolver: "" (/etc/resolv.conf), an IP address (port 53) or
+ * ADDR:PORT; never a name, which would need a resolver to find. */
+static int get_resolver(struct ctx *c, yaml_node_t *v, struct cfg_server *s)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+	const char *t;
+	char text[300];
+
+	if (cfg_want(c, v, YAML_SCALAR_NODE, "server.resolver") < 0)
+		return -1;
+	t = cfg_scalar(v);
+	s->has_resolver = *t != '\0';
+	if (!s->has_resolver)
+		return 0;
+	if (inet_pton(AF_INET, t, buf) == 1)
+		snprintf(text, sizeof(text), "%s:53", t);
+	else if (inet_pton(AF_INET6, t, buf) == 1)
+		snprintf(text, sizeof(text), "[%s]:53", t);
+	else
+		snprintf(text, sizeof(text), "%s", t);
+	if (config_parse_addr(text, &s->resolver) < 0 ||
+	    (inet_pton(AF_INET, s->resolver.host, buf) != 1 &&
+	     inet_pton(AF_INET6, s->resolver.host, buf) != 1))
+		return cfg_fail(c, v,
+				"server.resolver: bad address \"%s\" (an IP address, with :PORT "
+				"or [v6]:PORT for another port than 53)",
+				t);
+	return cfg_refuse_unbuilt(c, v, "server.resolver");
+}
+
 static int get_user(struct ctx *c, yaml_node_t *v, struct cfg_server *s)
 {
 	if (cfg_get_str(c, v, "server.user", &s->user) < 0)
@@ -132,6 +163,8 @@ static int server_pair(struct ctx *c, const char *key, yaml_node_t *k, yaml_node
 		return cfg_get_u32(c, v, "server.max_sessions", 1, 10000000, &s->max_sessions);
 	if (!strcmp(key, "shutdown_timeout"))
 		return cfg_get_duration(c, v, "server.shutdown_timeout", &s->shutdown_timeout);
+	if (!strcmp(key, "resolver"))
+		return get_resolver(c, v, s);
 	if (!strcmp(key, "log"))
 		return cfg_read_map(c, v, "server.log", "server.log", log_pair, s, NULL);
 	if (!strcmp(key, "admin"))
