@@ -235,6 +235,16 @@ void runtime_unref(struct runtime *rt);
  * reload, on worker 0 (before the others switch), its checks stopped. */
 void runtime_adopt(struct runtime *rt);
 
+/* ---- notify.c: systemd's readiness protocol (sd_notify) ---- */
+
+/* Each sends one datagram to $NOTIFY_SOCKET, or nothing when it is unset;
+ * main thread only. READY=1 with a STATUS= line naming what (e.g.
+ * "started", "reloaded") and what cfg serves; RELOADING=1 with
+ * MONOTONIC_USEC; STOPPING=1. */
+void notify_ready(const struct config *cfg, const char *what);
+void notify_reloading(void);
+void notify_stopping(uint32_t timeout_ms);
+
 /* ---- sockets.c: listening sockets ---- */
 
 /* A unix socket file this process made: removed when the process stops
@@ -398,6 +408,12 @@ struct session {
 	unsigned ehlo_drop;	  /* SMTP_EXT_* removed from the backend's EHLO replies */
 	struct dbuf stash[2];	  /* relay overflow per direction (0: to backend) */
 	bool eof[2];		  /* 0: client shut its side, 1: backend did */
+
+	/* screening (screen.c, SPEC §9): the session line's screen= and
+	 * score=; screen is NULL on a listener without screening */
+	const char *screen;
+	int screen_score;
+	bool screen_scored; /* DNSBL sites were asked: score= is logged */
 
 	enum session_result result;
 	const char *reason;
