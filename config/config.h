@@ -3,7 +3,9 @@
  * config_load() parses with libyaml, fills every default, resolves names
  * (pools, TLS contexts, backend host names) and validates. On error it
  * writes "FILE:LINE:COLUMN: message" (1-based line and column of the
- * offending node) to err and returns NULL. The returned tree is immutable
+ * offending node) to err, one line per error (up to 20, each mistake that
+ * does not follow from an earlier one; lines separated by '\n', none after
+ * the last), and returns NULL. The returned tree is immutable
  * and owned by the caller: config_free() releases all of it. Workers share
  * one tree read-only; a reload builds a new one.
  */
@@ -13,9 +15,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
-#define CFG_ERR_MAX 512
+/* The size of err for config_load(): room for every error one run reports. */
+#define CFG_ERR_MAX 8192
 
 enum cfg_tls_kind { CFG_TLS_NONE, CFG_TLS_STARTTLS, CFG_TLS_IMPLICIT };
 enum cfg_tls_mode { CFG_TLS_TERMINATE, CFG_TLS_PASSTHROUGH };
@@ -51,7 +55,8 @@ struct cfg_addr {
 	struct sockaddr_storage ss;
 	socklen_t len;
 	char text[280];
-	char host[256]; /* host part as written, without brackets */
+	char host[256];	       /* host part as written, without brackets */
+	unsigned line, column; /* where the file has it; 0 when not from a file */
 };
 
 struct cfg_cidr {
@@ -218,6 +223,9 @@ struct config {
 	struct cfg_pool *pools;
 	size_t npools;
 	struct cfg_alerts alerts;
+	/* What is valid but likely a mistake, "FILE:LINE:COLUMN: warning: ..."
+	 * lines ending in '\n' ("" when none): for --check and the log. */
+	char *warnings;
 };
 
 /* Load and validate FILE. NULL and err filled on any error. */
@@ -228,6 +236,10 @@ struct config *config_load_buffer(const char *name, const char *text, size_t len
 				  size_t errlen);
 
 void config_free(struct config *cfg);
+
+/* cfg as YAML that loads again, every default filled in (mxlb --dump);
+ * server.admin.token is never printed (dump.c). */
+void config_dump(FILE *f, const struct config *cfg);
 
 /* Parsers shared with the rest of mxlb; each returns 0 or -1. */
 int config_parse_duration(const char *s, uint32_t *ms);

@@ -23,11 +23,21 @@
 
 #include "config/config.h"
 
+/* At most this many errors are reported in one run; past it the loader
+ * stops. One error's line is at most CFG_ERR_LINE characters. */
+#define CFG_ERRORS_MAX 20
+#define CFG_ERR_LINE 512
+
 struct ctx {
 	const char *file;
+	const char *text; /* the file's bytes, for hints at a position */
+	size_t len;
 	yaml_document_t doc;
-	char *err;
+	char *err; /* the errors, one a line, no newline after the last */
 	size_t errlen;
+	size_t errused;
+	unsigned nerr;
+	bool stopped; /* CFG_ERRORS_MAX reached (or err full): read no further */
 	struct config *cfg;
 };
 
@@ -41,9 +51,16 @@ int cfg_doc_load(struct ctx *c, const char *text, size_t len);
 void cfg_doc_free(struct ctx *c);
 yaml_node_t *cfg_node(struct ctx *c, int id);
 
-/* node.c: errors and shapes */
+/* node.c: errors and shapes. cfg_fail() adds one error (a line of
+ * c->err) and returns -1; readers go on past an error where what follows
+ * does not depend on it (the other keys of a mapping, the other sections),
+ * so one run reports every independent mistake, in the order read. */
 int cfg_fail(struct ctx *c, const yaml_node_t *n, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* The same at a FILE:LINE:COLUMN of one's own (1-based; 0 0: no position). */
+void cfg_error_at(struct ctx *c, size_t line, size_t col, const char *msg);
+/* Whether value (NULL: any) of key is refused as not supported yet. */
+bool cfg_unbuilt(const char *key, const char *value);
 const char *cfg_scalar(const yaml_node_t *n);
 int cfg_want(struct ctx *c, yaml_node_t *n, yaml_node_type_t t, const char *what);
 int cfg_list(struct ctx *c, yaml_node_t *n, const char *what, size_t *len);
@@ -69,6 +86,18 @@ int cfg_get_enum(struct ctx *c, yaml_node_t *n, const char *what, const char *co
 int cfg_refuse_unbuilt(struct ctx *c, yaml_node_t *n, const char *key);
 int cfg_get_addr(struct ctx *c, yaml_node_t *n, const char *what, struct cfg_addr *out);
 int cfg_addr_of(struct ctx *c, yaml_node_t *n, const char *what, struct cfg_addr *out);
+
+/* value.c: config_parse_addr() saying what was wrong */
+enum cfg_addr_err {
+	CFG_ADDR_OK,
+	CFG_ADDR_SYNTAX,   /* not host:port or [v6]:port */
+	CFG_ADDR_BRACKETS, /* [x]:port where x is not an IPv6 address */
+	CFG_ADDR_PORT,	   /* the port is not 1 to 65535 */
+	CFG_ADDR_RESOLVE,  /* the host name does not resolve */
+	CFG_ADDR_OFFLINE,  /* a host name, not looked up (config_set_resolver_offline) */
+};
+/* gai: getaddrinfo()'s error for CFG_ADDR_RESOLVE. */
+enum cfg_addr_err cfg_parse_addr(const char *s, struct cfg_addr *out, int *gai);
 
 /* The sections, read by config.c in this order. Each takes its node (NULL
  * when the section is absent) and the document's root, and fills c->cfg;

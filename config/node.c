@@ -7,7 +7,9 @@
  */
 #include "config/config_int.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,12 +29,6 @@ static const struct unbuilt {
 	const char *what;
 } unbuilt[] = {
 	{ "relay", "splice", "relay: splice" },
-	{ "bare_newline", "normalize", "bare_newline: normalize" },
-	{ "bare_newline", "reject", "bare_newline: reject" },
-	{ "screen", NULL, "screen" },
-	{ "limits.connection_rate", NULL, "limits.connection_rate" },
-	{ "server.resolver", NULL, "server.resolver" },
-	{ "reuse", NULL, "reuse" },
 };
 
 /* ---- the document ---- */
@@ -53,10 +49,83 @@ static void offset_mark(const char *text, size_t len, size_t off, size_t *line, 
 	}
 }
 
+/* The byte at 0-based line and column (in characters) of text, or NULL. */
+static const char *at_mark(const char *text, size_t len, size_t line, size_t col)
+{
+	const char *p = text, *end = text + len;
+
+	for (; line && p < end; p++)
+		if (*p == '\n')
+			line--;
+	for (; p < end && *p != '\n'; p++) {
+		if (((unsigned char)*p & 0xc0) == 0x80)
+			continue;
+		if (!col--)
+			return p;
+	}
+	return p < end ? p : NULL;
+}
+
+/* An IPv6 address in brackets on the line at p ("[2001:db8::1]:25"),
+ * which YAML reads as the start of a list unless it is quoted; its length
+ * with any :port, or 0. */
+static size_t bracketed_v6(const char *text, size_t len, const char *p, const char **start)
+{
+	const char *line = p, *end = text + len;
+
+	while (line > text && line[-1] != '\n')
+		line--;
+	for (const char *q = line; q < end && *q != '\n'; q++) {
+		const char *r = q + 1;
+		int colons = 0;
+
+		/* "[::1]:25" in quotes is what the hint asks for already */
+		if (*q != '[' || (q > line && (q[-1] == '"' || q[-1] == '\'')))
+			continue;
+		for (; r < end && (isxdigit((unsigned char)*r) || *r == ':' || *r == '.'); r++)
+			colons += *r == ':';
+		if (r >= end || *r != ']' || colons < 2)
+			continue;
+		r++;
+		if (r < end && *r == ':' && r + 1 < end && isdigit((unsigned char)r[1]))
+			for (r++; r < end && isdigit((unsigned char)*r); r++)
+				;
+		*start = q;
+		return (size_t)(r - q);
+	}
+	return 0;
+}
+
+/* What libyaml's message does not say about the two mistakes it reports
+ * most cryptically: a tab in the indentation, and an IPv6 address left
+ * unquoted (its "[" starts a flow sequence). */
+static void yaml_hint(const yaml_parser_t *parser, const char *text, size_t len, char *hint,
+		      size_t hintlen)
+{
+	const char *p = at_mark(text, len, parser->problem_mark.line, parser->problem_mark.column);
+	const char *v6 = NULL;
+	size_t n;
+
+	hint[0] = '\0';
+	if (parser->error == YAML_READER_ERROR || !p)
+		return;
+	if (*p == '\t' || (parser->problem && strstr(parser->problem, "tab character"))) {
+		snprintf(hint, hintlen, " (YAML does not allow tabs for indentation)");
+		return;
+	}
+	n = bracketed_v6(text, len, p, &v6);
+	if (!n && parser->context_mark.line != parser->problem_mark.line &&
+	    (p = at_mark(text, len, parser->context_mark.line, parser->context_mark.column)))
+		n = bracketed_v6(text, len, p, &v6);
+	if (n)
+		snprintf(hint, hintlen, " (quote IPv6 addresses: \"%.*s\")", (int)n, v6);
+}
+
 static void yaml_error(const yaml_parser_t *parser, const char *name, const char *text, size_t len,
 		       char *err, size_t errlen)
 {
 	size_t line = parser->problem_mark.line + 1, col = parser->problem_mark.column + 1;
+	char hint[128];
 
 	if (parser->error == YAML_MEMORY_ERROR) {
 		snprintf(err, errlen, "%s: out of memory", name);
@@ -64,9 +133,10 @@ static void yaml_error(const yaml_parser_t *parser, const char *name, const char
 	}
 	if (parser->error == YAML_READER_ERROR)
 		offset_mark(text, len, parser->problem_offset, &line, &col);
-	snprintf(err, errlen, "%s:%zu:%zu: %s%s%s", name, line, col,
+	yaml_hint(parser, text, len, hint, sizeof(hint));
+	snprintf(err, errlen, "%s:%zu:%zu: %s%s%s%s", name, line, col,
 		 parser->problem ? parser->problem : "bad YAML", parser->context ? " " : "",
-		 parser->context ? parser->context : "");
+		 parser->context ? parser->context : "", hint);
 }
 
 struct first_pass {
@@ -174,16 +244,50 @@ yaml_node_t *cfg_node(struct ctx *c, int id)
 
 /* ---- errors and shapes ---- */
 
+/* One more line in c->err, whole or not at all; past CFG_ERRORS_MAX (or
+ * when err is full) a last line says that more were left out, and the
+ * loader stops. Each line leaves room for that last one. */
+void cfg_error_at(struct ctx *c, size_t line, size_t col, const char *msg)
+{
+	char note[CFG_ERR_LINE];
+	size_t used = c->errused, room = c->errlen - used;
+	int n, nn;
+
+	if (c->stopped || !c->errlen)
+		return;
+	nn = snprintf(note, sizeof(note), "\n%s: more errors not shown (at most %d are reported)",
+		      c->file, CFG_ERRORS_MAX);
+	if (nn < 0 || (size_t)nn >= sizeof(note))
+		nn = (int)strlen(note);
+	if (c->nerr < CFG_ERRORS_MAX) {
+		n = line ? snprintf(c->err + used, room, "%s%s:%zu:%zu: %s", c->nerr ? "\n" : "",
+				    c->file, line, col, msg)
+			 : snprintf(c->err + used, room, "%s%s: %s", c->nerr ? "\n" : "", c->file,
+				    msg);
+		/* the first is written even cut short, as a single error always was */
+		if (n >= 0 && (!c->nerr || (size_t)n + (size_t)nn < room)) {
+			c->errused += (size_t)n < room ? (size_t)n : room - 1;
+			c->nerr++;
+			return;
+		}
+		c->err[used] = '\0';
+	}
+	c->stopped = true;
+	if ((size_t)nn >= room)
+		return;
+	memcpy(c->err + used, note, (size_t)nn + 1);
+	c->errused += (size_t)nn;
+}
+
 int cfg_fail(struct ctx *c, const yaml_node_t *n, const char *fmt, ...)
 {
-	char msg[CFG_ERR_MAX];
+	char msg[CFG_ERR_LINE];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	snprintf(c->err, c->errlen, "%s:%zu:%zu: %s", c->file, n ? n->start_mark.line + 1 : 1,
-		 n ? n->start_mark.column + 1 : 1, msg);
+	cfg_error_at(c, n ? n->start_mark.line + 1 : 1, n ? n->start_mark.column + 1 : 1, msg);
 	return -1;
 }
 
@@ -249,28 +353,42 @@ void *cfg_calloc(struct ctx *c, yaml_node_t *n, size_t count, size_t size)
 
 /*
  * Walk a mapping: for each key, fn(c, key, value, arg) returns 0, -1
- * (error reported) or 1 (unknown key). Duplicate keys are errors.
+ * (error reported) or 1 (unknown key). Duplicate keys are errors. The keys
+ * of a mapping are independent: a bad one is reported and the walk goes
+ * on (a duplicate is not read at all), and the result is -1 when any was
+ * bad.
  */
 int cfg_each_pair(struct ctx *c, yaml_node_t *map, const char *section, cfg_pair_fn *fn, void *arg)
 {
-	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-	     p++) {
+	int ret = 0;
+
+	for (yaml_node_pair_t *p = map->data.mapping.pairs.start;
+	     p < map->data.mapping.pairs.top && !c->stopped; p++) {
 		yaml_node_t *k = cfg_node(c, p->key), *v = cfg_node(c, p->value);
+		bool dup = false;
 		int r;
 
-		if (cfg_want(c, k, YAML_SCALAR_NODE, "key") < 0)
-			return -1;
-		for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++)
-			if (!strcmp(cfg_scalar(cfg_node(c, q->key)), cfg_scalar(k)))
-				return cfg_fail(c, k, "duplicate key \"%s\" in %s", cfg_scalar(k),
-						section);
+		if (cfg_want(c, k, YAML_SCALAR_NODE, "key") < 0) {
+			ret = -1;
+			continue;
+		}
+		for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p && !dup; q++) {
+			yaml_node_t *qk = cfg_node(c, q->key);
+
+			dup = qk->type == YAML_SCALAR_NODE &&
+			      !strcmp(cfg_scalar(qk), cfg_scalar(k));
+		}
+		if (dup) {
+			ret = cfg_fail(c, k, "duplicate key \"%s\" in %s", cfg_scalar(k), section);
+			continue;
+		}
 		r = fn(c, cfg_scalar(k), k, v, arg);
 		if (r < 0)
-			return -1;
-		if (r > 0)
-			return cfg_fail(c, k, "unknown key \"%s\" in %s", cfg_scalar(k), section);
+			ret = -1;
+		else if (r > 0)
+			ret = cfg_fail(c, k, "unknown key \"%s\" in %s", cfg_scalar(k), section);
 	}
-	return 0;
+	return c->stopped ? -1 : ret;
 }
 
 static bool has_key(struct ctx *c, yaml_node_t *map, const char *key)
@@ -285,24 +403,31 @@ static bool has_key(struct ctx *c, yaml_node_t *map, const char *key)
 	return false;
 }
 
+/* Every missing key is reported, not only the first. */
 int cfg_need(struct ctx *c, yaml_node_t *map, const char *section, const char *const *keys)
 {
+	int ret = 0;
+
 	for (int i = 0; keys[i]; i++)
 		if (!has_key(c, map, keys[i]))
-			return cfg_fail(c, map, "%s: missing required key \"%s\"", section,
-					keys[i]);
-	return 0;
+			ret = cfg_fail(c, map, "%s: missing required key \"%s\"", section, keys[i]);
+	return ret;
 }
 
 /* n, a mapping (what names it when it is not), walked with fn; then the
- * required keys (NULL: none) must be there. */
+ * required keys (NULL: none) must be there, whether its keys were good or
+ * not. */
 int cfg_read_map(struct ctx *c, yaml_node_t *n, const char *what, const char *section,
 		 cfg_pair_fn *fn, void *arg, const char *const *required)
 {
-	if (cfg_want(c, n, YAML_MAPPING_NODE, what) < 0 ||
-	    cfg_each_pair(c, n, section, fn, arg) < 0)
+	int r;
+
+	if (cfg_want(c, n, YAML_MAPPING_NODE, what) < 0)
 		return -1;
-	return required ? cfg_need(c, n, section, required) : 0;
+	r = cfg_each_pair(c, n, section, fn, arg);
+	if (required && !c->stopped && cfg_need(c, n, section, required) < 0)
+		r = -1;
+	return r;
 }
 
 /* ---- scalars ---- */
@@ -397,26 +522,71 @@ int cfg_get_enum(struct ctx *c, yaml_node_t *n, const char *what, const char *co
 	return cfg_fail(c, n, "%s: \"%s\" is not one of %s", what, cfg_scalar(n), allowed);
 }
 
+/* The row of the table at the top that refuses value (NULL: the key
+ * itself, as a mapping) of key, or NULL. */
+static const struct unbuilt *unbuilt_row(const char *key, const char *value)
+{
+	for (size_t i = 0; i < sizeof(unbuilt) / sizeof(unbuilt[0]); i++)
+		if (!strcmp(unbuilt[i].key, key) &&
+		    (!unbuilt[i].value || (value && !strcmp(unbuilt[i].value, value))))
+			return &unbuilt[i];
+	return NULL;
+}
+
+bool cfg_unbuilt(const char *key, const char *value)
+{
+	return unbuilt_row(key, value) != NULL;
+}
+
 /* The value n (a scalar already read by cfg_get_enum() as key) when this
  * build cannot act on it yet: see the table at the top. */
 int cfg_refuse_unbuilt(struct ctx *c, yaml_node_t *n, const char *key)
 {
-	for (size_t i = 0; i < sizeof(unbuilt) / sizeof(unbuilt[0]); i++)
-		if (!strcmp(unbuilt[i].key, key) &&
-		    (!unbuilt[i].value || !strcmp(unbuilt[i].value, cfg_scalar(n))))
-			return cfg_fail(c, n, "%s is not supported yet", unbuilt[i].what);
-	return 0;
+	const struct unbuilt *u =
+		unbuilt_row(key, n->type == YAML_SCALAR_NODE ? cfg_scalar(n) : NULL);
+
+	return u ? cfg_fail(c, n, "%s is not supported yet", u->what) : 0;
 }
 
-/* n: a scalar already checked by cfg_want(). */
+/* n: a scalar already checked by cfg_want(). The message says which part
+ * is wrong: the form, the port, or a host name that does not resolve. */
 int cfg_addr_of(struct ctx *c, yaml_node_t *n, const char *what, struct cfg_addr *out)
 {
-	if (config_parse_addr(cfg_scalar(n), out) < 0)
+	const char *s = cfg_scalar(n);
+	int gai = 0;
+
+	switch (cfg_parse_addr(s, out, &gai)) {
+	case CFG_ADDR_OK:
+		out->line = (unsigned)n->start_mark.line + 1;
+		out->column = (unsigned)n->start_mark.column + 1;
+		return 0;
+	case CFG_ADDR_BRACKETS:
 		return cfg_fail(c, n,
-				"%s: bad address \"%s\" (host:port or [v6]:port with a port "
-				"of 1 to 65535, and a host name that resolves)",
-				what, cfg_scalar(n));
-	return 0;
+				"%s: bad address \"%s\": brackets are for IPv6 addresses only "
+				"(host:port or [v6]:port)",
+				what, s);
+	case CFG_ADDR_PORT:
+		return cfg_fail(c, n,
+				"%s: bad address \"%s\": the port must be a number from 1 to "
+				"65535",
+				what, s);
+	case CFG_ADDR_RESOLVE:
+		return cfg_fail(c, n,
+				"%s: bad address \"%s\": the host name \"%s\" does not resolve "
+				"(%s)",
+				what, s, out->host, gai_strerror(gai));
+	case CFG_ADDR_OFFLINE:
+		return cfg_fail(c, n,
+				"%s: bad address \"%s\": the host name \"%s\" is not looked up "
+				"here (numeric addresses and localhost only)",
+				what, s, out->host);
+	case CFG_ADDR_SYNTAX:
+	default:
+		return cfg_fail(c, n,
+				"%s: bad address \"%s\" (host:port or [v6]:port, with a port "
+				"of 1 to 65535)",
+				what, s);
+	}
 }
 
 int cfg_get_addr(struct ctx *c, yaml_node_t *n, const char *what, struct cfg_addr *out)

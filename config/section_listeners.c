@@ -114,7 +114,8 @@ static int check_owner(struct ctx *c, yaml_node_t *n, const struct cfg_listener 
 	const struct cfg_addr *dup = listened(c, l, a);
 
 	if (dup)
-		return cfg_fail(c, n, "%s is listened on twice (as %s)", a->text, dup->text);
+		return cfg_fail(c, n, "%s is listened on twice (as %s, at %s:%u:%u)", a->text,
+				dup->text, c->file, dup->line, dup->column);
 	if (s->has_admin && config_addr_overlap(a, &s->admin))
 		return cfg_fail(c, n,
 				"%s is taken by the admin server (server.admin.listen: %s); "
@@ -187,6 +188,21 @@ static int check_listener_tls(struct ctx *c, struct listener_arg *la, yaml_node_
 					"listener \"%s\": tls_mode: passthrough needs tls: "
 					"starttls or implicit",
 					l->name);
+		if (l->tls == CFG_TLS_IMPLICIT && (l->screen.pregreet || l->screen.nsites))
+			return cfg_fail(
+				c, n,
+				"listener \"%s\": implicit TLS passthrough has no greeting "
+				"to wait before and no SMTP to answer in, so screen.pregreet "
+				"and screen.dnsbl cannot run (allow and deny can)",
+				l->name);
+		if (l->bare_newline != CFG_BARE_PASS)
+			return cfg_fail(
+				c, n,
+				"listener \"%s\": bare_newline: %s reads the client's SMTP, "
+				"which passthrough leaves inside TLS; use tls_mode: "
+				"terminate or bare_newline: pass",
+				l->name,
+				l->bare_newline == CFG_BARE_REJECT ? "reject" : "normalize");
 		if (check_passthrough_pool(c, n, l, l->pool) < 0)
 			return -1;
 		for (size_t i = 0; i < l->nroutes; i++)

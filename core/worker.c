@@ -395,6 +395,15 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
 	case OP_WAKE:
 		on_wake(w, cqe->res);
 		break;
+	case OP_CALLBACK: {
+		struct worker_cb *cb = obj;
+
+		cb->fn(cb, cqe);
+		break;
+	}
+	default:
+		log_error("bug", "completion of unknown kind %u", (unsigned)kind);
+		abort();
 	}
 }
 
@@ -439,6 +448,8 @@ void worker_run(struct worker *w)
 			}
 		}
 	}
+	if (w->ops->stopped)
+		w->ops->stopped(w);
 }
 
 void worker_fini(struct worker *w)

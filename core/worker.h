@@ -1,8 +1,12 @@
 /* worker.h - one io_uring ring per worker thread, and its dispatcher.
  *
  * Every submission carries user_data = object pointer | op kind (the low
- * three bits; objects are 8-aligned). worker_run() reaps completions and
- * switches on the kind; nothing else reads the completion queue.
+ * four bits, OP_MASK; so every object named in user_data is 16-aligned:
+ * conns come from a slab of 16-octet multiples, lsocks from malloc, and
+ * struct worker and struct worker_cb say so). worker_run() reaps
+ * completions and switches on the kind; nothing else reads the completion
+ * queue. What lives outside core (the resolver's sockets, say) completes
+ * through OP_CALLBACK: its object starts with a struct worker_cb.
  *
  * Calls go one way: worker.c (the loop, its dispatcher, the listening
  * sockets) calls core/conn.c (conn_complete() and the conns' lists, which
@@ -17,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "core/buf.h"
 #include "core/log.h"
@@ -32,8 +37,16 @@ enum op_kind {
 	OP_ACCEPT,	 /* struct lsock: multishot accept */
 	OP_TICK,	 /* struct worker: the timer wheel's multishot timeout */
 	OP_WAKE,	 /* struct worker: eventfd read (stop request) */
+	OP_CALLBACK,	 /* struct worker_cb: its fn gets the completion */
 };
-#define OP_MASK 7u
+#define OP_MASK 15u
+
+/* The head of an object that submits its own operations (OP_CALLBACK):
+ * fn runs from the dispatcher with each of their completions. The object
+ * must outlive every operation in flight that names it. */
+struct worker_cb {
+	void (*fn)(struct worker_cb *cb, struct io_uring_cqe *cqe);
+} __attribute__((aligned(16)));
 
 struct conns;
 struct lsock;
@@ -46,6 +59,9 @@ struct worker_ops {
 	void (*abort_all)(struct worker *w);  /* shutdown_timeout passed */
 	void (*reap)(struct worker *w);	      /* after each batch of completions */
 	void (*started)(struct worker *w);    /* the ring runs: arm what the proxy needs */
+	/* the loop ended (no session, no conn left), on the worker's thread:
+	 * release what started armed; no completion is dispatched any more */
+	void (*stopped)(struct worker *w);
 	void (*reload)(struct worker *w, void *arg); /* worker_request_reload()'s arg */
 };
 
@@ -75,7 +91,7 @@ struct lsock {
 	struct lsock *next;
 	struct sockaddr_storage addr; /* what it is bound to */
 	socklen_t addrlen;
-};
+} __attribute__((aligned(16)));
 
 struct worker {
 	int id;
@@ -103,7 +119,7 @@ struct worker {
 	bool reload_req;
 	void *reload_arg;
 	struct lsock *retired; /* lsocks whose accept is still being cancelled */
-};
+} __attribute__((aligned(16)));
 
 /* Locks and fields a worker needs before its thread starts. */
 void worker_setup(struct worker *w);
@@ -136,7 +152,22 @@ static inline struct io_uring_sqe *worker_sqe(struct worker *w)
 
 static inline uint64_t op_data(void *obj, enum op_kind kind)
 {
+	/* a misaligned object would complete as another kind */
+	if ((uintptr_t)obj & OP_MASK) {
+		log_error("bug", "op_data: object %p is not 16-aligned", obj);
+		abort();
+	}
 	return (uint64_t)(uintptr_t)obj | kind;
+}
+
+/* cb->fn runs once, from the dispatcher, with the completion of a NOP:
+ * after what runs now, without waiting for any other event. */
+static inline void worker_post(struct worker *w, struct worker_cb *cb)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+
+	io_uring_prep_nop(sqe);
+	io_uring_sqe_set_data64(sqe, op_data(cb, OP_CALLBACK));
 }
 
 static inline uint64_t worker_now_ms(void)

@@ -39,9 +39,15 @@ typedef void dns_a_cb(void *arg, enum dns_status st, const uint8_t (*addrs)[4], 
 typedef void dns_name_cb(void *arg, enum dns_status st, const char *name);
 
 /* Start and stop the resolver of the calling worker thread: server.resolver
- * (has_resolver) or /etc/resolv.conf. 0, or -1 with the reason logged. */
+ * (has_resolver) or /etc/resolv.conf. 0, or -1 with the reason logged.
+ * Stop once the worker's loop has ended (worker_ops.stopped): queries not
+ * cancelled by then are dropped without their callbacks. */
 int dns_worker_start(struct worker *w, const struct cfg_server *s);
 void dns_worker_stop(struct worker *w);
+/* A reload, on the worker's thread: new lookups go to the resolver s names
+ * (and /etc/resolv.conf is read again); lookups in flight finish where
+ * they started. The cache is emptied when the resolver changed. */
+void dns_worker_reload(struct worker *w, const struct cfg_server *s);
 
 /* NULL when the query could not start (out of memory, no resolver): the
  * callback never runs then, and the caller treats it as DNS_TEMPFAIL.
@@ -54,5 +60,12 @@ struct dns_query *dns_client_name(const union sockaddr_any *a, uint32_t timeout_
 int dns_dnsbl_name(const union sockaddr_any *a, const char *domain, char *out, size_t len);
 /* The callback will not run. q may be NULL. */
 void dns_cancel(struct dns_query *q);
+
+/* For the cache (and its tests), a pure parser: how long the DNS answer
+ * msg[0..len) may be kept, in seconds. An answer with records: the
+ * smallest TTL among them; without (NXDOMAIN, no data): the smaller of
+ * its SOA's TTL and MINIMUM (RFC 2308). -1 when it has neither or does
+ * not parse. */
+long dns_answer_ttl(const uint8_t *msg, size_t len);
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proxy/dns.h"
 #include "proxy/proxy.h"
 
 /* ---- worker callbacks ---- */
@@ -26,6 +27,7 @@ void listener_accept(struct lsock *ls, int fd)
 		return;
 	}
 	if (n > mxlb_rt->cfg->server.max_sessions) {
+		limit_reject_count(s, LIMIT_MAX_SESSIONS);
 		/* a client that starts with TLS could not read a reply */
 		if (l->tls == CFG_TLS_IMPLICIT)
 			session_close(s, R_REJECTED, "max_sessions");
@@ -36,10 +38,17 @@ void listener_accept(struct lsock *ls, int fd)
 		return;
 	}
 	front_start(s);
+	/* behind a PROXY header the client is known only once it is read */
+	if (!l->accept_proxy && s->state != S_CLOSED)
+		back_lookup_name(s);
 }
 
 static void started(struct worker *w)
 {
+	struct proxy_worker *pw = w->proxy;
+
+	/* without one, lookups fail at once: NAME=[TEMPUNAVAIL], DNSBLs 0 */
+	dns_worker_start(w, &pw->rt->cfg->server);
 	if (w->id == 0)
 		services_start(w);
 }
@@ -51,10 +60,17 @@ static void stopping(struct worker *w)
 
 	if (w->id == 0)
 		services_stop();
+	reuse_flush(pw);
 	for (s = pw->sessions; s; s = next) {
 		next = s->next;
 		front_stop(s);
 	}
+}
+
+/* The last session is gone: nothing can wait on a lookup any more. */
+static void stopped(struct worker *w)
+{
+	dns_worker_stop(w);
 }
 
 static unsigned active(struct worker *w)
@@ -114,9 +130,11 @@ static void reload(struct worker *w, void *arg)
 		worker_add_lsock(w, ls);
 	}
 	runtime_ref(ra->rt);
+	reuse_flush(pw); /* parked for the configuration going out */
 	pw->rt = ra->rt;
 	mxlb_rt = ra->rt;
 	w->shutdown_timeout_ms = ra->rt->cfg->server.shutdown_timeout;
+	dns_worker_reload(w, &ra->rt->cfg->server);
 	if (w->id == 0)
 		services_reload(w, ra->rt);
 	runtime_unref(old);
@@ -131,6 +149,7 @@ const struct worker_ops proxy_worker_ops = {
 	.reap = reap,
 	.reload = reload,
 	.started = started,
+	.stopped = stopped,
 	.stopping = stopping,
 	.active = active,
 	.abort_all = abort_all,

@@ -80,6 +80,8 @@ struct backend_rt {
 	atomic_uint active;
 	atomic_ulong total;
 	atomic_ulong connect_failures;
+	atomic_uint idle;    /* parked connections, all workers (reuse.c) */
+	atomic_ulong reused; /* sessions handed a parked connection */
 	atomic_bool up;
 	atomic_int admin;   /* ADMIN_*: set by POST /backends/... */
 	atomic_uint weight; /* the configured weight until an admin sets one */
@@ -90,6 +92,9 @@ struct backend_rt {
 	atomic_ulong size_max;	    /* its SIZE, 0 when none */
 	atomic_ulong last_check_ms; /* wall clock */
 	atomic_bool last_check_ok;
+	atomic_ulong last_failure_ms; /* wall clock of the last failed check, 0 none */
+	atomic_ulong state_change_ms; /* wall clock of the last up <-> down, 0 none */
+	char last_failure[64];	      /* why it failed; worker 0 only (health, admin) */
 };
 
 /* A backend as one configuration's pool has it. */
@@ -188,9 +193,28 @@ void admin_stop(void);
 /* printf into b (no limit but memory). */
 void admin_out(struct dbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void admin_render_metrics(struct dbuf *b);
-void admin_render_status(struct dbuf *b);
+/* What the one asking may do: act on backends (a token is set, or it came
+ * over the unix socket, where none is needed then), and whether it must
+ * give the token. Never the token itself. */
+struct admin_access {
+	bool actions, token;
+};
+void admin_render_status(struct dbuf *b, const struct admin_access *acc);
 /* "up", "down", "drain" or "disabled", for /status and the log. */
 const char *admin_backend_state(struct backend_rt *be);
+/* The SMTP_EXT_* capabilities /status and the page name, in order. */
+struct admin_cap {
+	unsigned bit;
+	const char *name;
+};
+extern const struct admin_cap admin_caps[];
+extern const size_t admin_ncaps;
+
+/* ---- admin_page.c: the status page (GET /, /status.html) ---- */
+
+/* The page, its script allowed by nonce (the Content-Security-Policy
+ * admin.c sends names it). */
+void admin_render_page(struct dbuf *b, const struct admin_access *acc, const char *nonce);
 
 /* ---- services.c: health, alerts and admin, on worker 0 ---- */
 
@@ -245,6 +269,15 @@ void notify_ready(const struct config *cfg, const char *what);
 void notify_reloading(void);
 void notify_stopping(uint32_t timeout_ms);
 
+/* ---- version.c: mxlb --version and the io_uring probe ---- */
+
+/* The versions of mxlb, liburing, BoringSSL, libyaml and the kernel, and
+ * what the kernel's io_uring offers of what mxlb uses; 0 when mxlb can
+ * run here. */
+int version_print(FILE *f);
+/* 0 when a ring like a worker's can be set up; else -errno and why. */
+int io_uring_check(char *why, size_t cap);
+
 /* ---- sockets.c: listening sockets ---- */
 
 /* A unix socket file this process made: removed when the process stops
@@ -282,6 +315,7 @@ struct proxy_worker {
 	unsigned nsessions;
 	struct session *dead; /* closed in this batch; freed by reap */
 	struct slab session_slab;
+	struct reuse_idle *idle; /* parked backend connections (reuse.c) */
 };
 
 extern const struct worker_ops proxy_worker_ops;
@@ -297,12 +331,98 @@ struct reload_arg {
 	struct lsock *fresh;
 };
 
-/* ---- limits.c: per-client session counts ---- */
+/* ---- limits.c: per-client limits (connection_rate, max_sessions_per_client) ---- */
 
-/* Take a slot of max_sessions_per_client for a's client; false when it has
- * `limit` already. Shared by workers. */
-bool client_limit_take(const union sockaddr_any *a, uint32_t limit);
-void client_limit_drop(const union sockaddr_any *a);
+/* The limits mxlb_limit_rejects_total{limit} counts (LIMIT_MAX_SESSIONS,
+ * server.max_sessions, is listener.c's). */
+enum limit_kind {
+	LIMIT_CONNECTION_RATE,
+	LIMIT_PER_CLIENT,
+	LIMIT_MAX_SESSIONS,
+	LIMIT_KINDS,
+	LIMIT_NONE = LIMIT_KINDS, /* admitted */
+};
+
+/* A client as the limits count it: on a listener's counters (scope), its
+ * address masked to the listener's prefix. */
+struct client_key {
+	const void *scope;
+	uint8_t addr[16]; /* IPv4 as v4-mapped IPv6 */
+	uint8_t bits;
+};
+
+void client_key_make(struct client_key *k, const void *scope, const union sockaddr_any *a,
+		     const struct cfg_limits *lim);
+/* A new session of k at now_ms (monotonic): LIMIT_CONNECTION_RATE when
+ * rate_count were admitted in the last rate_window ms (0: no rate),
+ * LIMIT_PER_CLIENT when max_sessions are open (0: no limit), else
+ * LIMIT_NONE, counted; *counted when it holds a session slot, to be
+ * given back with client_limit_drop(). Any worker. */
+enum limit_kind client_limit_take(const struct client_key *k, uint32_t rate_count,
+				  uint32_t rate_window, uint32_t max_sessions, uint64_t now_ms,
+				  bool *counted);
+void client_limit_drop(const struct client_key *k);
+/* Entries in use, and how many there can be (the table is fixed). */
+size_t client_limit_entries(void);
+size_t client_limit_capacity(void);
+
+struct session;
+/* At accept, once the client address is known (after a PROXY header):
+ * the listener's per-client limits; false when s was refused (421 4.7.0,
+ * or a close on implicit TLS) and closed. An allow-listed client
+ * (screen.allow) is not limited. */
+bool limits_admit(struct session *s);
+/* At the session's end: its max_sessions_per_client slot, if it holds one. */
+void limits_release(struct session *s);
+/* Count a refusal of a limit on s's listener; for the metric table
+ * (admin_render.c), the label of each limit and a listener's count. */
+void limit_reject_count(const struct session *s, enum limit_kind kind);
+const char *limit_kind_name(size_t i);
+struct listener_stats;
+uint64_t limit_rejects_of(const struct listener_stats *st, size_t kind);
+
+/* ---- screen.c: the front door's tests (SPEC §9) ---- */
+
+/* What screening made of a client: the session line's screen= and the
+ * result label of mxlb_screen_total. */
+enum screen_result {
+	SCREEN_PASS,	 /* passed the tests */
+	SCREEN_CACHED,	 /* passed before: tests skipped */
+	SCREEN_ALLOW,	 /* in screen.allow: never screened or limited */
+	SCREEN_DENY,	 /* in screen.deny: 554 and closed */
+	SCREEN_PREGREET, /* talked before the final greeting */
+	SCREEN_DNSBL,	 /* DNSBL score at or over the threshold */
+	SCREEN_COUNT
+};
+
+struct session;
+struct listener_stats;
+/* The name of result r; NULL from SCREEN_COUNT on (the metric's variants). */
+const char *screen_result_name(size_t r);
+/* mxlb_screen_total of a listener, result r. */
+uint64_t screen_stats_count(const struct listener_stats *st, size_t r);
+/* Whether a is in the listener's screen.allow: such a client is never
+ * screened (screen=allow) and never limited. Pure; any thread. */
+bool screen_allowed(const struct cfg_listener *l, const union sockaddr_any *a);
+/* At the greeting point (implicit-TLS passthrough: before the
+ * ClientHello, where only the lists apply): false when the client is to
+ * be greeted at once (no screening, allow-listed, cached, nothing to
+ * test); else screening took the session over (S_SCREEN, or closed:
+ * denied) and greets it itself, then goes on with front_resume(). */
+bool screen_start(struct session *s);
+/* S_SCREEN: client bytes arrived (kept in s->in for the command phase). */
+void screen_input(struct session *s);
+/* S_SCREEN's timer: the pregreet wait is over, or dnsbl.timeout. */
+void screen_timeout(struct session *s);
+/* From session_close(): queries cancelled, the state freed. */
+void screen_end(struct session *s);
+/* Whether the client failed under `action: enforce`: mxlb answers it with
+ * the blocked table (smtp_commands.c), refuses each RCPT with
+ * screen_rcpt_reply() and never routes it. */
+bool screen_blocked(const struct session *s);
+/* The 550 naming the site that listed the client (or the protocol error);
+ * valid until the next call on this thread. */
+const char *screen_rcpt_reply(const struct session *s);
 
 /* ---- session.c: states and results ---- */
 
@@ -310,6 +430,7 @@ enum session_state {
 	S_PROXY_HEADER, /* reading the PROXY header of accept_proxy */
 	S_PEEK,		/* passthrough: reading the ClientHello for its SNI */
 	S_TLS,		/* the client's TLS handshake (implicit or STARTTLS) */
+	S_SCREEN,	/* screening: the pregreet wait, DNSBL answers (screen.c) */
 	S_COMMAND,	/* mxlb answers the client */
 	S_CONNECT,	/* connecting a backend */
 	S_B_GREETING,	/* reading the backend's greeting */
@@ -345,11 +466,36 @@ struct hist {
 	atomic_ulong sum_usec;
 };
 
+/* Why mxlb turned a client away itself (mxlb_rejections_total{reason}):
+ * a session refused or ended with a refusal, or (require_tls) a command. */
+enum reject_reason {
+	REJ_MAX_SESSIONS,     /* server.max_sessions */
+	REJ_CLIENT_LIMIT,     /* max_sessions_per_client */
+	REJ_CONNECTION_RATE,  /* limits.connection_rate (SPEC §9) */
+	REJ_FD_RESERVE,	      /* accepted into the descriptors kept for backends */
+	REJ_REQUIRE_TLS,      /* a command before STARTTLS: one per command */
+	REJ_TRACKER,	      /* the client-stream tracker failed closed (554 5.7.1) */
+	REJ_NO_BACKEND,	      /* no backend left to try (421 4.3.2) */
+	REJ_BACKEND_FD,	      /* no descriptor for a backend connect */
+	REJ_TOO_MANY_ERRORS,  /* FRONT_MAX_ERRORS refused commands */
+	REJ_BAD_PROXY_HEADER, /* accept_proxy: not a PROXY header */
+	REJ_BAD_CLIENT_HELLO, /* passthrough: not a TLS ClientHello */
+	REJ_SHUTDOWN,	      /* stopping: 421 before relaying */
+	REJ_SCREEN,	      /* the front door's screening (SPEC §9): deny, DNSBL, pregreet */
+	REJ_COUNT
+};
+
+/* The label value of r. */
+const char *reject_reason_name(enum reject_reason r);
+
 /* Kept per listener name for the life of the process, like backend
  * states: a session counts on the stats it was counted on at accept, so
  * nothing resets or goes negative at a reload. */
 struct listener_stats {
 	atomic_ulong sessions[R_COUNT];
+	atomic_ulong rejections[REJ_COUNT];
+	atomic_ulong screen[SCREEN_COUNT];	 /* mxlb_screen_total */
+	atomic_ulong limit_rejects[LIMIT_KINDS]; /* mxlb_limit_rejects_total */
 	atomic_ulong tls12, tls13, tls_failures, starttls_discarded;
 	atomic_uint active;
 	atomic_ulong bytes_in, bytes_out; /* client -> backend, backend -> client */
@@ -363,6 +509,31 @@ struct listener_stats *listener_stats(const struct runtime *rt, const struct cfg
 struct listener_stats *listener_stats_get(const char *name);
 /* Release a reference; the last frees the stats. NULL is ignored. */
 void listener_stats_put(struct listener_stats *st);
+/* Sessions accepted on the listener: ended (any result) and open. */
+uint64_t listener_stats_total(const struct listener_stats *st);
+/* Refusals of mxlb's own on the listener, every reason. */
+uint64_t listener_stats_refused(const struct listener_stats *st);
+
+struct session;
+/* Count a refusal of mxlb's own on s's listener. Any worker. */
+void stats_reject(const struct session *s, enum reject_reason r);
+/* At a session's end (session.c's account()): a session mxlb refused
+ * (rejected or unavailable) counts under the reason it was closed with. */
+void stats_session_rejected(const struct session *s);
+/* A reload (SIGHUP) was applied (ok) or refused: main.c's reload(). */
+void stats_reload_done(bool ok);
+uint64_t stats_reloads(bool ok);
+/* Wall clock, ms: the process's start, the last configuration loaded
+ * (the start until a reload succeeds). */
+uint64_t stats_start_ms(void);
+uint64_t stats_config_loaded_ms(void);
+uint64_t stats_uptime_ms(void);
+uint64_t stats_wall_ms(void);
+
+/* The one version string (/metrics, /status, the page); a -D wins. */
+#ifndef MXLB_VERSION
+#define MXLB_VERSION "0.1.0"
+#endif
 
 /* ---- session.c: the session object ---- */
 
@@ -379,7 +550,7 @@ struct session {
 	struct timer timer;
 
 	union sockaddr_any peer, local; /* the client, after any PROXY header */
-	bool counted_client;		/* holds a max_sessions_per_client slot */
+	bool counted_client;		/* holds a max_sessions_per_client slot (limits.c) */
 
 	struct dbuf in;	 /* client bytes not yet handled or relayed */
 	struct dbuf out; /* replies of mxlb's own, sent by session_flush() */
@@ -396,6 +567,8 @@ struct session {
 	bool no_smtp;			      /* implicit-TLS passthrough: bytes only */
 	bool back_tls;			      /* the backend side is TLS */
 	bool back_chunking;		      /* the backend's EHLO reply offers CHUNKING */
+	bool back_reused;		      /* s->back was a parked connection (reuse.c) */
+	uint32_t back_uses;		      /* client sessions s->back carried before */
 	const char *tls_version, *tls_cipher; /* static strings of the library */
 	char *sni;
 
@@ -414,6 +587,17 @@ struct session {
 	const char *screen;
 	int screen_score;
 	bool screen_scored; /* DNSBL sites were asked: score= is logged */
+	struct screen *scr; /* screen.c's, from the tests to the session's end */
+	bool screen_mail;   /* a blocked client's MAIL was answered */
+
+	/* XCLIENT NAME= (smtp_back.c): the client's verified name, looked up
+	 * from accept where a pool of the listener hands off by XCLIENT */
+	struct dns_query *name_q; /* in flight; cancelled by session_close() */
+	char *client_name;	  /* name_st DNS_OK: the name */
+	uint8_t name_st;	  /* enum dns_status, once name_known */
+	bool name_asked, name_known;
+	bool name_wait;	       /* the XCLIENT waits for the name */
+	uint8_t xclient_attrs; /* XA_*: what the backend's XCLIENT offers */
 
 	enum session_result result;
 	const char *reason;
@@ -465,13 +649,18 @@ static inline bool listener_starttls(const struct cfg_listener *l)
 	return l->tls == CFG_TLS_STARTTLS && l->tls_mode == CFG_TLS_TERMINATE;
 }
 void front_start(struct session *s); /* after accept (and PROXY header) */
-void front_stop(struct session *s);  /* server stopping: 421 unless relaying */
+/* For screen.c: the final "220 <hostname> <banner>" (queued); the command
+ * phase, once screening decided, with the bytes the client sent meanwhile. */
+void front_greeting(struct session *s);
+void front_resume(struct session *s);
+void front_stop(struct session *s); /* server stopping: 421 unless relaying */
 /* Between smtp_front.c and smtp_commands.c: a command line handled (its
  * octets counted and dropped); a refused command's reply, log line and
  * error budget (false: the session closed); the client's TLS handshake
  * (STARTTLS: pre is what came with it); one command line. */
 void front_consume(struct session *s, size_t n);
-/* A client's misbehaviour, as one warn line with the session's id. */
+/* A client's misbehaviour (session.c): one info line with the session's
+ * id and the client's address, at most a few a second per worker. */
 void client_error(struct session *s, const char *what);
 bool front_refuse(struct session *s, const char *what, const char *reply);
 void front_tls_start(struct session *s, const char *pre, size_t prelen);
@@ -492,11 +681,36 @@ extern const struct conn_handler back_handler;
 void back_route(struct session *s);
 /* The session timer fired during the backend dialogue. */
 void back_timeout(struct session *s);
+/* The client's address is known (at accept, or after the PROXY header):
+ * where a pool of the listener hands off by XCLIENT, start the lookup of
+ * the client's name for NAME=. Idempotent; back_route() calls it too. */
+void back_lookup_name(struct session *s);
+
+/* ---- reuse.c: parked backend connections (SPEC §10) ---- */
+
+/* Whether the session's pool reuses backend connections (the tracker
+ * then reads the client's stream, whatever the handoff). */
+bool reuse_on(const struct session *s);
+/* relay.c, once the tracker is made: stop it at a clean QUIT. */
+void reuse_track(struct session *s);
+/* relay.c, whenever a reply, a client line or a drained queue may have
+ * completed a clean QUIT: mxlb answers 221 itself, the backend connection
+ * is reset and parked (or QUIT), the session ends. True when it ended. */
+bool reuse_check(struct session *s);
+/* smtp_back.c, the backend picked: a parked connection to it, now the
+ * session's (s->back_reused, s->back_tls, s->back_uses, s->xclient_attrs
+ * set), or NULL. */
+struct conn *reuse_take(struct session *s);
+/* Close every parked connection of the worker (QUIT): at stop and reload. */
+void reuse_flush(struct proxy_worker *pw);
 
 /* ---- relay.c ---- */
 
 extern const struct conn_handler relay_client_handler, relay_back_handler;
 /* Start relaying; `extra` are backend bytes after the EHLO reply. */
 void relay_start(struct session *s);
+/* Whether relaying will read the client's stream with the tracker
+ * (smtp_track.h): then the client must not get STARTTLS to the backend. */
+bool relay_tracked(const struct session *s);
 
 #endif

@@ -5,10 +5,13 @@
  * then go to a small per-direction stash, sent first when the queue drains.
  *
  * Direction 0 is client -> backend, 1 is backend -> client. With the
- * xclient handoff the client's bytes pass through the tracker
- * (smtp_track.h): message text still in its buffer, commands through a
- * copy; the backend's replies are watched, and its replies to a client's
- * EHLO filtered like the first one.
+ * xclient handoff, and on a listener whose bare_newline is normalize or
+ * reject, the client's bytes pass through the tracker (smtp_track.h):
+ * message text still in its buffer, commands through a copy (and text
+ * that normalizing rewrites: only from a bare LF or CR on); the backend's
+ * replies are watched, and its replies to a client's EHLO filtered like
+ * the first one. bytes_in counts what the client sent, not what the
+ * backend got after normalizing.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -79,9 +82,10 @@ static bool relay_forward(struct session *s, int dir, char *p, size_t len, int b
 /*
  * The tracker refused the client stream (smtp_track.h): nothing more goes
  * to the backend, whose connection is reset rather than closed so that it
- * reads an error, not an end of input after a partial line; the client is
- * told why, and the session line says it too. The message in progress is
- * never delivered.
+ * reads an error, not an end of input after a partial line (or a message
+ * without its end of data); the client is told why, and the session line
+ * says it too. The message in progress is never delivered.
+ * bare_newline: reject answers as Postfix does for the same refusal.
  */
 static void relay_refuse(struct session *s, const char *why)
 {
@@ -89,8 +93,25 @@ static void relay_refuse(struct session *s, const char *why)
 
 	if (s->back)
 		setsockopt(s->back->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
-	session_close_reply(s, R_REJECTED, why, "554 5.7.1 %s Error: %s; closing connection",
-			    runtime_hostname(s->rt), why);
+	if (smtp_track_bare(s->track))
+		session_close_reply(s, R_REJECTED, why, "550 5.5.2 Error: bare <LF> received");
+	else
+		session_close_reply(s, R_REJECTED, why,
+				    "554 5.7.1 %s Error: %s; closing connection",
+				    runtime_hostname(s->rt), why);
+}
+
+static enum smtp_track_bare track_bare(enum cfg_bare_newline b)
+{
+	switch (b) {
+	case CFG_BARE_NORMALIZE:
+		return TRACK_BARE_NORMALIZE;
+	case CFG_BARE_REJECT:
+		return TRACK_BARE_REJECT;
+	case CFG_BARE_PASS:
+		break;
+	}
+	return TRACK_BARE_PASS;
 }
 
 /* Run the client's kept bytes (s->in) through the tracker. */
@@ -123,11 +144,12 @@ static void track_feed(struct session *s)
 			session_close(s, R_ERROR, "backend send failed");
 			return;
 		}
-		if (!used)
+		if (!used && !outlen)
 			break;
 	}
 	if (s->state == S_RELAY && dbuf_used(&s->in))
 		conn_recv_pause(s->client); /* held: a reply, or room to send */
+	reuse_check(s);
 }
 
 static void relay_shutdown_if_done(struct session *s, int dir)
@@ -232,6 +254,7 @@ static bool relay_back_bytes(struct session *s, char *p, size_t len, int bid)
 		if (s->state == S_RELAY)
 			relay_resume(s, 0);
 	}
+	reuse_check(s);
 	return taken;
 }
 
@@ -264,6 +287,8 @@ static void relay_drained(struct session *s, int dir)
 		if (s->state != S_RELAY)
 			return;
 	}
+	if (reuse_check(s))
+		return;
 	relay_shutdown_if_done(s, dir);
 	relay_resume(s, dir);
 }
@@ -324,6 +349,17 @@ const struct conn_handler relay_back_handler = {
 	.drained = relay_back_drained,
 };
 
+/* Whether the client's stream goes through the tracker: with the xclient
+ * handoff (the backend trusts mxlb's XCLIENT), and for bare_newline. Never
+ * without SMTP to read (implicit-TLS passthrough). */
+bool relay_tracked(const struct session *s)
+{
+	if (s->no_smtp)
+		return false;
+	return s->pool->backends[s->backend].cfg->handoff == CFG_HANDOFF_XCLIENT ||
+	       s->l->bare_newline != CFG_BARE_PASS || reuse_on(s);
+}
+
 void relay_start(struct session *s)
 {
 	/* no more retries: the routing line is not needed again */
@@ -337,13 +373,14 @@ void relay_start(struct session *s)
 	s->back->h = &relay_back_handler;
 	conn_recv_oneshot(s->client);
 	conn_recv_oneshot(s->back);
-	if (s->pool->backends[s->backend].cfg->handoff == CFG_HANDOFF_XCLIENT) {
+	if (relay_tracked(s)) {
 		s->track = malloc(sizeof(*s->track));
 		if (!s->track) {
 			session_close(s, R_ERROR, "out of memory");
 			return;
 		}
-		smtp_track_init(s->track, s->back_chunking);
+		smtp_track_init(s->track, s->back_chunking, track_bare(s->l->bare_newline));
+		reuse_track(s);
 	}
 	/* backend bytes that came after its EHLO reply: nothing the client
 	 * asked for yet, so nothing to filter; s->bin is free for the

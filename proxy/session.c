@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include "proxy/dns.h"
 #include "proxy/proxy.h"
 
 atomic_uint mxlb_sessions;
@@ -73,6 +74,7 @@ static const struct {
 	[S_PROXY_HEADER] = { "proxy_header", PHASE_FRONT, proxy_header_timeout },
 	[S_PEEK] = { "client_hello", PHASE_FRONT, client_hello_timeout },
 	[S_TLS] = { "tls_handshake", PHASE_FRONT, tls_timeout },
+	[S_SCREEN] = { "screen", PHASE_FRONT, screen_timeout },
 	[S_COMMAND] = { "command", PHASE_FRONT, command_timeout },
 	[S_CONNECT] = { "connect", PHASE_BACKEND, back_timeout },
 	[S_B_GREETING] = { "backend_greeting", PHASE_BACKEND, back_timeout },
@@ -172,10 +174,14 @@ static void format_addr(const union sockaddr_any *a, char *out, size_t cap)
 	}
 }
 
+/* The session line (SPEC §7). A value the session never had (no TLS, no
+ * EHLO, never routed) is missing: JSON null, "-" in text (core/log.h). */
 static void log_session(struct session *s)
 {
+	const struct cfg_backend *b =
+		s->pool && s->backend >= 0 ? s->pool->backends[s->backend].cfg : NULL;
 	struct logline ll;
-	char addr[INET6_ADDRSTRLEN + 10], id[20];
+	char addr[INET6_ADDRSTRLEN + 10], baddr[INET6_ADDRSTRLEN + 10], id[20];
 	uint64_t now = clock_usec();
 
 	if (!log_begin(&ll, LOG_INFO, "session"))
@@ -189,16 +195,83 @@ static void log_session(struct session *s)
 	log_kv_str(&ll, "tls_cipher", s->tls_cipher);
 	log_kv_str(&ll, "sni", s->sni);
 	log_kv_str(&ll, "ehlo", s->ehlo_name);
+	/* on a screening listener always (null: closed before a verdict) */
+	if (s->screen || s->l->screen.enabled) {
+		log_kv_str(&ll, "screen", s->screen);
+		if (s->screen_scored)
+			log_kv_i64(&ll, "score", s->screen_score);
+		else
+			log_kv_null(&ll, "score");
+	}
 	log_kv_str(&ll, "pool", s->pool ? s->pool->cfg->name : NULL);
-	log_kv_str(&ll, "backend",
-		   s->pool && s->backend >= 0 ? s->pool->backends[s->backend].cfg->name : NULL);
+	log_kv_str(&ll, "backend", b ? b->name : NULL);
+	/* the address connected to: a name in the file is resolved at load */
+	if (b)
+		format_addr((const union sockaddr_any *)&b->address.ss, baddr, sizeof(baddr));
+	log_kv_str(&ll, "backend_addr", b ? baddr : NULL);
+	/* backends connected to, the last included: 2 is one retry */
+	log_kv_u64(&ll, "tries", s->ntried);
 	log_kv_str(&ll, "result", result_names[s->result]);
 	log_kv_str(&ll, "reason", s->reason);
 	log_kv_u64(&ll, "bytes_in", s->bytes_in);
 	log_kv_u64(&ll, "bytes_out", s->bytes_out);
-	log_kv_ms(&ll, "greeting_ms", s->t_greeting ? s->t_greeting - s->t_accept : 0);
-	log_kv_ms(&ll, "routed_ms", s->t_routed ? s->t_routed - s->t_accept : 0);
+	if (s->t_greeting)
+		log_kv_ms(&ll, "greeting_ms", s->t_greeting - s->t_accept);
+	else
+		log_kv_null(&ll, "greeting_ms");
+	if (s->t_routed)
+		log_kv_ms(&ll, "routed_ms", s->t_routed - s->t_accept);
+	else
+		log_kv_null(&ll, "routed_ms");
 	log_kv_ms(&ll, "total_ms", now - s->t_accept);
+	log_end(&ll);
+}
+
+/*
+ * A client's protocol errors, at info: on port 25 they are the internet's
+ * noise, not mxlb's trouble. At most CLIENT_ERR_PER_SEC lines a second per
+ * worker; the next line after a second with more says how many were left
+ * out (suppressed=K), so counts still add up. Per worker (thread-local):
+ * no lock on the path a flood takes.
+ */
+#define CLIENT_ERR_PER_SEC 10
+
+static _Thread_local struct {
+	uint64_t second;     /* the monotonic second counted */
+	unsigned n;	     /* lines logged in it */
+	uint64_t suppressed; /* left out since the last line logged */
+} client_errs;
+
+void client_error(struct session *s, const char *what)
+{
+	uint64_t second = clock_usec() / 1000000u;
+	struct logline ll;
+	char addr[INET6_ADDRSTRLEN + 10], id[20];
+
+	if (!log_enabled(LOG_INFO))
+		return;
+	if (second != client_errs.second) {
+		client_errs.second = second;
+		client_errs.n = 0;
+	}
+	if (client_errs.n >= CLIENT_ERR_PER_SEC) {
+		client_errs.suppressed++;
+		return;
+	}
+	client_errs.n++;
+	if (!log_begin(&ll, LOG_INFO, "client_error"))
+		return;
+	snprintf(id, sizeof(id), "%016llx", (unsigned long long)s->id);
+	format_addr(&s->peer, addr, sizeof(addr));
+	log_kv_str(&ll, "id", id);
+	log_kv_str(&ll, "client", addr);
+	log_kv_str(&ll, "listener", s->l->name);
+	log_kv_str(&ll, "state", session_state_name(s->state));
+	log_kv_str(&ll, "error", what);
+	if (client_errs.suppressed) {
+		log_kv_u64(&ll, "suppressed", client_errs.suppressed);
+		client_errs.suppressed = 0;
+	}
 	log_end(&ll);
 }
 
@@ -208,6 +281,7 @@ static void account(struct session *s)
 
 	atomic_fetch_sub(&ls->active, 1);
 	atomic_fetch_add(&ls->sessions[s->result], 1);
+	stats_session_rejected(s);
 	atomic_fetch_add(&ls->bytes_in, s->bytes_in);
 	atomic_fetch_add(&ls->bytes_out, s->bytes_out);
 	hist_observe(&ls->duration, clock_usec() - s->t_accept);
@@ -257,11 +331,13 @@ void session_close(struct session *s, enum session_result r, const char *reason)
 		s->reason = reason;
 	session_set_state(s, S_CLOSED);
 	timer_del(&s->timer);
+	screen_end(s); /* before the line, which shows its result */
 	/* limits first: once the line is logged, the slot is free */
 	if (s->pool && s->backend >= 0)
 		pool_drop(s->pool, s->backend);
-	if (s->counted_client)
-		client_limit_drop(&s->peer);
+	limits_release(s);
+	dns_cancel(s->name_q);
+	s->name_q = NULL;
 	atomic_fetch_sub(&mxlb_sessions, 1);
 	account(s);
 	log_session(s);
@@ -296,6 +372,7 @@ void session_reap(struct proxy_worker *pw)
 		free(s->ehlo_name);
 		free(s->sni);
 		free(s->track);
+		free(s->client_name);
 		runtime_unref(s->rt);
 		slab_free(&pw->session_slab, s);
 	}

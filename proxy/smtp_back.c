@@ -8,16 +8,32 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "proxy/dns.h"
 #include "proxy/proxy.h"
 #include "proxy/proxy_proto.h"
 #include "proxy/smtp_parse.h"
 #include "tls/conn_tls.h"
 
 static void back_try(struct session *s);
+static void back_start(struct session *s);
+static void back_fail(struct session *s, const char *why);
+
+/* How long the client's name may take, from the start of its lookup (at
+ * accept, usually long done by the XCLIENT): a dead resolver delays a
+ * session by this much at most, and its NAME is then [TEMPUNAVAIL]. */
+#define XCLIENT_NAME_MS 2000
+
+/* XCLIENT attributes sent only where the backend's EHLO reply names them
+ * (ADDR, PORT, HELO and PROTO always go). */
+#define XA_NAME 0x1u
+#define XA_DESTADDR 0x2u
+#define XA_DESTPORT 0x4u
 
 static enum cfg_handoff back_handoff(const struct session *s)
 {
@@ -61,35 +77,172 @@ static size_t xtext(char *out, size_t cap, const char *in)
 	return n;
 }
 
-static void send_xclient(struct session *s)
+/* An address as XCLIENT writes it: IPv4 dotted, "IPV6:" and the IPv6
+ * text, or [UNAVAILABLE]; *port 0 when unknown. */
+static void xclient_addr(const union sockaddr_any *a, char *out, size_t cap, unsigned *port)
 {
-	char addr[INET6_ADDRSTRLEN + 8] = "[UNAVAILABLE]", helo[256], line[SMTP_LINE_MAX];
-	unsigned port = 0;
-	int n;
-
-	if (s->peer.sa.sa_family == AF_INET) {
-		inet_ntop(AF_INET, &s->peer.sin.sin_addr, addr, sizeof(addr));
-		port = ntohs(s->peer.sin.sin_port);
-	} else if (s->peer.sa.sa_family == AF_INET6) {
-		const struct in6_addr *a6 = &s->peer.sin6.sin6_addr;
+	snprintf(out, cap, "[UNAVAILABLE]");
+	*port = 0;
+	if (a->sa.sa_family == AF_INET) {
+		inet_ntop(AF_INET, &a->sin.sin_addr, out, (socklen_t)cap);
+		*port = ntohs(a->sin.sin_port);
+	} else if (a->sa.sa_family == AF_INET6) {
+		const struct in6_addr *a6 = &a->sin6.sin6_addr;
 
 		if (IN6_IS_ADDR_V4MAPPED(a6)) {
-			inet_ntop(AF_INET, &a6->s6_addr[12], addr, sizeof(addr));
+			inet_ntop(AF_INET, &a6->s6_addr[12], out, (socklen_t)cap);
 		} else {
-			memcpy(addr, "IPV6:", 5);
-			inet_ntop(AF_INET6, a6, addr + 5, sizeof(addr) - 5);
+			memcpy(out, "IPV6:", 5);
+			inet_ntop(AF_INET6, a6, out + 5, (socklen_t)(cap - 5));
 		}
-		port = ntohs(s->peer.sin6.sin6_port);
+		*port = ntohs(a->sin6.sin6_port);
 	}
+}
+
+/* Room for every attribute at its longest (a host name has at most 253
+ * octets, the encoded EHLO name is cut at 255); Postfix reads command
+ * lines of up to 2048 octets (line_length_limit). */
+#define XCLIENT_LINE_MAX 1024
+
+/* printf at the end of line (n used of XCLIENT_LINE_MAX); -1 in n from
+ * the first part that does not fit. */
+static void __attribute__((format(printf, 3, 4)))
+xclient_put(char *line, int *n, const char *fmt, ...)
+{
+	va_list ap;
+	int k;
+
+	if (*n < 0)
+		return;
+	va_start(ap, fmt);
+	k = vsnprintf(line + *n, XCLIENT_LINE_MAX - (size_t)*n, fmt, ap);
+	va_end(ap);
+	*n = k < 0 || (size_t)k >= XCLIENT_LINE_MAX - (size_t)*n ? -1 : *n + k;
+}
+
+static void send_xclient(struct session *s)
+{
+	char addr[INET6_ADDRSTRLEN + 8], daddr[INET6_ADDRSTRLEN + 8], helo[256], name[3 * 256];
+	char line[XCLIENT_LINE_MAX];
+	unsigned port, dport;
+	int n = 0;
+
+	if ((s->xclient_attrs & XA_NAME) && s->name_q) {
+		/* the lookup's own deadline ends this wait (on_client_name) */
+		s->name_wait = true;
+		s->action = "waiting for the client's name";
+		return;
+	}
+	xclient_addr(&s->peer, addr, sizeof(addr), &port);
 	xtext(helo, sizeof(helo), s->ehlo_name);
-	n = snprintf(line, sizeof(line), "XCLIENT ADDR=%s PORT=%u HELO=%s PROTO=%s\r\n", addr, port,
-		     helo, s->esmtp ? "ESMTP" : "SMTP");
-	if (n > 0 && (size_t)n < sizeof(line))
+	xclient_put(line, &n, "XCLIENT ADDR=%s PORT=%u HELO=%s PROTO=%s", addr, port, helo,
+		    s->esmtp ? "ESMTP" : "SMTP");
+	if (s->xclient_attrs & XA_NAME) {
+		/* never asked would be our bug: say "try later", not "none" */
+		enum dns_status st = s->name_known ? s->name_st : DNS_TEMPFAIL;
+
+		if (st == DNS_OK)
+			xtext(name, sizeof(name), s->client_name);
+		xclient_put(line, &n, " NAME=%s",
+			    st == DNS_OK	 ? name
+			    : st == DNS_NOTFOUND ? "[UNAVAILABLE]"
+						 : "[TEMPUNAVAIL]");
+	}
+	if (s->xclient_attrs & (XA_DESTADDR | XA_DESTPORT)) {
+		socklen_t len = sizeof(s->local);
+
+		/* behind a PROXY header, what it named; else this socket's */
+		if (!s->local.sa.sa_family && s->client)
+			getsockname(s->client->fd, &s->local.sa, &len);
+		xclient_addr(&s->local, daddr, sizeof(daddr), &dport);
+		if (s->xclient_attrs & XA_DESTADDR)
+			xclient_put(line, &n, " DESTADDR=%s", daddr);
+		if ((s->xclient_attrs & XA_DESTPORT) && dport)
+			xclient_put(line, &n, " DESTPORT=%u", dport);
+		else if (s->xclient_attrs & XA_DESTPORT)
+			xclient_put(line, &n, " DESTPORT=[UNAVAILABLE]");
+	}
+	xclient_put(line, &n, "\r\n");
+	if (n > 0)
 		back_send(s, line, (size_t)n);
+}
+
+/* Whether any pool the listener routes to hands off by XCLIENT to one of
+ * its backends. */
+static bool pool_xclient(const struct cfg_pool *p)
+{
+	for (size_t i = 0; p && i < p->nbackends; i++)
+		if (p->backends[i].handoff == CFG_HANDOFF_XCLIENT)
+			return true;
+	return false;
+}
+
+static bool listener_xclient(const struct cfg_listener *l)
+{
+	if (pool_xclient(l->pool))
+		return true;
+	for (size_t i = 0; i < l->nroutes; i++)
+		if (pool_xclient(l->routes[i].pool))
+			return true;
+	return false;
+}
+
+static void back_set_state(struct session *s, enum session_state st);
+
+static void on_client_name(void *arg, enum dns_status st, const char *name)
+{
+	struct session *s = arg;
+
+	s->name_q = NULL;
+	s->name_known = true;
+	s->name_st = (uint8_t)st;
+	if (st == DNS_OK && !(s->client_name = strdup(name)))
+		s->name_st = DNS_TEMPFAIL;
+	log_debug("dns", "session %016llx: client name %s", (unsigned long long)s->id,
+		  st == DNS_OK	       ? name
+		  : st == DNS_NOTFOUND ? "[UNAVAILABLE]"
+				       : "[TEMPUNAVAIL]");
+	if (!s->name_wait)
+		return;
+	s->name_wait = false;
+	/* nothing was asked: a backend that spoke meanwhile is out of step */
+	if (dbuf_used(&s->bin)) {
+		back_fail(s, "reply before XCLIENT");
+		return;
+	}
+	back_set_state(s, S_B_XCLIENT);
+}
+
+void back_lookup_name(struct session *s)
+{
+	if (s->name_asked || !listener_xclient(s->l))
+		return;
+	s->name_asked = true;
+	s->name_q = dns_client_name(&s->peer, XCLIENT_NAME_MS, on_client_name, s);
+	if (!s->name_q) { /* no resolver, or out of memory */
+		s->name_known = true;
+		s->name_st = DNS_TEMPFAIL;
+	}
 }
 
 /* Enter a step of the dialogue: steps[] below says what it sends. */
 static void back_set_state(struct session *s, enum session_state st);
+
+/* A parked connection that fails when taken (the backend closed it, or
+ * answers out of step) is the backend's normal housekeeping, not a
+ * failure of the backend: the same backend is tried again, with the next
+ * parked connection or a new one, and the try is not counted. */
+static void back_reused_fail(struct session *s, const char *why)
+{
+	log_debug("reuse", "session %016llx: parked connection failed (%s, %s): dropped",
+		  (unsigned long long)s->id, s->action, why);
+	conn_close(s->back);
+	s->back = NULL;
+	s->back_tls = false;
+	s->name_wait = false;
+	dbuf_free(&s->bin);
+	back_start(s);
+}
 
 /* This backend failed before the client saw anything: try the next. */
 static void back_fail(struct session *s, const char *why)
@@ -97,6 +250,10 @@ static void back_fail(struct session *s, const char *why)
 	struct logline ll;
 	char id[20];
 
+	if (s->back_reused) {
+		back_reused_fail(s, why);
+		return;
+	}
 	atomic_fetch_add(&s->pool->backends[s->backend].st->connect_failures, 1);
 	/* a refused connect, a bad greeting or a certificate that does not
 	 * verify is what a check would see */
@@ -148,12 +305,12 @@ static void send_handoff_header(struct session *s)
 
 static void back_try(struct session *s)
 {
-	const struct cfg_backend *b;
-	int i, err;
+	int i;
 
 	conn_close(s->back);
 	s->back = NULL;
 	s->back_tls = false;
+	s->name_wait = false;
 	dbuf_free(&s->bin);
 	if (s->backend >= 0) {
 		pool_drop(s->pool, s->backend);
@@ -168,7 +325,23 @@ static void back_try(struct session *s)
 		return;
 	}
 	s->backend = i;
-	b = s->pool->backends[i].cfg;
+	back_start(s);
+}
+
+/* s->backend is picked: a parked connection to it (reuse.c), which goes
+ * straight to the handoff, or a new connect. */
+static void back_start(struct session *s)
+{
+	const struct cfg_backend *b = back_cfg(s);
+	int err;
+
+	s->back_reused = false;
+	s->back_uses = 0;
+	s->back = reuse_take(s);
+	if (s->back) {
+		back_set_state(s, back_handoff(s) == CFG_HANDOFF_XCLIENT ? S_B_XCLIENT : S_B_EHLO);
+		return;
+	}
 	s->back = conn_new(s->w, -1, &back_handler, s);
 	if (!s->back) {
 		session_close(s, R_ERROR, "out of memory");
@@ -199,6 +372,7 @@ static void back_try(struct session *s)
 void back_route(struct session *s)
 {
 	s->pool = route_pick_pool(s);
+	back_lookup_name(s); /* not started at accept behind a PROXY header */
 	back_try(s);
 }
 
@@ -265,12 +439,22 @@ static void back_ehlo_reply(struct session *s, int code, size_t len)
 	char *out;
 	size_t n;
 
-	/* With XCLIENT the backend trusts what comes from mxlb: a client's
-	 * STARTTLS would hide its later commands from the tracker. Where mxlb
-	 * terminates TLS, the client has it (or chose to go without). */
-	if (back_handoff(s) == CFG_HANDOFF_XCLIENT || s->tls_done || listener_starttls(s->l) ||
-	    s->back_tls)
+	/* a parked connection the backend is closing: another one, unseen */
+	if (s->back_reused && code == 421) {
+		back_fail(s, "EHLO answered 421");
+		return;
+	}
+	if (s->back_reused)
+		atomic_fetch_add(&s->pool->backends[s->backend].st->reused, 1);
+
+	/* Where the tracker reads the client's stream (XCLIENT, which the
+	 * backend trusts from mxlb; bare_newline), a client's STARTTLS would
+	 * hide its later commands from it. Where mxlb terminates TLS, the
+	 * client has it (or chose to go without). */
+	if (relay_tracked(s) || s->tls_done || listener_starttls(s->l) || s->back_tls)
 		drop |= SMTP_EXT_STARTTLS;
+	if (s->l->screen.pregreet) /* mxlb owns the greeting (SPEC §4.6) */
+		drop |= SMTP_EXT_PIPECONNECT;
 	s->ehlo_drop = drop; /* for the replies to the client's later EHLOs */
 	s->back_chunking =
 		code == 250 && (smtp_ehlo_extensions(dbuf_data(&s->bin), len) & SMTP_EXT_CHUNKING);
@@ -356,6 +540,43 @@ static void after_starttls(struct session *s, int code, size_t len)
 	back_start_tls(s);
 }
 
+static bool xclient_line(void *arg, const struct smtp_ehlo_line *l)
+{
+	static const struct {
+		const char *name;
+		uint8_t bit;
+	} attrs[] = { { "NAME", XA_NAME },
+		      { "DESTADDR", XA_DESTADDR },
+		      { "DESTPORT", XA_DESTPORT } };
+	const char *p = l->text + 7, *end = l->text + l->text_len; /* after "XCLIENT" */
+	uint8_t *mask = arg;
+
+	if (l->ext != SMTP_EXT_XCLIENT)
+		return true;
+	while (p < end) {
+		const char *w;
+
+		while (p < end && *p == ' ')
+			p++;
+		for (w = p; p < end && *p != ' '; p++)
+			;
+		for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++)
+			if ((size_t)(p - w) == strlen(attrs[i].name) &&
+			    !strncasecmp(w, attrs[i].name, (size_t)(p - w)))
+				*mask |= attrs[i].bit;
+	}
+	return false;
+}
+
+/* What the backend's XCLIENT line offers beyond ADDR, PORT, HELO, PROTO
+ * ("250-XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT"): a
+ * backend refuses an attribute it does not know (501). */
+static void note_xclient_attrs(struct session *s, const char *reply, size_t len)
+{
+	s->xclient_attrs = 0;
+	smtp_ehlo_each(reply, len, xclient_line, &s->xclient_attrs);
+}
+
 static void after_helo(struct session *s, int code, size_t len)
 {
 	(void)code;
@@ -373,27 +594,31 @@ static void after_xclient(struct session *s, int code, size_t len)
 /*
  * Each step of the backend dialogue: what it is doing (for error lines),
  * what entering it sends, what its reply must be (consumed when it is),
- * and what follows a reply that meets it. A step without `next` reads
- * nothing in the clear (connecting, a TLS handshake).
+ * what it learns from that reply, and what follows a reply that meets it.
+ * A step without `next` reads nothing in the clear (connecting, a TLS
+ * handshake).
  */
 static const struct back_step {
 	const char *action;
 	void (*enter)(struct session *s);
 	const struct smtp_expect *expect; /* NULL: any reply, `next` takes it */
 	void (*next)(struct session *s, int code, size_t len);
+	/* with expect: the reply that met it, before it is consumed */
+	void (*seen)(struct session *s, const char *reply, size_t len);
 } steps[S_RELAY] = {
-	[S_CONNECT] = { "connecting to backend", NULL, NULL, NULL },
-	[S_B_GREETING] = { "reading backend greeting", NULL, &smtp_expect_greeting,
-			   after_greeting },
-	[S_B_TLS] = { "TLS handshake with backend", NULL, NULL, NULL },
+	[S_CONNECT] = { "connecting to backend", NULL, NULL, NULL, NULL },
+	[S_B_GREETING] = { "reading backend greeting", NULL, &smtp_expect_greeting, after_greeting,
+			   NULL },
+	[S_B_TLS] = { "TLS handshake with backend", NULL, NULL, NULL, NULL },
 	[S_B_TLS_EHLO] = { "sending EHLO for STARTTLS", send_own_ehlo, &smtp_expect_ehlo_starttls,
-			   after_tls_ehlo },
-	[S_B_STARTTLS] = { "sending STARTTLS", send_starttls, &smtp_expect_starttls,
-			   after_starttls },
+			   after_tls_ehlo, NULL },
+	[S_B_STARTTLS] = { "sending STARTTLS", send_starttls, &smtp_expect_starttls, after_starttls,
+			   NULL },
 	[S_B_HELO] = { "sending EHLO for XCLIENT", send_own_ehlo, &smtp_expect_ehlo_xclient,
-		       after_helo },
-	[S_B_XCLIENT] = { "sending XCLIENT", send_xclient, &smtp_expect_xclient, after_xclient },
-	[S_B_EHLO] = { "sending the client's EHLO", send_client_ehlo, NULL, back_ehlo_reply },
+		       after_helo, note_xclient_attrs },
+	[S_B_XCLIENT] = { "sending XCLIENT", send_xclient, &smtp_expect_xclient, after_xclient,
+			  NULL },
+	[S_B_EHLO] = { "sending the client's EHLO", send_client_ehlo, NULL, back_ehlo_reply, NULL },
 };
 
 static void back_set_state(struct session *s, enum session_state st)
@@ -405,13 +630,19 @@ static void back_set_state(struct session *s, enum session_state st)
 	s->action = step->action;
 	if (step->enter)
 		step->enter(s);
+	/* waiting for the name, the lookup's deadline comes first; the
+	 * timer only backs it up */
 	if (s->state != S_CLOSED && st != S_CONNECT)
-		session_timeout(s, s->l->timeouts.backend_reply);
+		session_timeout(s, s->name_wait ? XCLIENT_NAME_MS + 1000
+						: s->l->timeouts.backend_reply);
 }
 
 static void back_process(struct session *s)
 {
-	while (session_phase(s) == PHASE_BACKEND && steps[s->state].next && dbuf_used(&s->bin)) {
+	/* while the XCLIENT waits for the name, whatever comes stays in bin:
+	 * on_client_name() fails a backend that spoke out of turn */
+	while (session_phase(s) == PHASE_BACKEND && steps[s->state].next && dbuf_used(&s->bin) &&
+	       !s->name_wait) {
 		const struct back_step *step = &steps[s->state];
 		char why[64];
 		size_t len;
@@ -431,6 +662,8 @@ static void back_process(struct session *s)
 				back_fail(s, why);
 				return;
 			}
+			if (step->seen)
+				step->seen(s, dbuf_data(&s->bin), len);
 			dbuf_consume(&s->bin, len);
 		}
 		step->next(s, code, len);

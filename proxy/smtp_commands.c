@@ -2,6 +2,8 @@
  * table of {verb, check, proceed, keeps_line} (OpenSMTPD style): check
  * validates a command against the session's state, proceed acts. EHLO or
  * HELO (or MAIL on a STARTTLS listener without TLS) is the routing point.
+ * A client that failed screening under `enforce` gets a second table,
+ * which never routes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,7 +86,8 @@ static bool pre_tls(const struct session *s)
 	return listener_starttls(s->l) && !s->tls_done;
 }
 
-static bool do_helo(struct session *s, const struct smtp_cmd *c)
+/* The client's EHLO/HELO name (its first word) kept; NULL out of memory. */
+static const char *helo_name(struct session *s, const struct smtp_cmd *c)
 {
 	size_t n = 0;
 
@@ -93,6 +96,12 @@ static bool do_helo(struct session *s, const struct smtp_cmd *c)
 	s->esmtp = c->verb == SMTP_V_EHLO;
 	free(s->ehlo_name);
 	s->ehlo_name = strndup(c->arg, n);
+	return s->ehlo_name;
+}
+
+static bool do_helo(struct session *s, const struct smtp_cmd *c)
+{
+	helo_name(s, c);
 	if (pre_tls(s)) {
 		/* answered by mxlb: the routing point comes after STARTTLS */
 		front_consume(s, c->line_len);
@@ -143,6 +152,7 @@ static bool do_quit(struct session *s, const struct smtp_cmd *c)
 static const char *check_need_helo(struct session *s, const struct smtp_cmd *c, const char **reply)
 {
 	if (pre_tls(s) && s->l->require_tls) {
+		stats_reject(s, REJ_REQUIRE_TLS);
 		*reply = "530 5.7.0 Must issue a STARTTLS command first";
 		return "command before STARTTLS";
 	}
@@ -217,6 +227,7 @@ static bool do_starttls(struct session *s, const struct smtp_cmd *c)
 	s->bytes_in += rest;
 	dbuf_free(&s->in);
 	s->discarding = false;
+	s->screen_mail = false; /* the client starts over */
 	session_flush(s);
 	if (s->state != S_CLOSED)
 		front_tls_start(s, NULL, 0);
@@ -243,12 +254,132 @@ static const struct front_cmd front_cmds[] = {
 	{ SMTP_V_XFORWARD, check_need_helo, NULL, false },
 };
 
+/* ---- a client that failed screening under `enforce` (SPEC §9) ----
+ *
+ * mxlb goes on answering it itself, as postscreen does, so that the
+ * sender's MTA logs why: MAIL is accepted, every RCPT refused naming the
+ * DNSBL (or the protocol error), DATA finds no recipient. Nothing here
+ * routes. Refused RCPTs and DATAs count against the error budget, so a bot
+ * gets FRONT_MAX_ERRORS of them, but are not logged one by one: the
+ * screen line said it all. */
+
+/* A refusal of the blocked table; false when the session closed. */
+static bool blocked_refuse(struct session *s, const char *reply)
+{
+	if (++s->errors >= FRONT_MAX_ERRORS) {
+		client_error(s, "too many errors");
+		session_close_reply(s, R_REJECTED, "too many errors",
+				    "421 4.7.0 %s Error: too many errors", runtime_hostname(s->rt));
+		return false;
+	}
+	session_reply(s, "%s", reply);
+	return true;
+}
+
+static bool do_blocked_helo(struct session *s, const struct smtp_cmd *c)
+{
+	const char *name = helo_name(s, c);
+
+	front_consume(s, c->line_len);
+	if (!name) {
+		session_close(s, R_ERROR, "out of memory");
+		return false;
+	}
+	s->screen_mail = false;
+	if (!s->esmtp) {
+		session_reply(s, "250 %s", runtime_hostname(s->rt));
+	} else if (pre_tls(s)) {
+		front_pre_tls_ehlo(s);
+	} else {
+		session_reply(s, "250-%s", runtime_hostname(s->rt));
+		session_reply(s, "250-8BITMIME");
+		session_reply(s, "250 ENHANCEDSTATUSCODES");
+	}
+	return true;
+}
+
+static const char *check_blocked_mail(struct session *s, const struct smtp_cmd *c,
+				      const char **reply)
+{
+	if ((pre_tls(s) && s->l->require_tls) || !s->ehlo_name)
+		return check_need_helo(s, c, reply);
+	if (s->screen_mail) {
+		*reply = "503 5.5.1 Error: nested MAIL command";
+		return "nested MAIL command";
+	}
+	return NULL;
+}
+
+static bool do_blocked_mail(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	s->screen_mail = true;
+	session_reply(s, "250 2.1.0 Ok");
+	return true;
+}
+
+static const char *check_blocked_txn(struct session *s, const struct smtp_cmd *c,
+				     const char **reply)
+{
+	if (!s->screen_mail)
+		return check_need_helo(s, c, reply);
+	return NULL;
+}
+
+static bool do_blocked_rcpt(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	return blocked_refuse(s, screen_rcpt_reply(s));
+}
+
+static bool do_blocked_data(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	return blocked_refuse(s, "554 5.5.1 Error: no valid recipients");
+}
+
+static bool do_blocked_rset(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	s->screen_mail = false;
+	session_reply(s, "250 2.0.0 OK");
+	return true;
+}
+
+static const struct front_cmd blocked_cmds[] = {
+	{ SMTP_V_EHLO, check_helo, do_blocked_helo, true },
+	{ SMTP_V_HELO, check_helo, do_blocked_helo, true },
+	{ SMTP_V_NOOP, NULL, do_noop, false },
+	{ SMTP_V_RSET, NULL, do_blocked_rset, false },
+	{ SMTP_V_HELP, NULL, do_help, false },
+	{ SMTP_V_QUIT, NULL, do_quit, false },
+	{ SMTP_V_MAIL, check_blocked_mail, do_blocked_mail, false },
+	{ SMTP_V_RCPT, check_blocked_txn, do_blocked_rcpt, false },
+	{ SMTP_V_DATA, check_blocked_txn, do_blocked_data, false },
+	{ SMTP_V_BDAT, check_blocked_txn, do_blocked_data, false },
+	{ SMTP_V_VRFY, check_need_helo, NULL, false },
+	{ SMTP_V_EXPN, check_need_helo, NULL, false },
+	{ SMTP_V_ETRN, check_need_helo, NULL, false },
+	{ SMTP_V_AUTH, check_need_helo, NULL, false },
+	{ SMTP_V_STARTTLS, check_starttls, do_starttls, false },
+	{ SMTP_V_XCLIENT, check_need_helo, NULL, false },
+	{ SMTP_V_XFORWARD, check_need_helo, NULL, false },
+};
+
+#define NCMDS(t) (sizeof(t) / sizeof((t)[0]))
+
 bool front_command(struct session *s, const struct smtp_cmd *c)
 {
+	const struct front_cmd *table = front_cmds;
+	size_t n = NCMDS(front_cmds);
 	const char *reply = NULL, *why;
 
-	for (size_t i = 0; i < sizeof(front_cmds) / sizeof(front_cmds[0]); i++) {
-		const struct front_cmd *fc = &front_cmds[i];
+	if (screen_blocked(s)) {
+		table = blocked_cmds;
+		n = NCMDS(blocked_cmds);
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct front_cmd *fc = &table[i];
 
 		if (fc->verb != c->verb)
 			continue;

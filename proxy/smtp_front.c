@@ -39,27 +39,13 @@ static bool front_backlogged(const struct session *s)
 	return c->queued + dbuf_used(&s->out) >= FRONT_OUT_HIGH || c->seg_count >= FRONT_SEGS_HIGH;
 }
 
-void client_error(struct session *s, const char *what)
-{
-	struct logline ll;
-	char id[20];
-
-	if (!log_begin(&ll, LOG_WARN, "client_error"))
-		return;
-	snprintf(id, sizeof(id), "%016llx", (unsigned long long)s->id);
-	log_kv_str(&ll, "id", id);
-	log_kv_str(&ll, "listener", s->l->name);
-	log_kv_str(&ll, "state", session_state_name(s->state));
-	log_kv_str(&ll, "error", what);
-	log_end(&ll);
-}
-
 /* A refused command: the reply, a log line, and the error budget. Returns
  * false when the session was closed. */
 bool front_refuse(struct session *s, const char *what, const char *reply)
 {
 	client_error(s, what);
 	if (++s->errors >= FRONT_MAX_ERRORS) {
+		client_error(s, "too many errors");
 		session_close_reply(s, R_REJECTED, "too many errors",
 				    "421 4.7.0 %s Error: too many errors", runtime_hostname(s->rt));
 		return false;
@@ -116,10 +102,28 @@ static void front_process(struct session *s)
 		session_timeout(s, s->l->timeouts.command);
 }
 
-static void front_greet(struct session *s)
+void front_greeting(struct session *s)
 {
 	session_reply(s, "220 %s %s", runtime_hostname(s->rt), s->l->banner);
 	s->t_greeting = clock_usec();
+}
+
+void front_resume(struct session *s)
+{
+	session_set_state(s, S_COMMAND);
+	session_timeout(s, s->l->timeouts.command);
+	front_process(s);
+	session_flush(s);
+	if (s->state == S_COMMAND && !front_backlogged(s) && dbuf_used(&s->in) <= FRONT_IN_MAX)
+		conn_recv_start(s->client);
+}
+
+/* The greeting point: screening (SPEC §9) greets a client it screens. */
+static void front_greet(struct session *s)
+{
+	if (screen_start(s))
+		return;
+	front_greeting(s);
 	session_set_state(s, S_COMMAND);
 	session_timeout(s, s->l->timeouts.command);
 }
@@ -169,25 +173,16 @@ static void front_peek(struct session *s)
  * (implicit) or the greeting. */
 static void front_begin(struct session *s)
 {
-	uint32_t limit = s->l->max_sessions_per_client;
 	bool implicit = s->l->tls == CFG_TLS_IMPLICIT;
 
 	s->no_smtp = implicit && s->l->tls_mode == CFG_TLS_PASSTHROUGH;
-	if (limit) {
-		if (!client_limit_take(&s->peer, limit)) {
-			client_error(s, "too many sessions from this client");
-			if (implicit) /* a TLS client could not read a reply */
-				session_close(s, R_REJECTED, "max_sessions_per_client");
-			else
-				session_close_reply(
-					s, R_REJECTED, "max_sessions_per_client",
-					"421 4.7.0 %s Too many connections from your address",
-					runtime_hostname(s->rt));
-			return;
-		}
-		s->counted_client = true;
-	}
+	/* limits.c: connection_rate and max_sessions_per_client */
+	if (!limits_admit(s))
+		return;
 	if (s->no_smtp) {
+		/* mxlb reads no SMTP here: of screening, the lists alone */
+		if (screen_start(s))
+			return;
 		session_set_state(s, S_PEEK);
 		session_timeout(s, s->l->timeouts.tls_handshake);
 		if (dbuf_used(&s->in))
@@ -225,6 +220,7 @@ static void front_proxy_header(struct session *s)
 		memcpy(&s->local, &pi.dst,
 		       pi.dst_len < sizeof(s->local) ? pi.dst_len : sizeof(s->local));
 	}
+	back_lookup_name(s); /* the client's name for XCLIENT, now that it is known */
 	front_consume(s, used);
 	front_begin(s);
 }
@@ -301,6 +297,9 @@ static bool front_data(struct conn *c, char *p, size_t len, uint16_t bid)
 		break;
 	case S_COMMAND:
 		front_process(s);
+		break;
+	case S_SCREEN:
+		screen_input(s);
 		break;
 	default:
 		/* routed: keep pipelined bytes for the relay */

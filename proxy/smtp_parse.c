@@ -165,6 +165,8 @@ static unsigned ext_of(const char *t, size_t n)
 		{ "SMTPUTF8", 8, SMTP_EXT_SMTPUTF8 },
 		{ "ENHANCEDSTATUSCODES", 19, SMTP_EXT_ENHANCEDSTATUSCODES },
 		{ "SIZE", 4, SMTP_EXT_SIZE },
+		{ "PIPECONNECT", 11, SMTP_EXT_PIPECONNECT },
+		{ "X_PIPE_CONNECT", 14, SMTP_EXT_PIPECONNECT },
 	};
 	size_t k = 0;
 

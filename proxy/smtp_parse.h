@@ -113,6 +113,10 @@ enum smtp_parse smtp_parse_reply(const char *buf, size_t len, int *code, size_t 
 #define SMTP_EXT_ENHANCEDSTATUSCODES 0x80u
 #define SMTP_EXT_SMTPUTF8 0x100u
 #define SMTP_EXT_SIZE 0x200u
+/* Exim's early pipelining (draft-harris-early-pipe; X_PIPE_CONNECT while
+ * experimental): removed where mxlb runs the pregreet test, whose early
+ * talker such a client would be */
+#define SMTP_EXT_PIPECONNECT 0x400u
 
 /*
  * Copy a complete, valid EHLO reply (as checked by smtp_parse_reply) from

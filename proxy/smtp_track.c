@@ -4,14 +4,16 @@
 #include <string.h>
 #include <strings.h>
 
-enum { M_CMD, M_HOLD, M_DATA, M_BDAT, M_FAIL };
+enum { M_CMD, M_HOLD, M_DATA, M_BDAT, M_FAIL, M_QUIT };
 /* in a command line: at its start (leading blanks may come), reading the
  * verb, reading a whole BDAT line, passing the rest, a CR held, skipping
- * the rest of a replaced line */
-enum { C_START, C_VERB, C_BDAT, C_REST, C_CR, C_SKIP };
+ * the rest of a replaced line, and (normalizing) after a CR that ended a
+ * replaced line */
+enum { C_START, C_VERB, C_BDAT, C_REST, C_CR, C_SKIP, C_SKIP_CR };
 /* in message text: at a line start after CRLF (or the 354) or after a bare
- * LF, mid-line, after a CR, a "." held at a line start of either kind, and
- * ".\r" held after either kind */
+ * LF (or, normalizing, any bare line end), mid-line, after a CR (sent when
+ * normalizing: an LF may complete it), a "." held at a line start of either
+ * kind, and ".\r" held after either kind */
 enum { D_BOL_S, D_BOL_L, D_MID, D_CR, D_DOT_S, D_DOT_L, D_DOTCR_S, D_DOTCR_L };
 enum { K_OTHER, K_DATA, K_EHLO };
 
@@ -21,16 +23,17 @@ enum { K_OTHER, K_DATA, K_EHLO };
 #define STEP_ROOM (sizeof(((struct smtp_track *)0)->line) + REFUSED_LEN + 2)
 #define BDAT_DIGITS_MAX 18
 
-void smtp_track_init(struct smtp_track *t, bool chunking)
+void smtp_track_init(struct smtp_track *t, bool chunking, enum smtp_track_bare bare)
 {
 	memset(t, 0, sizeof(*t));
 	t->mode = M_CMD;
 	t->chunking = chunking;
+	t->bare = (uint8_t)bare;
 }
 
 bool smtp_track_holding(const struct smtp_track *t)
 {
-	return t->mode == M_HOLD;
+	return t->mode == M_HOLD || t->mode == M_QUIT;
 }
 
 bool smtp_track_in_text(const struct smtp_track *t)
@@ -43,6 +46,11 @@ const char *smtp_track_error(const struct smtp_track *t)
 	return t->error;
 }
 
+bool smtp_track_bare(const struct smtp_track *t)
+{
+	return t->bare_failed;
+}
+
 unsigned smtp_track_refused(const struct smtp_track *t)
 {
 	return t->refused;
@@ -52,6 +60,18 @@ static void fail(struct smtp_track *t, const char *why)
 {
 	t->mode = M_FAIL;
 	t->error = why;
+}
+
+/* A bare LF or CR that pass cannot let through, or that reject refuses. */
+static void bare_fail(struct smtp_track *t, const char *why)
+{
+	t->bare_failed = t->bare == TRACK_BARE_REJECT;
+	fail(t, why);
+}
+
+static bool normalizing(const struct smtp_track *t)
+{
+	return t->bare == TRACK_BARE_NORMALIZE;
 }
 
 /* The separators a backend tokenizes a command on (Postfix: any blank). */
@@ -89,8 +109,11 @@ static bool line_octet(struct smtp_track *t)
 	return true;
 }
 
-static void end_line(struct smtp_track *t)
+/* strict: the line ended in the client's own CRLF (not a bare LF or CR
+ * normalized), which a "." line right after a DATA needs to end the data. */
+static void end_line(struct smtp_track *t, bool strict)
 {
+	t->last_strict = strict;
 	t->cmds_sent++;
 	t->cstate = C_START;
 	t->line_bytes = 0;
@@ -159,6 +182,104 @@ static int64_t bdat_size(const struct smtp_track *t)
 	return -1;
 }
 
+/* line[0..verb_len) is a whole BDAT line ending in CRLF: pass it and
+ * start its chunk. */
+static void bdat_line(struct smtp_track *t, char *out, size_t *o, bool strict)
+{
+	int64_t size = bdat_size(t);
+
+	if (size < 0) {
+		fail(t, "malformed BDAT command");
+		return;
+	}
+	put(out, o, t->line, t->verb_len);
+	end_line(t, strict);
+	t->bdat_left = (uint64_t)size;
+	if (size)
+		t->mode = M_BDAT;
+}
+
+/* A BDAT line octet by octet. Normalizing, a bare LF or CR ends the line
+ * as CRLF would (after a CR, the octet that shows it bare is not taken);
+ * rejecting, it fails; passing, the line is judged as it is, exactly. */
+static size_t bdat_step(struct smtp_track *t, char c, char *out, size_t *o)
+{
+	bool after_cr = t->verb_len && t->line[t->verb_len - 1] == '\r';
+
+	if (c == '\0' || (size_t)t->verb_len + 2 > sizeof(t->line)) {
+		fail(t, "malformed BDAT command");
+		return 0;
+	}
+	if (t->bare != TRACK_BARE_PASS && after_cr && c != '\n') {
+		if (!normalizing(t)) {
+			bare_fail(t, "bare <CR> in a command line");
+			return 0;
+		}
+		t->line[t->verb_len++] = '\n';
+		bdat_line(t, out, o, false);
+		return 0;
+	}
+	if (t->bare != TRACK_BARE_PASS && c == '\n' && !after_cr) {
+		if (!normalizing(t)) {
+			bare_fail(t, "bare <LF> in a command line");
+			return 0;
+		}
+		t->line[t->verb_len++] = '\r';
+	}
+	t->line[t->verb_len++] = c;
+	if (c == '\n')
+		bdat_line(t, out, o, after_cr);
+	return 1;
+}
+
+/* Backend session reuse: the verbs after which RSET and then XCLIENT or
+ * EHLO leave the backend session holding nothing of its client's (no
+ * SASL login, no XCLIENT attributes of its own, no TLS state). */
+static const char *const reusable_verbs[] = { "EHLO", "HELO", "MAIL", "RCPT", "DATA",
+					      "BDAT", "RSET", "NOOP", "VRFY", "HELP" };
+
+static bool verb_is(const struct smtp_track *t, const char *verb)
+{
+	size_t n = strlen(verb);
+
+	return t->verb_len == n && !strncasecmp(t->line, verb, n);
+}
+
+/* The verb in line[0..verb_len) is complete and in[0..n) follows it: true
+ * (M_QUIT, its CRLF left unconsumed) at the clean QUIT reuse stops at;
+ * else the verb is judged for reuse, exactly (a backend runs the verb it
+ * reads, not a start of it). */
+static bool reuse_verb(struct smtp_track *t, const char *in, size_t n, bool blanks_before)
+{
+	bool ok = false;
+
+	if (!t->unsafe && !blanks_before && verb_is(t, "QUIT") && n >= 2 && in[0] == '\r' &&
+	    in[1] == '\n') {
+		t->mode = M_QUIT;
+		return true;
+	}
+	for (size_t k = 0; k < sizeof(reusable_verbs) / sizeof(reusable_verbs[0]); k++)
+		ok = ok || verb_is(t, reusable_verbs[k]);
+	if (!ok)
+		t->unsafe = true;
+	return false;
+}
+
+void smtp_track_stop_at_quit(struct smtp_track *t)
+{
+	t->quit_stop = true;
+}
+
+bool smtp_track_quit(const struct smtp_track *t)
+{
+	return t->mode == M_QUIT;
+}
+
+bool smtp_track_answered(const struct smtp_track *t)
+{
+	return t->replies_seen == t->cmds_sent && !t->reply_mid;
+}
+
 /* One step in command mode over in[0..n): returns octets consumed. */
 static size_t cmd_step(struct smtp_track *t, const char *in, size_t n, char *out, size_t *o,
 		       size_t room)
@@ -186,6 +307,8 @@ static size_t cmd_step(struct smtp_track *t, const char *in, size_t n, char *out
 		return 0;
 	case C_VERB:
 		if (is_blank(c) || c == '\r' || c == '\n' || t->verb_len == sizeof(t->line)) {
+			if (t->quit_stop && reuse_verb(t, in, n, t->line_bytes > t->verb_len))
+				return 0;
 			decide(t, out, o, t->line_bytes > t->verb_len);
 			return 0;
 		}
@@ -198,25 +321,7 @@ static size_t cmd_step(struct smtp_track *t, const char *in, size_t n, char *out
 		t->line[t->verb_len++] = c;
 		return 1;
 	case C_BDAT:
-		if (c == '\0' || t->verb_len == sizeof(t->line)) {
-			fail(t, "malformed BDAT command");
-			return 0;
-		}
-		t->line[t->verb_len++] = c;
-		if (c == '\n') {
-			int64_t size = bdat_size(t);
-
-			if (size < 0) {
-				fail(t, "malformed BDAT command");
-				return 0;
-			}
-			put(out, o, t->line, t->verb_len);
-			end_line(t);
-			t->bdat_left = (uint64_t)size;
-			if (size)
-				t->mode = M_BDAT;
-		}
-		return 1;
+		return bdat_step(t, c, out, o);
 	case C_REST: {
 		/* line_bytes never exceeds the limit: the octet that would is
 		 * not sent */
@@ -237,53 +342,104 @@ static size_t cmd_step(struct smtp_track *t, const char *in, size_t n, char *out
 		if (in[i] == '\0') {
 			fail(t, "NUL in a command line");
 		} else if (in[i] == '\r') {
-			t->cstate = C_CR; /* held until we know it ends the line */
+			/* held until we know it ends the line: a line ended
+			 * by a bare CR is held for a reply like any other */
+			t->cstate = C_CR;
+			i++;
+		} else if (normalizing(t)) {
+			put(out, o, "\r\n", 2);
+			end_line(t, false);
 			i++;
 		} else {
 			/* a strict backend would read on: the line ends
 			 * differ */
-			fail(t, "bare <LF> in a command line");
+			bare_fail(t, "bare <LF> in a command line");
 		}
 		return i;
 	}
 	case C_CR:
-		if (c != '\n') {
-			fail(t, "bare <CR> in a command line");
+		if (c == '\n') {
+			put(out, o, "\r\n", 2);
+			end_line(t, true);
+			return 1;
+		}
+		if (normalizing(t)) {
+			/* the bare CR ended the line; c starts the next */
+			put(out, o, "\r\n", 2);
+			end_line(t, false);
 			return 0;
 		}
-		put(out, o, "\r\n", 2);
-		end_line(t);
-		return 1;
+		bare_fail(t, "bare <CR> in a command line");
+		return 0;
 	case C_SKIP: {
 		const char *lf = memchr(in, '\n', n);
+		size_t e = lf ? (size_t)(lf - in) : n;
+		const char *cr = normalizing(t) ? memchr(in, '\r', e) : NULL;
 
+		/* normalizing, a bare CR ends the replaced line too, as it
+		 * ends it for the backend once it is CRLF */
+		if (cr) {
+			t->cstate = C_SKIP_CR;
+			return (size_t)(cr - in) + 1;
+		}
 		if (!lf)
 			return n;
 		t->cstate = C_START;
 		t->line_bytes = 0;
-		return (size_t)(lf - in) + 1;
+		return e + 1;
 	}
+	case C_SKIP_CR:
+		t->cstate = C_START;
+		t->line_bytes = 0;
+		return c == '\n';
 	}
 	return 0;
 }
 
 #define AMBIGUOUS_END "bare <LF> or <CR> at a \".\" line in message text"
+#define BARE_LF_TEXT "bare <LF> in message text"
+#define BARE_CR_TEXT "bare <CR> in message text"
 
-/*
- * Message text over in[0..n). With out NULL, only what passes exactly as
- * it is: it stops before a "." at a line start (which is held, so the
- * output would differ). Returns octets consumed.
- */
-static size_t data_step(struct smtp_track *t, const char *in, size_t n, char *out, size_t *o)
+/* The strict end of data was sent: commands again. */
+static void end_data(struct smtp_track *t)
 {
-	size_t i = 0, start = 0;
+	t->mode = M_CMD;
+	t->cstate = C_START;
+	t->line_bytes = 0;
+	t->cmds_sent++; /* the end of data is answered */
+}
 
+/* While out is being written: what is not yet flushed lies in
+ * in[start..i). */
 #define FLUSH()                                             \
 	do {                                                \
 		if (out)                                    \
 			put(out, o, in + start, i - start); \
 		start = i;                                  \
 	} while (0)
+
+/* Stop before in[i], the bare LF or CR that rejecting refuses; with out
+ * NULL (smtp_track_pass()) only stop, so that the failure is
+ * smtp_track_client()'s. */
+#define REJECT_AT(why)               \
+	do {                         \
+		FLUSH();             \
+		if (!out)            \
+			return i;    \
+		bare_fail(t, (why)); \
+	} while (0)
+
+/*
+ * Message text over in[0..n), passing or rejecting bare LF and CR. With
+ * out NULL, only what passes exactly as it is: it stops before a "." at a
+ * line start (which is held, so the output would differ). Returns octets
+ * consumed.
+ */
+static size_t data_step(struct smtp_track *t, const char *in, size_t n, char *out, size_t *o)
+{
+	bool reject = t->bare == TRACK_BARE_REJECT;
+	size_t i = 0, start = 0;
+
 	while (i < n && t->mode == M_DATA) {
 		char c = in[i];
 
@@ -298,6 +454,9 @@ static size_t data_step(struct smtp_track *t, const char *in, size_t n, char *ou
 			if (cr) {
 				i = (size_t)(cr - in) + 1;
 				t->dstate = D_CR;
+			} else if (lf && reject) {
+				i = e;
+				REJECT_AT(BARE_LF_TEXT);
 			} else if (lf) {
 				i = e + 1;
 				t->dstate = D_BOL_L;
@@ -309,13 +468,17 @@ static size_t data_step(struct smtp_track *t, const char *in, size_t n, char *ou
 		case D_CR:
 		case D_BOL_S:
 		case D_BOL_L:
-			if (c == '.') {
+			if (reject && t->dstate == D_CR && c != '\n') {
+				REJECT_AT(BARE_CR_TEXT);
+			} else if (c == '.') {
 				FLUSH();
 				if (!out)
 					return i;
 				/* a "." after a bare CR starts a line for some */
 				t->dstate = t->dstate == D_BOL_S ? D_DOT_S : D_DOT_L;
 				start = ++i; /* held */
+			} else if (c == '\n' && reject && t->dstate != D_CR) {
+				REJECT_AT(BARE_LF_TEXT);
 			} else if (c == '\n') {
 				t->dstate = t->dstate == D_CR ? D_BOL_S : D_BOL_L;
 				i++;
@@ -329,7 +492,10 @@ static size_t data_step(struct smtp_track *t, const char *in, size_t n, char *ou
 		case D_DOT_S:
 		case D_DOT_L:
 			if (c == '\n') {
-				fail(t, AMBIGUOUS_END);
+				if (reject)
+					bare_fail(t, BARE_LF_TEXT);
+				else
+					fail(t, AMBIGUOUS_END);
 			} else if (c == '\r') {
 				t->dstate = t->dstate == D_DOT_S ? D_DOTCR_S : D_DOTCR_L;
 				start = ++i; /* held */
@@ -340,15 +506,15 @@ static size_t data_step(struct smtp_track *t, const char *in, size_t n, char *ou
 			break;
 		case D_DOTCR_S:
 			if (c != '\n') {
-				fail(t, AMBIGUOUS_END);
+				if (reject)
+					bare_fail(t, BARE_CR_TEXT);
+				else
+					fail(t, AMBIGUOUS_END);
 				break;
 			}
 			put(out, o, ".\r\n", 3);
 			start = ++i;
-			t->mode = M_CMD;
-			t->cstate = C_START;
-			t->line_bytes = 0;
-			t->cmds_sent++; /* the end of data is answered */
+			end_data(t);
 			break;
 		case D_DOTCR_L:
 			fail(t, AMBIGUOUS_END);
@@ -357,8 +523,125 @@ static size_t data_step(struct smtp_track *t, const char *in, size_t n, char *ou
 	}
 	if (t->mode == M_DATA || t->mode == M_CMD)
 		FLUSH();
-#undef FLUSH
 	return t->mode == M_FAIL ? start : i;
+}
+
+/*
+ * Message text over in[0..n), normalizing: bare LF and bare CR become
+ * CRLF (a CR is sent at once, and the LF after it is the client's or
+ * added), and a "." line that a bare line end starts or ends is sent
+ * "..", so only the client's strict CRLF "." CRLF ends the data. With out
+ * NULL, only what passes exactly as it is (it stops where an octet is
+ * added or rewritten, and before a "." at a line start). Writes at most
+ * 2 * n + 4 octets. Returns octets consumed.
+ */
+static size_t norm_step(struct smtp_track *t, const char *in, size_t n, char *out, size_t *o)
+{
+	size_t i = 0, start = 0;
+
+	while (i < n && t->mode == M_DATA) {
+		char c = in[i];
+		bool strict = t->dstate == D_DOT_S || t->dstate == D_DOTCR_S;
+
+		switch (t->dstate) {
+		case D_MID: {
+			const char *lf = memchr(in + i, '\n', n - i);
+			size_t e = lf ? (size_t)(lf - in) : n;
+			const char *cr = memchr(in + i, '\r', e - i);
+
+			if (cr) {
+				i = (size_t)(cr - in) + 1;
+				t->dstate = D_CR;
+			} else if (lf) {
+				i = e;
+				FLUSH();
+				if (!out)
+					return i;
+				put(out, o, "\r\n", 2);
+				start = ++i;
+				t->dstate = D_BOL_L;
+			} else {
+				i = n;
+			}
+			break;
+		}
+		case D_CR:
+			if (c == '\n') {
+				i++;
+				t->dstate = D_BOL_S;
+				break;
+			}
+			/* the CR was bare: its LF is added, c starts a line */
+			FLUSH();
+			if (!out)
+				return i;
+			put(out, o, "\n", 1);
+			t->dstate = D_BOL_L;
+			break;
+		case D_BOL_S:
+		case D_BOL_L:
+			if (c == '.' || c == '\n') {
+				FLUSH();
+				if (!out)
+					return i;
+			}
+			if (c == '.') {
+				t->dstate = t->dstate == D_BOL_S ? D_DOT_S : D_DOT_L;
+				start = ++i; /* held */
+			} else if (c == '\n') {
+				put(out, o, "\r\n", 2);
+				start = ++i;
+				t->dstate = D_BOL_L;
+			} else if (c == '\r') {
+				i++;
+				t->dstate = D_CR;
+			} else {
+				t->dstate = D_MID;
+			}
+			break;
+		case D_DOT_S:
+		case D_DOT_L:
+			if (c == '\r') {
+				t->dstate = strict ? D_DOTCR_S : D_DOTCR_L;
+				start = ++i; /* held */
+			} else if (c == '\n') {
+				put(out, o, "..\r\n", 4); /* text, not the end */
+				start = ++i;
+				t->dstate = D_BOL_L;
+			} else {
+				put(out, o, ".", 1); /* a dot-stuffed or plain line */
+				t->dstate = D_MID;
+			}
+			break;
+		case D_DOTCR_S:
+		case D_DOTCR_L:
+			if (c == '\n' && strict) {
+				put(out, o, ".\r\n", 3);
+				start = ++i;
+				end_data(t);
+				break;
+			}
+			/* a "." line, but not the client's strict CRLF.CRLF */
+			put(out, o, "..\r\n", 4);
+			if (c == '\n')
+				start = ++i;
+			t->dstate = c == '\n' ? D_BOL_S : D_BOL_L;
+			break;
+		}
+	}
+	if (t->mode == M_DATA || t->mode == M_CMD)
+		FLUSH();
+	return i;
+}
+
+#undef REJECT_AT
+#undef FLUSH
+
+/* A "." or ".\r" is held: what is written next differs from the input. */
+static bool dot_held(const struct smtp_track *t)
+{
+	return t->dstate == D_DOT_S || t->dstate == D_DOT_L || t->dstate == D_DOTCR_S ||
+	       t->dstate == D_DOTCR_L;
 }
 
 size_t smtp_track_pass(struct smtp_track *t, const char *in, size_t len)
@@ -371,9 +654,9 @@ size_t smtp_track_pass(struct smtp_track *t, const char *in, size_t len)
 			t->mode = M_CMD;
 		return n;
 	}
-	if (t->mode == M_DATA && t->dstate != D_DOT_S && t->dstate != D_DOT_L &&
-	    t->dstate != D_DOTCR_S && t->dstate != D_DOTCR_L)
-		return data_step(t, in, len, NULL, NULL);
+	if (t->mode == M_DATA && !dot_held(t))
+		return normalizing(t) ? norm_step(t, in, len, NULL, NULL)
+				      : data_step(t, in, len, NULL, NULL);
 	return 0;
 }
 
@@ -382,8 +665,10 @@ enum smtp_track_result smtp_track_client(struct smtp_track *t, const char *in, s
 {
 	size_t i = 0, o = 0, cap = len + SMTP_TRACK_SLACK;
 
-	while (i < len && t->mode != M_HOLD && t->mode != M_FAIL && cap - o > STEP_ROOM) {
+	while (i < len && t->mode != M_HOLD && t->mode != M_FAIL && t->mode != M_QUIT &&
+	       cap - o > STEP_ROOM) {
 		size_t room = cap - o - STEP_ROOM, n = len - i;
+		bool text = smtp_track_in_text(t);
 
 		if (n > room)
 			n = room;
@@ -392,17 +677,27 @@ enum smtp_track_result smtp_track_client(struct smtp_track *t, const char *in, s
 
 			put(out, &o, in + i, k);
 			i += k;
+		} else if (t->mode == M_DATA && normalizing(t)) {
+			/* an octet may become two, and a held ".\r" four */
+			if (n > room / 2)
+				n = room / 2 ? room / 2 : 1;
+			i += norm_step(t, in + i, n, out, &o);
 		} else if (t->mode == M_DATA) {
 			i += data_step(t, in + i, n, out, &o);
 		} else {
 			i += cmd_step(t, in + i, n, out, &o, n);
 		}
+		/* what one call writes is commands, or text from its start:
+		 * a chunk that a bare CR's next octet starts waits for the
+		 * next call */
+		if (!text && o && smtp_track_in_text(t))
+			break;
 	}
 	*outlen = o;
 	*consumed = i;
 	if (t->mode == M_FAIL)
 		return TRACK_FAIL;
-	return t->mode == M_HOLD ? TRACK_HOLD : TRACK_MORE;
+	return smtp_track_holding(t) ? TRACK_HOLD : TRACK_MORE;
 }
 
 /* A final reply line was seen. */
@@ -413,8 +708,10 @@ static void on_reply(struct smtp_track *t)
 	t->replies_seen++;
 	if (t->mode == M_HOLD && t->replies_seen == t->hold_index) {
 		if (t->hold_kind == K_DATA && is354) {
+			/* normalizing, a DATA line that a bare LF or CR ended
+			 * does not make a "." line right after it an end */
 			t->mode = M_DATA;
-			t->dstate = D_BOL_S;
+			t->dstate = normalizing(t) && !t->last_strict ? D_BOL_L : D_BOL_S;
 		} else {
 			t->mode = M_CMD;
 			t->cstate = C_START;

@@ -11,7 +11,7 @@ if [ "${1:-}" = --check ]; then
 	shift
 fi
 [ $# -gt 0 ] || set -- build
-need="liburing-dev android-libboringssl-dev libyaml-dev"
+need="liburing-dev android-libboringssl-dev libyaml-dev libc-ares-dev"
 # The peers of `make compare` (bench/compare.sh). In bookworm the package
 # "nginx" is the nginx binary itself; its mail proxy is the dynamic module
 # in libnginx-mod-mail.
@@ -19,7 +19,7 @@ peers="haproxy nginx libnginx-mod-mail stunnel4 gnuplot-nox"
 for set in "$@"; do
 	case "$set" in
 	build) ;;
-	test) need="$need libcmocka-dev python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl postfix openssl prometheus curl $peers" ;;
+	test) need="$need libcmocka-dev python3-pytest python3-aiosmtpd dnsmasq swaks libnet-ssleay-perl postfix openssl prometheus curl chromium python3-websocket groff-base binutils $peers" ;;
 	fuzz) need="$need clang libclang-rt-14-dev" ;;
 	bench) need="$need postfix" ;;
 	compare) need="$need openssl python3 $peers" ;;

@@ -15,7 +15,14 @@
  * The model aborts when it takes an octet as a command that the tracker
  * wrote as text, or the reverse (they disagree on framing), and when it
  * executes XCLIENT, XFORWARD or STARTTLS. The driver also checks that what
- * the tracker writes as text is exactly what the client sent as text.
+ * the tracker writes as text is exactly what the client sent as text, or,
+ * normalizing (bare_newline: normalize), exactly what model_normalize()
+ * (the spec's reading, line by line) makes of it.
+ *
+ * Each model keeps the messages it took (DATA text dot-unstuffed, BDAT
+ * chunks as they are), so that a caller can compare what a strict, a
+ * Postfix-like and a lenient backend took from the same tracker output:
+ * normalizing or rejecting, they must all take the same messages.
  */
 #ifndef MXLB_TRACK_MODEL_H
 #define MXLB_TRACK_MODEL_H
@@ -33,14 +40,18 @@ enum { MM_CMD, MM_DATA, MM_BDAT, MM_DONE };
 
 #define MODEL_LINE_MAX 16384
 #define MODEL_REPLY_MAX 65536
+#define MODEL_MSG_MAX (256 * 1024)
+#define MODEL_MSGS_MAX 8192
 
 struct model {
 	int framing;
 	bool chunking;
 	int mode;
+	size_t cut; /* a command is its first cut octets; 0: all of it */
 	char line[MODEL_LINE_MAX];
 	size_t len;
 	bool overflow;
+	bool cr_last;  /* the last octet of the line so far was a CR */
 	bool after_cr; /* FR_ANY: the last line ended at a CR */
 	uint64_t bdat_left;
 	uint32_t decisions; /* bit i: the i-th DATA gets 354 (else 554) */
@@ -49,14 +60,56 @@ struct model {
 	size_t rlen;
 	unsigned messages;     /* data ends and chunks taken */
 	const char *violation; /* set instead of aborting when non-NULL wanted */
+	/* the text of the messages taken, one after the other, and where
+	 * each ends (the first MODEL_MSGS_MAX) */
+	char msg[MODEL_MSG_MAX];
+	size_t msg_len;
+	bool msg_overflow;
+	uint32_t msg_ends[MODEL_MSGS_MAX];
 };
+
+/* The command length each framing's server runs (Postfix cuts at its
+ * line_length_limit, the most lenient reading at RFC 5321's 512). */
+static inline size_t model_cut(int framing)
+{
+	return framing == FR_LF ? 2048 : framing == FR_ANY ? 512 : 0;
+}
 
 static inline void model_init(struct model *m, int framing, bool chunking, uint32_t decisions)
 {
-	memset(m, 0, sizeof(*m));
+	/* not memset: the message buffer is large and only msg_len matters */
 	m->framing = framing;
 	m->chunking = chunking;
+	m->mode = MM_CMD;
+	m->cut = model_cut(framing);
+	m->len = 0;
+	m->overflow = m->cr_last = m->after_cr = false;
+	m->bdat_left = 0;
 	m->decisions = decisions;
+	m->ndata = 0;
+	m->rlen = 0;
+	m->messages = 0;
+	m->violation = NULL;
+	m->msg_len = 0;
+	m->msg_overflow = false;
+}
+
+static inline void model_msg_add(struct model *m, const char *p, size_t n)
+{
+	if (m->msg_len + n > sizeof(m->msg)) {
+		m->msg_overflow = true;
+		return;
+	}
+	memcpy(m->msg + m->msg_len, p, n);
+	m->msg_len += n;
+}
+
+/* A message (a DATA's text or a chunk) was taken whole. */
+static inline void model_msg_end(struct model *m)
+{
+	if (m->messages < MODEL_MSGS_MAX)
+		m->msg_ends[m->messages] = (uint32_t)m->msg_len;
+	m->messages++;
 }
 
 static inline void model_violation(struct model *m, const char *why)
@@ -117,10 +170,8 @@ static inline void model_command(struct model *m)
 
 	(void)arg3;
 	/* a server that cuts a long line runs its start as the command */
-	if (m->framing == FR_LF && m->len > 2048)
-		m->len = 2048;
-	if (m->framing == FR_ANY && m->len > 512)
-		m->len = 512;
+	if (m->cut && m->len > m->cut)
+		m->len = m->cut;
 	vn = model_token(m->line, m->len, 0, &verb);
 	n1 = model_token(m->line, m->len, 1, &arg1);
 	n2 = model_token(m->line, m->len, 2, &arg2);
@@ -161,7 +212,7 @@ static inline void model_command(struct model *m)
 			m->bdat_left = size;
 			m->mode = MM_BDAT;
 		} else {
-			m->messages++;
+			model_msg_end(m);
 			model_reply(m, "250 2.0.0 Ok: 0 octets\r\n");
 		}
 	} else if (model_tok_is(verb, vn, "EHLO")) {
@@ -181,14 +232,21 @@ static inline void model_line(struct model *m)
 	if (m->mode == MM_DATA) {
 		if (m->len == 1 && m->line[0] == '.') {
 			m->mode = MM_CMD;
-			m->messages++;
+			model_msg_end(m);
 			model_reply(m, "250 2.0.0 Ok: queued\r\n");
+		} else {
+			/* dot-unstuffed (RFC 5321 4.5.2), lines in CRLF */
+			size_t dot = m->len && m->line[0] == '.';
+
+			model_msg_add(m, m->line + dot, m->len - dot);
+			model_msg_add(m, "\r\n", 2);
 		}
 	} else {
 		model_command(m);
 	}
 	m->len = 0;
 	m->overflow = false;
+	m->cr_last = false;
 }
 
 static inline void model_feed(struct model *m, const char *p, const uint8_t *tags, size_t n)
@@ -209,21 +267,25 @@ static inline void model_feed(struct model *m, const char *p, const uint8_t *tag
 							     : "the backend reads as text what the "
 							       "tracker passed as commands");
 		if (m->mode == MM_BDAT) {
+			model_msg_add(m, &c, 1);
 			if (!--m->bdat_left) {
 				m->mode = MM_CMD;
-				m->messages++;
+				model_msg_end(m);
 				model_reply(m, "250 2.0.0 Ok: chunk\r\n");
 			}
 			continue;
 		}
+		/* (a line past MODEL_LINE_MAX kept its start only, but its last
+		 * octet still decides whether an LF ends it) */
 		if (c == '\n' && m->framing == FR_LF) {
-			if (m->len && m->line[m->len - 1] == '\r')
+			if (m->cr_last && !m->overflow)
 				m->len--;
 			model_line(m);
 			continue;
 		}
-		if (c == '\n' && m->framing == FR_CRLF && m->len && m->line[m->len - 1] == '\r') {
-			m->len--;
+		if (c == '\n' && m->framing == FR_CRLF && m->cr_last) {
+			if (!m->overflow)
+				m->len--;
 			model_line(m);
 			continue;
 		}
@@ -236,7 +298,71 @@ static inline void model_feed(struct model *m, const char *p, const uint8_t *tag
 			m->line[m->len++] = c;
 		else
 			m->overflow = true;
+		m->cr_last = c == '\r';
 	}
+}
+
+/* The messages two models took are the same (the count, and the text of
+ * each that both recorded). */
+static inline bool model_same_messages(const struct model *a, const struct model *b)
+{
+	unsigned n = a->messages < MODEL_MSGS_MAX ? a->messages : MODEL_MSGS_MAX;
+	size_t len = n ? a->msg_ends[n - 1] : 0;
+
+	if (a->messages != b->messages)
+		return false;
+	if (a->msg_overflow || b->msg_overflow)
+		return true; /* the count only */
+	return (!n || !memcmp(a->msg_ends, b->msg_ends, n * sizeof(a->msg_ends[0]))) &&
+	       !memcmp(a->msg, b->msg, len);
+}
+
+/*
+ * The spec's normalize (SPEC §9), written line by line and independently
+ * of the tracker's octet machine: the client's message text T[0..n), from
+ * the first octet after the DATA line to its end of data. A line ends at
+ * CRLF, a bare LF or a bare CR, and goes on as its content and CRLF; a
+ * line that is "." is the end only when the client's own CRLF ended the
+ * line before it (strict: the DATA line, first) and it, and is "..",
+ * text, otherwise. Writes at most 2 * n + 4 octets to out, and sets *ended
+ * when the end was found at the very end of T, and *tail to where the
+ * last line, not ended yet, starts (n when none).
+ */
+static inline size_t model_normalize(const char *T, size_t n, bool strict, char *out, bool *ended,
+				     size_t *tail)
+{
+	size_t o = 0, p = 0;
+
+	*ended = false;
+	*tail = n;
+	while (p < n) {
+		size_t start = p, end;
+		bool crlf, dot;
+
+		while (p < n && T[p] != '\r' && T[p] != '\n')
+			p++;
+		end = p;
+		if (p == n || (T[p] == '\r' && p + 1 == n)) {
+			*tail = start; /* its end is not known yet */
+			break;
+		}
+		crlf = T[p] == '\r' && T[p + 1] == '\n';
+		p += crlf ? 2 : 1;
+		dot = end - start == 1 && T[start] == '.';
+		if (dot && strict && crlf) {
+			memcpy(out + o, ".\r\n", 3);
+			*ended = p == n;
+			return o + 3;
+		}
+		if (dot)
+			out[o++] = '.';
+		memcpy(out + o, T + start, end - start);
+		o += end - start;
+		memcpy(out + o, "\r\n", 2);
+		o += 2;
+		strict = crlf;
+	}
+	return o;
 }
 
 /* ---- the driver: tracker and model together ---- */
@@ -251,6 +377,7 @@ struct track_run {
 	size_t consumed; /* client octets taken */
 	bool stalled;	 /* held for a reply the backend will not send */
 	const char *error;
+	bool bare_failed; /* smtp_track_bare() */
 };
 
 /* Length of the first reply (up to its final line) in p[0..n), or 0. */
@@ -289,6 +416,50 @@ static inline bool model_answer(struct smtp_track *t, const char *rep, size_t rl
 	return true;
 }
 
+/* What a run is: the backend's framing and offer, its DATA decisions
+ * (bit i: the i-th DATA gets 354, else 554), the listener's bare_newline,
+ * and the command length the backend runs (0: the framing's own). */
+struct track_opts {
+	int framing;
+	bool chunking;
+	uint32_t decisions;
+	enum smtp_track_bare bare;
+	size_t cut;
+};
+
+/* One stretch of message text the tracker took, checked once complete
+ * (complete) or when the run ends in it: a chunk passes as it is, a DATA's
+ * text as model_normalize() has it. */
+static inline void track_check_text(const char *in, size_t n, const char *out, size_t on,
+				    bool chunk, bool strict, bool complete)
+{
+	char *want;
+	size_t wn, tail;
+	bool ended;
+
+	if (chunk) {
+		if (on != n || memcmp(out, in, n)) {
+			fprintf(stderr, "track: a chunk was altered\n");
+			abort();
+		}
+		return;
+	}
+	want = malloc(2 * n + 8);
+	if (!want)
+		abort();
+	wn = model_normalize(in, n, strict, want, &ended, &tail);
+	if (complete ? !ended || on != wn || memcmp(out, want, wn)
+		     : on < wn || memcmp(out, want, wn) || on - wn > n - tail ||
+			       memcmp(out + wn, in + tail, on - wn)) {
+		fprintf(stderr,
+			"track: normalized text is not the spec's (%zu octets in, %zu "
+			"out, %zu wanted%s)\n",
+			n, on, wn, complete ? "" : ", unfinished");
+		abort();
+	}
+	free(want);
+}
+
 /*
  * Run client bytes in[0..len) through a tracker one octet at a time (so
  * each output octet's tag is exact), the output into the model, and the
@@ -297,18 +468,22 @@ static inline bool model_answer(struct smtp_track *t, const char *rep, size_t rl
  * through smtp_track_pass() first as the relay does, given the same
  * replies: its output must be the same. r->out is malloc'ed.
  */
-static inline void track_drive(struct track_run *r, const char *in, size_t len, int framing,
-			       bool chunking, uint32_t decisions, const uint8_t *steps,
-			       size_t nsteps)
+static inline void track_drive(struct track_run *r, const char *in, size_t len,
+			       const struct track_opts *opt, const uint8_t *steps, size_t nsteps)
 {
 	struct smtp_track t;
 	char out[1 + SMTP_TRACK_SLACK];
 	uint8_t tags[sizeof(out)];
 	size_t cap = 4 * len + 256, off = 0, fed = 0, o2 = 0, tin = 0, tout = 0;
+	size_t seg_in = 0, seg_out = 0;
+	bool norm = opt->bare == TRACK_BARE_NORMALIZE, seg = false, seg_chunk = false;
+	bool seg_strict = false;
 	char *out2, *text_in, *text_out;
 
-	model_init(&r->m, framing, chunking, decisions);
-	smtp_track_init(&t, chunking);
+	model_init(&r->m, opt->framing, opt->chunking, opt->decisions);
+	if (opt->cut)
+		r->m.cut = opt->cut;
+	smtp_track_init(&t, opt->chunking, opt->bare);
 	r->out = malloc(cap);
 	out2 = malloc(cap);
 	text_in = malloc(len + 1);
@@ -322,12 +497,22 @@ static inline void track_drive(struct track_run *r, const char *in, size_t len, 
 		size_t outlen = 0, used = 0;
 		uint8_t tag = smtp_track_in_text(&t) ? TAG_TEXT : TAG_CMD;
 
+		if (tag == TAG_TEXT && !seg) {
+			/* a DATA's text starts after the DATA line's end:
+			 * the client's CRLF, or a bare LF or CR */
+			seg = true;
+			seg_in = off;
+			seg_out = r->out_len;
+			seg_chunk = r->m.mode == MM_BDAT;
+			seg_strict = off >= 2 && in[off - 1] == '\n' && in[off - 2] == '\r';
+		}
 		r->last = smtp_track_client(&t, in + off, 1, out, &outlen, &used);
 		if (outlen > 1 + SMTP_TRACK_SLACK || used > 1 || r->out_len + outlen > cap)
 			abort();
 		memset(tags, tag, outlen);
-		/* text out is text in, octet for octet (held octets come later) */
-		if (tag == TAG_TEXT) {
+		/* text out is text in, octet for octet (held octets come
+		 * later); normalizing, it is checked by the stretch */
+		if (tag == TAG_TEXT && !norm) {
 			memcpy(text_in + tin, in + off, used);
 			tin += used;
 			memcpy(text_out + tout, out, outlen);
@@ -341,6 +526,13 @@ static inline void track_drive(struct track_run *r, const char *in, size_t len, 
 		r->out_len += outlen;
 		model_feed(&r->m, out, tags, outlen);
 		off += used;
+		if (seg && norm && !smtp_track_in_text(&t)) {
+			track_check_text(in + seg_in, off - seg_in, r->out + seg_out,
+					 r->out_len - seg_out, seg_chunk, seg_strict, true);
+			seg = false;
+		} else if (seg && !smtp_track_in_text(&t)) {
+			seg = false;
+		}
 		if (!model_answer(&t, r->m.reply, r->m.rlen, &fed)) {
 			r->stalled = true;
 			break;
@@ -348,11 +540,15 @@ static inline void track_drive(struct track_run *r, const char *in, size_t len, 
 		if (smtp_track_error(&t))
 			r->last = TRACK_FAIL;
 	}
+	if (seg && norm)
+		track_check_text(in + seg_in, off - seg_in, r->out + seg_out, r->out_len - seg_out,
+				 seg_chunk, seg_strict, false);
 	r->consumed = off;
 	r->error = smtp_track_error(&t);
+	r->bare_failed = smtp_track_bare(&t);
 
 	/* the same bytes in pieces, the same replies */
-	smtp_track_init(&t, chunking);
+	smtp_track_init(&t, opt->chunking, opt->bare);
 	off = 0;
 	fed = 0;
 	for (size_t k = 0; off < len && !smtp_track_error(&t); k++) {
@@ -395,6 +591,35 @@ static inline void track_drive(struct track_run *r, const char *in, size_t len, 
 	free(out2);
 	free(text_in);
 	free(text_out);
+}
+
+/*
+ * Normalizing or rejecting, the framings no longer matter: run in[0..len)
+ * against a strict, a Postfix-like and a lenient backend, all running the
+ * same command length (so that only their line ends differ), and abort
+ * unless all three took the same messages. runs[FR_COUNT]; each out is
+ * freed.
+ */
+static inline void track_drive_all(struct track_run *runs, const char *in, size_t len,
+				   const struct track_opts *opt, const uint8_t *steps,
+				   size_t nsteps)
+{
+	for (int fr = 0; fr < FR_COUNT; fr++) {
+		struct track_opts o = *opt;
+
+		o.framing = fr;
+		o.cut = 2048;
+		track_drive(&runs[fr], in, len, &o, steps, nsteps);
+		free(runs[fr].out);
+		runs[fr].out = NULL;
+		if (fr && !model_same_messages(&runs[0].m, &runs[fr].m)) {
+			fprintf(stderr,
+				"track: framing %d took %u messages, framing 0 %u, or "
+				"other text\n",
+				fr, runs[fr].m.messages, runs[0].m.messages);
+			abort();
+		}
+	}
 }
 
 #endif

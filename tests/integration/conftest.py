@@ -201,6 +201,12 @@ class Env:
                "admin": {"listen": f"127.0.0.1:{admin}"}}
         srv.update(server or {})
         cfg = {"server": srv, "listeners": [lst], "pools": pools or [p], **(extra or {})}
+        if "resolver" not in srv and '"xclient"' in json.dumps(cfg["pools"]):
+            # XCLIENT NAME= asks DNS for the client's name: a dnsmasq of the
+            # test's own that knows no name (NXDOMAIN at once), never the
+            # machine's resolver, which may answer, differ or never answer
+            from dnsmasq import start_dnsmasq
+            srv["resolver"] = start_dnsmasq(self).resolver
         d = self._name("mxlb")
         d.mkdir()
         cfg_path = d / "mxlb.yaml"

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from conftest import Client, HOST, deliver, wait_for
+from test_rate import From, limit_rejects
 
 
 def v2_header(src, sport, dst, dport):
@@ -55,6 +56,7 @@ def test_max_sessions(env):
     c = Client(mx.port)
     assert c.reply() == (421, [f"4.7.0 {HOST} Too many connections, try again later"])
     assert c.eof()
+    assert limit_rejects(mx, "max_sessions") == 1
     held[0].cmd(b"QUIT")
     wait_for(lambda: deliver(mx.port) == {}, what="a free slot")
     assert mx.stop() == 0
@@ -68,11 +70,45 @@ def test_max_sessions_per_client(env):
         assert h.reply()[0] == 220
     c = Client(mx.port)
     code, lines = c.reply()
-    assert code == 421 and lines[0].startswith("4.7.0")
+    assert (code, lines) == (421, [f"4.7.0 {HOST} Error: too many sessions from 127.0.0.1, "
+                                   "try again later"])
     assert c.eof()
+    assert limit_rejects(mx, "max_sessions_per_client") == 1
     for h in held:
         h.cmd(b"QUIT")
     wait_for(lambda: deliver(mx.port) == {}, what="a free slot")
+    assert mx.stop() == 0
+
+
+@pytest.mark.parametrize("prefix, third_refused", [(32, False), (24, True)])
+def test_max_sessions_per_client_counts_by_the_key(env, prefix, third_refused):
+    """limits.ipv4_prefix makes the key of max_sessions_per_client too:
+    with /24, 127.0.0.1 and 127.0.0.2 share one count of 2."""
+    sink = env.sink()
+    mx = env.mxlb([sink.port], listener={"max_sessions_per_client": 2,
+                                         "limits": {"ipv4_prefix": prefix}})
+    held = [From(mx.port, "127.0.0.1"), From(mx.port, "127.0.0.2")]
+    for h in held:
+        assert h.reply()[0] == 220
+    c = From(mx.port, "127.0.0.1")
+    code, lines = c.reply()
+    if third_refused:
+        assert code == 421 and lines[0].startswith("4.7.0 ") and c.eof()
+        assert limit_rejects(mx, "max_sessions_per_client") == 1
+    else:
+        assert code == 220 and c.cmd(b"QUIT")[0] == 221
+        assert limit_rejects(mx, "max_sessions_per_client") == 0
+    c.close()
+    for h in held:
+        assert h.cmd(b"QUIT")[0] == 221
+    # the slots come back: two more fit again
+    quits = 2 if third_refused else 3
+    wait_for(lambda: len([s for s in mx.sessions() if s.get("reason") == "quit"]) == quits,
+             what="the held sessions to end")
+    again = [From(mx.port, "127.0.0.1"), From(mx.port, "127.0.0.2")]
+    assert [a.reply()[0] for a in again] == [220, 220]
+    for a in again:
+        a.cmd(b"QUIT")
     assert mx.stop() == 0
 
 

@@ -5,12 +5,15 @@ import re
 import signal
 import smtplib
 
+from dnsmasq import dnsmasq  # noqa: F401  (the fixture)
 from postfix import mail_version, postfix  # noqa: F401  (postfix is the fixture)
 
 
-def test_xclient_handoff_to_real_postfix(env, postfix):
+def test_xclient_handoff_to_real_postfix(env, postfix, dnsmasq):
     pf = postfix()
-    mx = env.mxlb([pf.port], pool={"handoff": "xclient"})
+    # a resolver that knows no name: NAME=[UNAVAILABLE] wherever this runs
+    mx = env.mxlb([pf.port], pool={"handoff": "xclient"},
+                  server={"resolver": dnsmasq().resolver})
     body = (b"From: <sender@client.test>\r\nTo: <rcpt@dest.test>\r\nSubject: real postfix\r\n"
             b"\r\n.leading dot\r\n8bit \xc3\xa9\r\nlast line\r\n")
     with smtplib.SMTP("127.0.0.1", mx.port, timeout=10) as s:
@@ -47,7 +50,8 @@ def test_xclient_handoff_to_real_postfix(env, postfix):
     assert re.search(rf"{qid}: client=unknown\[127\.0\.0\.1\]:{client_port}$", log, re.M)
     cmds = sess["commands"]
     assert cmds[:3] == ["EHLO mx.test",
-                        f"XCLIENT ADDR=127.0.0.1 PORT={client_port} HELO=client.test PROTO=ESMTP",
+                        f"XCLIENT ADDR=127.0.0.1 PORT={client_port} HELO=client.test PROTO=ESMTP"
+                        f" NAME=[UNAVAILABLE] DESTADDR=127.0.0.1 DESTPORT={mx.port}",
                         "ehlo client.test"], cmds
     assert [c.split()[0].upper() for c in cmds[3:]] == ["MAIL", "RCPT", "DATA", "QUIT"], cmds
     # smtpd's idea of the peer: mxlb's socket until the XCLIENT, the client after it
