@@ -124,41 +124,55 @@ static int split_addr(const char *s, char host[256], const char **port)
 	return 0;
 }
 
-int config_parse_addr(const char *s, struct cfg_addr *out)
+enum cfg_addr_err cfg_parse_addr(const char *s, struct cfg_addr *out, int *gai)
 {
 	char host[256];
 	const char *port;
 	struct addrinfo hints, *res = NULL;
 	unsigned long p;
+	int r;
 
 	memset(out, 0, sizeof(*out));
 	if (strlen(s) >= sizeof(out->text) || split_addr(s, host, &port) < 0)
-		return -1;
+		return CFG_ADDR_SYNTAX;
+	/* for the message, also when the name does not resolve */
+	snprintf(out->host, sizeof(out->host), "%s", host);
 	if (!cfg_all_digits(port) || strlen(port) > 5 || (p = strtoul(port, NULL, 10)) == 0 ||
 	    p > 65535)
-		return -1;
+		return CFG_ADDR_PORT;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
 	hints.ai_family = s[0] == '[' ? AF_INET6 : AF_UNSPEC;
 	if (getaddrinfo(host, port, &hints, &res) != 0) {
 		/* a name: never in brackets, and not looked up when offline */
-		if (s[0] == '[' || (resolver_offline && strcmp(host, "localhost")))
-			return -1;
+		if (s[0] == '[')
+			return CFG_ADDR_BRACKETS;
+		if (resolver_offline && strcmp(host, "localhost"))
+			return CFG_ADDR_OFFLINE;
 		hints.ai_flags = AI_NUMERICSERV;
-		if (getaddrinfo(host, port, &hints, &res) != 0)
-			return -1;
+		r = getaddrinfo(host, port, &hints, &res);
+		if (r != 0) {
+			*gai = r;
+			return CFG_ADDR_RESOLVE;
+		}
 	}
 	if (res->ai_addrlen > sizeof(out->ss)) {
 		freeaddrinfo(res);
-		return -1;
+		return CFG_ADDR_SYNTAX;
 	}
 	memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
 	out->len = res->ai_addrlen;
 	freeaddrinfo(res);
 	snprintf(out->text, sizeof(out->text), "%s", s);
-	snprintf(out->host, sizeof(out->host), "%s", host);
-	return 0;
+	return CFG_ADDR_OK;
+}
+
+int config_parse_addr(const char *s, struct cfg_addr *out)
+{
+	int gai;
+
+	return cfg_parse_addr(s, out, &gai) == CFG_ADDR_OK ? 0 : -1;
 }
 
 /* The bits of a 16-byte address that prefix keeps, byte i of them. */

@@ -1,5 +1,6 @@
 /* admin.c - the admin HTTP server (SPEC §6, §12): GET /metrics
- * (Prometheus text format), GET /status (JSON), and POST
+ * (Prometheus text format), GET /status (JSON), GET / and /status.html
+ * (the status page), and POST
  * /backends/<pool>/<backend>/{drain,disable,enable,weight?value=N}, on TCP
  * or a unix socket. It runs on worker 0's ring like any connection,
  * answers one request per connection and closes, so a slow or hostile
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,6 +25,8 @@
 #include "proxy/smtp_parse.h"
 
 #define ADMIN_TIMEOUT_MS 5000
+/* Longer than any name the configuration accepts (config/node.c). */
+#define NAME_MAX_DECODED 256
 /* What a client may have sent before it is answered: a whole request at
  * its limits (admin_http.h) with its blank line, and a little more. */
 #define ADMIN_IN_MAX (ADMIN_HTTP_HEAD_MAX + ADMIN_HTTP_BODY_MAX + 8)
@@ -212,7 +216,8 @@ static int authorize(const struct admin_client *a, const struct admin_http_req *
 	return 0;
 }
 
-static struct backend_rt *find_backend(const char *pool, size_t plen, const char *name, size_t nlen)
+static struct backend_rt *find_backend_named(const char *pool, size_t plen, const char *name,
+					     size_t nlen)
 {
 	for (size_t i = 0; i < mxlb_rt->cfg->npools; i++) {
 		struct pool_rt *p = &mxlb_rt->pools[i];
@@ -225,6 +230,59 @@ static struct backend_rt *find_backend(const char *pool, size_t plen, const char
 				return p->backends[j].st;
 	}
 	return NULL;
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = (char)(c | 0x20);
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* %XX decoded into out (NAME_MAX_DECODED bytes): its length, or -1 when
+ * malformed or too long for any name. */
+static long pct_decode(const char *p, size_t n, char *out)
+{
+	size_t len = 0;
+
+	for (size_t i = 0; i < n; i++, len++) {
+		int hi, lo;
+
+		if (len >= NAME_MAX_DECODED)
+			return -1;
+		if (p[i] != '%') {
+			out[len] = p[i];
+			continue;
+		}
+		if (i + 2 >= n)
+			return -1;
+		hi = hex_digit(p[i + 1]);
+		lo = hex_digit(p[i + 2]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[len] = (char)(hi << 4 | lo);
+		i += 2;
+	}
+	return (long)len;
+}
+
+/* The backend named so, as written, or else percent-decoded: the page
+ * encodes names (a '#' or a non-ASCII byte could not go in a path raw),
+ * while scripts send them raw, and a name may hold a '%'. */
+static struct backend_rt *find_backend(const char *pool, size_t plen, const char *name, size_t nlen)
+{
+	struct backend_rt *be = find_backend_named(pool, plen, name, nlen);
+	char dp[NAME_MAX_DECODED], dn[NAME_MAX_DECODED];
+	long dplen, dnlen;
+
+	if (be || (!memchr(pool, '%', plen) && !memchr(name, '%', nlen)))
+		return be;
+	dplen = pct_decode(pool, plen, dp);
+	dnlen = pct_decode(name, nlen, dn);
+	if (dplen < 0 || dnlen < 0)
+		return NULL;
+	return find_backend_named(dp, (size_t)dplen, dn, (size_t)dnlen);
 }
 
 /* POST /backends/<pool>/<backend>/<action>[?value=N], authorized. Split
@@ -288,8 +346,48 @@ static void backend_action(struct admin_client *a, const struct admin_http_req *
 	respond_text(a, 200, "OK", "ok");
 }
 
+static struct admin_access access_of(const struct admin_client *a)
+{
+	bool token = *mxlb_rt->cfg->server.admin_token;
+
+	return (struct admin_access){ .actions = token || a->local_unix, .token = token };
+}
+
+/*
+ * The status page. Its policy lets it load nothing from anywhere (SPEC
+ * §12: self-contained), run only its own script and style (the nonce,
+ * new each time, so names on the page could not add any even if
+ * escaping failed), fetch only from here, and be framed by no one (its
+ * buttons act).
+ */
+static void respond_page(struct admin_client *a)
+{
+	struct admin_access acc = access_of(a);
+	unsigned char rnd[16];
+	char nonce[2 * sizeof(rnd) + 1], extra[512];
+	struct dbuf b = { 0 };
+
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+		respond_text(a, 503, "Service Unavailable", "no randomness for the page");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(nonce + 2 * i, 3, "%02x", rnd[i]);
+	snprintf(extra, sizeof(extra),
+		 "Content-Security-Policy: default-src 'none'; script-src 'nonce-%s'; "
+		 "style-src 'nonce-%s'; connect-src 'self'; img-src data:; base-uri 'none'; "
+		 "form-action 'none'; frame-ancestors 'none'\r\n"
+		 "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"
+		 "Cache-Control: no-store\r\n",
+		 nonce, nonce);
+	admin_render_page(&b, &acc, nonce);
+	respond_with(a, 200, "OK", "text/html; charset=utf-8", extra, &b);
+	dbuf_free(&b);
+}
+
 static void handle(struct admin_client *a, const struct admin_http_req *r)
 {
+	struct admin_access acc = access_of(a);
 	const char *why = NULL;
 	bool get = slice_is(r->method, "GET"), post = slice_is(r->method, "POST");
 	struct dbuf b = { 0 };
@@ -313,8 +411,12 @@ static void handle(struct admin_client *a, const struct admin_http_req *r)
 	} else if (slice_is(r->target, "/status")) {
 		if (!get)
 			goto method;
-		admin_render_status(&b);
+		admin_render_status(&b, &acc);
 		respond(a, 200, "OK", "application/json", &b);
+	} else if (slice_is(r->target, "/") || slice_is(r->target, "/status.html")) {
+		if (!get)
+			goto method;
+		respond_page(a);
 	} else if (r->target.len > 10 && !memcmp(r->target.p, "/backends/", 10)) {
 		if (!post)
 			goto method;
@@ -326,7 +428,7 @@ static void handle(struct admin_client *a, const struct admin_http_req *r)
 		else
 			backend_action(a, r);
 	} else {
-		respond_text(a, 404, "Not Found", "try /metrics or /status");
+		respond_text(a, 404, "Not Found", "try /, /metrics or /status");
 	}
 	dbuf_free(&b);
 	return;

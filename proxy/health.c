@@ -1,5 +1,8 @@
 /* health.c - health checks (SPEC §5). They run on one worker's ring and
- * publish only: up/down, the capabilities a backend advertised, counters.
+ * publish only: up/down and when it last changed, the capabilities a
+ * backend advertised, counters, and why the last check failed in a few
+ * words ("connect refused", "greeting answered 554", "timeout reading
+ * greeting") for /status and the page.
  *
  * smtp: connect (a PROXY LOCAL/UNKNOWN header where the backend's handoff
  * needs one; the TLS handshake first for implicit TLS), expect 220, EHLO,
@@ -79,7 +82,9 @@ static void log_state(struct hcheck *hc, bool up, const char *why)
 	log_end(&ll);
 }
 
-/* One check's outcome (and the real sessions' failures since the last). */
+/* One check's outcome (and the real sessions' failures since the last).
+ * A failure's why is kept for /status and the page: the admin server
+ * reads it on this same worker. */
 static void hc_result(struct hcheck *hc, bool ok, const char *why)
 {
 	const struct cfg_backend *c = hc->p->backends[hc->i].cfg;
@@ -87,10 +92,15 @@ static void hc_result(struct hcheck *hc, bool ok, const char *why)
 	const struct cfg_health *h = &hc->p->cfg->health;
 	unsigned passive = atomic_exchange(&b->passive_failures, 0);
 	bool up = atomic_load(&b->up);
+	uint64_t now = wall_ms();
 
 	atomic_fetch_add(ok ? &b->checks_ok : &b->checks_failed, 1);
-	atomic_store(&b->last_check_ms, wall_ms());
+	atomic_store(&b->last_check_ms, now);
 	atomic_store(&b->last_check_ok, ok);
+	if (!ok) {
+		snprintf(b->last_failure, sizeof(b->last_failure), "%s", why);
+		atomic_store(&b->last_failure_ms, now);
+	}
 	if (passive) {
 		hc->fail_run += passive;
 		hc->ok_run = 0;
@@ -109,6 +119,11 @@ static void hc_result(struct hcheck *hc, bool ok, const char *why)
 		bool any_up = false;
 
 		atomic_store(&b->up, false);
+		atomic_store(&b->state_change_ms, now);
+		if (ok) { /* the sessions failed, not this check: say so */
+			snprintf(b->last_failure, sizeof(b->last_failure), "%s", reason);
+			atomic_store(&b->last_failure_ms, now);
+		}
 		log_state(hc, false, reason);
 		alerts_event(CFG_EV_BACKEND_DOWN, hc->p->cfg->name, c->name, reason);
 		for (size_t i = 0; i < hc->p->nbackends; i++)
@@ -120,6 +135,7 @@ static void hc_result(struct hcheck *hc, bool ok, const char *why)
 		}
 	} else if (!up && hc->ok_run >= h->rise) {
 		atomic_store(&b->up, true);
+		atomic_store(&b->state_change_ms, now);
 		log_state(hc, true, "checks passed");
 		alerts_event(CFG_EV_BACKEND_UP, hc->p->cfg->name, c->name, "checks passed");
 	}
@@ -266,21 +282,52 @@ static bool hc_data(struct conn *c, char *p, size_t len, uint16_t bid)
 
 static void hc_eof(struct conn *c)
 {
-	hc_finish(c->owner, false, "connection closed");
+	struct hcheck *hc = c->owner;
+	char why[64];
+
+	snprintf(why, sizeof(why), "closed %s", step_names[hc->step]);
+	hc_finish(hc, false, why);
 }
 
 static void hc_error(struct conn *c, int err)
 {
-	(void)err;
-	hc_finish(c->owner, false, "connection error");
+	struct hcheck *hc = c->owner;
+	char why[64];
+
+	snprintf(why, sizeof(why), "%s %s", err < 0 ? strerror(-err) : "error",
+		 step_names[hc->step]);
+	hc_finish(hc, false, why);
+}
+
+/* A failed connect in the few words /status shows: "connect refused". */
+static void connect_reason(int err, char *why, size_t len)
+{
+	switch (-err) {
+	case ECONNREFUSED:
+		snprintf(why, len, "connect refused");
+		break;
+	case ETIMEDOUT:
+	case ECANCELED: /* the linked timeout cancelled it */
+		snprintf(why, len, "connect timeout");
+		break;
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+		snprintf(why, len, "connect: unreachable");
+		break;
+	default:
+		snprintf(why, len, "connect: %s", strerror(-err));
+		break;
+	}
 }
 
 static void hc_connected(struct conn *c, int err)
 {
 	struct hcheck *hc = c->owner;
+	char why[64];
 
 	if (err < 0) {
-		hc_finish(hc, false, "connect failed");
+		connect_reason(err, why, sizeof(why));
+		hc_finish(hc, false, why);
 		return;
 	}
 	if (hc->p->cfg->health.check == CFG_CHECK_TCP) {
@@ -366,11 +413,17 @@ static void hc_begin(struct hcheck *hc)
 static void hc_timer(struct timer *t)
 {
 	struct hcheck *hc = hc_of_timer(t);
+	char why[64];
 
-	if (hc->step == HC_IDLE)
+	if (hc->step == HC_IDLE) {
 		hc_begin(hc);
+		return;
+	}
+	if (hc->step == HC_CONNECT)
+		snprintf(why, sizeof(why), "connect timeout");
 	else
-		hc_finish(hc, false, "timeout");
+		snprintf(why, sizeof(why), "timeout %s", step_names[hc->step]);
+	hc_finish(hc, false, why);
 }
 
 void health_start(struct worker *w)

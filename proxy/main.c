@@ -1,5 +1,13 @@
 /* main.c - the command line, worker threads, signals and reloads (SPEC §2);
  * the listening sockets are sockets.c's.
+ *
+ * Exit status: 0 after a clean stop (and for --check of a valid file,
+ * --dump, --version, --help), 1 for a configuration error, 2 for a runtime
+ * failure, 64 (EX_USAGE, sysexits.h) for a command line it cannot read.
+ * Once running, every line on stderr is a log line (core/log.h), in the
+ * configured format; before the file is read, text. --check and --dump
+ * print for a person or a script instead: FILE:LINE:COLUMN lines on
+ * stderr, the YAML on stdout.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -11,23 +19,55 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "proxy/proxy.h"
 
-#define MXLB_VERSION "0.1.0"
-#define ERR_MAX (CFG_ERR_MAX + 512) /* a config error, or an address and why it failed */
+#define ERR_MAX (CFG_ERR_MAX + 512) /* config errors, or an address and why it failed */
+
+enum { EXIT_CONFIG = 1, EXIT_RUNTIME = 2 };
 
 static struct sock_file admin_file;
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: mxlb [-c FILE] [--check]\n"
-		   "  -c, --config FILE  configuration (default /etc/mxlb/mxlb.yaml)\n"
-		   "      --check        validate the configuration and exit (0 valid, 1 invalid)\n"
-		   "      --version      print the version\n"
-		   "  -h, --help         this text\n");
+	fprintf(f,
+		"usage: mxlb [-c FILE] [--check | --dump]\n"
+		"       mxlb --version | --help\n"
+		"  -c, --config FILE  configuration (default /etc/mxlb/mxlb.yaml)\n"
+		"      --check        validate the configuration and exit (0 valid, 1 invalid)\n"
+		"      --dump         print the effective configuration, every default filled in\n"
+		"  -V, --version      print the versions of mxlb and its libraries, and whether\n"
+		"                     this kernel's io_uring has what mxlb needs\n"
+		"  -h, --help         this text\n"
+		"exit status: 0 ok, 1 configuration error, 2 runtime failure, 64 usage error\n");
+}
+
+/* Config errors come one a line (config.h): one log line each. */
+static void log_lines(enum log_level level, const char *event, const char *text, const char *suffix)
+{
+	while (*text) {
+		size_t n = strcspn(text, "\n");
+
+		log_msg(level, event, "%.*s%s", (int)n, text, suffix);
+		text += n;
+		text += *text == '\n';
+	}
+}
+
+/* Started as that user already (systemd's User=, setpriv, runuser): there
+ * is nothing to drop, and setgroups() would fail without CAP_SETGID. Root
+ * naming root still goes through the drop, which clears its groups. */
+static bool already_user(const struct passwd *pw)
+{
+	uid_t ru, eu, su;
+	gid_t rg, eg, sg;
+
+	return pw->pw_uid != 0 && getresuid(&ru, &eu, &su) == 0 && getresgid(&rg, &eg, &sg) == 0 &&
+	       ru == pw->pw_uid && eu == pw->pw_uid && su == pw->pw_uid && rg == pw->pw_gid &&
+	       eg == pw->pw_gid && sg == pw->pw_gid;
 }
 
 /* After binding: the ports below 1024 are open, root is no longer needed. */
@@ -36,15 +76,19 @@ static int drop_privileges(const char *user)
 	struct passwd *pw = getpwnam(user);
 
 	if (!pw) {
-		fprintf(stderr, "mxlb: no user named %s\n", user);
+		log_error("user", "no user named %s", user);
 		return -1;
 	}
+	if (already_user(pw)) {
+		log_info("user", "running as %s (uid %u) already", user, (unsigned)pw->pw_uid);
+		return 0;
+	}
 	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
-		fprintf(stderr, "mxlb: cannot become %s: %s\n", user, strerror(errno));
+		log_error("user", "cannot become %s: %s", user, strerror(errno));
 		return -1;
 	}
 	if (pw->pw_uid != 0 && setuid(0) == 0) {
-		fprintf(stderr, "mxlb: could regain root after becoming %s\n", user);
+		log_error("user", "could regain root after becoming %s", user);
 		return -1;
 	}
 	log_info("user", "running as %s (uid %u)", user, (unsigned)pw->pw_uid);
@@ -52,12 +96,22 @@ static int drop_privileges(const char *user)
 }
 
 /* What the configuration allows but an operator should hear about: at
- * --check on stderr, at start and reload in the log. */
+ * --check on stderr, at start and reload in the log. The loader's own
+ * (cfg->warnings: weights, loops) first, in file order. */
 static void config_warnings(const struct config *cfg, void (*emit)(const char *msg))
 {
 	const struct cfg_server *s = &cfg->server;
 	char msg[ERR_MAX];
 	struct stat st;
+
+	for (const char *w = cfg->warnings; w && *w;) {
+		size_t n = strcspn(w, "\n");
+
+		snprintf(msg, sizeof(msg), "%.*s", (int)n, w);
+		emit(msg);
+		w += n;
+		w += *w == '\n';
+	}
 
 	if (s->has_admin && !config_addr_is_local(&s->admin)) {
 		snprintf(
@@ -108,7 +162,7 @@ static void reload(struct worker *workers, uint32_t n, const char *path)
 	bool admin_moves;
 
 	if (!cfg) {
-		log_error("reload", "%s; the configuration is unchanged", err);
+		log_lines(LOG_ERROR, "reload", err, "; the configuration is unchanged");
 		return;
 	}
 	if (cfg->server.workers != n || strcmp(cfg->server.user, os->user))
@@ -179,6 +233,7 @@ static void reload(struct worker *workers, uint32_t n, const char *path)
 	}
 	mxlb_rt = rt;
 	runtime_unref(old);
+	log_setup((enum log_level)cfg->server.log_level, cfg->server.log_format == CFG_LOG_JSON);
 	log_info("reload", "configuration reloaded from %s: %zu listeners, %zu pools", path,
 		 cfg->nlisteners, cfg->npools);
 	config_warnings(cfg, warn_log);
@@ -197,7 +252,7 @@ static int start_failed(struct worker *workers, struct proxy_worker *pws, uint32
 	free(workers);
 	free(pws);
 	runtime_unref(mxlb_rt);
-	return 2;
+	return EXIT_RUNTIME;
 }
 
 static pthread_barrier_t started;
@@ -221,17 +276,61 @@ static void *worker_main(void *arg)
 /* One clear line when the kernel or a policy refuses io_uring. */
 static void probe_io_uring(void)
 {
-	struct io_uring ring;
-	int ret = io_uring_queue_init(4, &ring, 0);
+	char why[200];
 
-	if (ret < 0) {
-		fprintf(stderr,
-			"mxlb: io_uring is unavailable (%s): check kernel.io_uring_disabled "
-			"and any seccomp policy\n",
-			strerror(-ret));
-		exit(2);
+	if (io_uring_check(why, sizeof(why)) < 0) {
+		log_error("io_uring",
+			  "io_uring is unavailable: %s; check kernel.io_uring_disabled and any "
+			  "seccomp policy (mxlb --version tells more)",
+			  why);
+		exit(EXIT_RUNTIME);
 	}
-	io_uring_queue_exit(&ring);
+}
+
+/* The start line: what this process is about to serve. */
+static void log_start(const struct config *cfg, const char *path)
+{
+	const struct cfg_server *s = &cfg->server;
+	char listeners[LOG_LINE_MAX] = "";
+	struct logline ll;
+	size_t used = 0;
+
+	/* "name=addr,addr name=addr": one field, as flat text and JSON take it */
+	for (size_t i = 0; i < cfg->nlisteners && used < sizeof(listeners); i++) {
+		const struct cfg_listener *l = &cfg->listeners[i];
+
+		used += (size_t)snprintf(listeners + used, sizeof(listeners) - used,
+					 "%s%s=", i ? " " : "", l->name);
+		for (size_t j = 0; j < l->nlisten && used < sizeof(listeners); j++)
+			used += (size_t)snprintf(listeners + used, sizeof(listeners) - used, "%s%s",
+						 j ? "," : "", l->listen[j].text);
+	}
+	if (!log_begin(&ll, LOG_INFO, "start"))
+		return;
+	log_kv_str(&ll, "version", MXLB_VERSION);
+	log_kv_str(&ll, "config", path);
+	log_kv_u64(&ll, "pid", (uint64_t)getpid());
+	log_kv_u64(&ll, "workers", s->workers);
+	log_kv_str(&ll, "admin", s->has_admin ? s->admin.text : NULL);
+	log_kv_str(&ll, "user", *s->user ? s->user : NULL);
+	log_kv_str(&ll, "listeners", listeners);
+	log_end(&ll);
+}
+
+static void log_ready(const struct config *cfg)
+{
+	struct logline ll;
+	size_t n = 0;
+
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		n += cfg->listeners[i].nlisten;
+	if (!log_begin(&ll, LOG_INFO, "ready"))
+		return;
+	log_kv_u64(&ll, "listeners", cfg->nlisteners);
+	log_kv_u64(&ll, "addresses", n);
+	log_kv_u64(&ll, "workers", cfg->server.workers);
+	log_kv_str(&ll, "msg", "listening; accepting sessions");
+	log_end(&ll);
 }
 
 static void raise_nofile(void)
@@ -244,69 +343,109 @@ static void raise_nofile(void)
 	}
 }
 
-int main(int argc, char **argv)
+/* The command line: -1 to go on, or the exit status. */
+static int parse_args(int argc, char **argv, const char **path, bool *check, bool *dump)
 {
 	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "check", no_argument, NULL, 'k' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{ "config", required_argument, NULL, 'c' }, { "check", no_argument, NULL, 'k' },
+		{ "dump", no_argument, NULL, 'd' },	    { "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },	    { NULL, 0, NULL, 0 },
 	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			*path = optarg;
+			break;
+		case 'k':
+			*check = true;
+			break;
+		case 'd':
+			*dump = true;
+			break;
+		case 'V':
+			/* what the probe found is printed; the version was asked for */
+			version_print(stdout);
+			return EXIT_SUCCESS;
+		case 'h':
+			usage(stdout);
+			return EXIT_SUCCESS;
+		default: /* getopt said what it did not take */
+			usage(stderr);
+			return EX_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "mxlb: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return EX_USAGE;
+	}
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
 	const char *path = "/etc/mxlb/mxlb.yaml";
 	char err[ERR_MAX];
-	bool check = false;
+	bool check = false, dump = false;
 	struct config *cfg;
 	struct worker *workers;
 	struct proxy_worker *pws;
 	sigset_t sigs;
 	uint32_t n;
-	int c, sig;
+	int sig, r;
 
-	while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			path = optarg;
-			break;
-		case 'k':
-			check = true;
-			break;
-		case 'V':
-			printf("mxlb %s\n", MXLB_VERSION);
-			return 0;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 1;
-		}
-	}
-	if (optind < argc) {
-		usage(stderr);
-		return 1;
-	}
+	/* text until the file says otherwise; is stderr the journal? */
+	log_setup(LOG_INFO, false);
+	r = parse_args(argc, argv, &path, &check, &dump);
+	if (r >= 0)
+		return r;
 	cfg = config_load(path, err, sizeof(err));
 	if (!cfg) {
-		fprintf(stderr, "%s\n", err);
-		return 1;
+		if (check || dump)
+			fprintf(stderr, "%s\n", err);
+		else
+			log_lines(LOG_ERROR, "config", err, "");
+		return EXIT_CONFIG;
 	}
+	if (dump) {
+		config_dump(stdout, cfg);
+		if (fflush(stdout) != 0) {
+			fprintf(stderr, "mxlb: cannot write the configuration: %s\n",
+				strerror(errno));
+			config_free(cfg);
+			return EXIT_RUNTIME;
+		}
+		if (!check) {
+			config_free(cfg);
+			return EXIT_SUCCESS;
+		}
+	}
+	/* from here on, what the file says: a certificate that does not load
+	 * is logged in the configured format already */
+	if (!check)
+		log_setup((enum log_level)cfg->server.log_level,
+			  cfg->server.log_format == CFG_LOG_JSON);
 	/* certificates and keys load with the runtime: --check reads them too */
 	mxlb_rt = runtime_new(cfg, err, sizeof(err));
 	if (!mxlb_rt) {
-		fprintf(stderr, "%s\n", err);
+		if (check)
+			fprintf(stderr, "%s\n", err);
+		else
+			log_lines(LOG_ERROR, "config", err, "");
 		config_free(cfg);
-		return 1;
+		return EXIT_CONFIG;
 	}
 	if (check) {
 		config_warnings(cfg, warn_stderr);
 		fprintf(stderr, "%s: configuration is valid\n", path);
 		runtime_unref(mxlb_rt);
-		return 0;
+		return EXIT_SUCCESS;
 	}
-	log_setup((enum log_level)cfg->server.log_level, cfg->server.log_format == CFG_LOG_JSON);
-	config_warnings(cfg, warn_log);
 	probe_io_uring();
+	log_start(cfg, path);
+	config_warnings(cfg, warn_log);
 	raise_nofile();
 	session_seed_ids(((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8));
 
@@ -324,7 +463,7 @@ int main(int argc, char **argv)
 	if (!workers || !pws)
 		return start_failed(workers, pws, n);
 	if (sock_probe_new(cfg, NULL, err, sizeof(err)) < 0) {
-		fprintf(stderr, "mxlb: %s\n", err);
+		log_error("listen", "%s", err);
 		return start_failed(workers, pws, n);
 	}
 	for (uint32_t i = 0; i < n; i++) {
@@ -338,7 +477,7 @@ int main(int argc, char **argv)
 		pws[i].rt = mxlb_rt;
 		runtime_ref(mxlb_rt);
 		if (sock_worker_listen(&workers[i], cfg, &admin_file, err, sizeof(err)) < 0) {
-			fprintf(stderr, "mxlb: %s\n", err);
+			log_error("listen", "%s", err);
 			return start_failed(workers, pws, n);
 		}
 	}
@@ -347,34 +486,44 @@ int main(int argc, char **argv)
 	pthread_barrier_init(&started, NULL, n + 1);
 	for (uint32_t i = 0; i < n; i++) {
 		if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
-			fprintf(stderr, "mxlb: cannot start a worker thread\n");
+			log_error("worker", "cannot start a worker thread");
 			sock_file_remove(&admin_file);
-			return 2;
+			return EXIT_RUNTIME;
 		}
 	}
 	pthread_barrier_wait(&started);
 	for (uint32_t i = 0; i < n; i++) {
 		if (workers[i].init_err < 0) {
-			fprintf(stderr, "mxlb: io_uring setup failed: %s\n",
-				strerror(-workers[i].init_err));
+			log_error("worker", "io_uring setup failed: %s",
+				  strerror(-workers[i].init_err));
 			sock_file_remove(&admin_file);
-			return 2;
+			return EXIT_RUNTIME;
 		}
 	}
 	pthread_barrier_wait(&started);
-	for (size_t i = 0; i < cfg->nlisteners; i++)
-		for (size_t j = 0; j < cfg->listeners[i].nlisten; j++)
-			log_info("listen", "listener %s on %s (%u workers)", cfg->listeners[i].name,
-				 cfg->listeners[i].listen[j].text, n);
+	/* every socket listens (the kernel queues connections from here on) */
+	log_ready(cfg);
+	notify_ready(cfg, "started");
 
 	for (;;) {
 		if (sigwait(&sigs, &sig) != 0)
 			continue;
 		if (sig == SIGTERM || sig == SIGINT)
 			break;
-		if (sig == SIGHUP)
+		if (sig == SIGHUP) {
+			struct runtime *before = mxlb_rt;
+
+			notify_reloading();
 			reload(workers, n, path);
+			stats_reload_done(mxlb_rt != before);
+			/* a failed reload keeps the old runtime, which still serves */
+			notify_ready(mxlb_rt->cfg,
+				     mxlb_rt != before
+					     ? "reloaded"
+					     : "reload failed, previous configuration kept");
+		}
 	}
+	notify_stopping(mxlb_rt->cfg->server.shutdown_timeout);
 	cfg = NULL; /* a reload may have freed it: mxlb_rt->cfg is current */
 	log_info("stop", "stopping: no new sessions; relaying sessions have %u ms to finish",
 		 mxlb_rt->cfg->server.shutdown_timeout);

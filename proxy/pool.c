@@ -229,6 +229,9 @@ void pool_rt_adopt(struct pool_rt *p)
 			atomic_store(&b->size_max, 0);
 			atomic_store(&b->last_check_ms, 0);
 			atomic_store(&b->last_check_ok, false);
+			atomic_store(&b->last_failure_ms, 0);
+			atomic_store(&b->state_change_ms, 0);
+			b->last_failure[0] = '\0'; /* on worker 0, like health.c */
 		} else {
 			/* a weight set by an admin outlives the reload; the
 			 * exchange keeps one set while this runs */

@@ -394,9 +394,10 @@ def test_admin_on_a_listener_address_is_a_config_error(tmp_path):
     cfg, r = check(tmp_path, text)
     at = where(text, '"127.0.0.1')
     assert r.returncode == 1 and r.stderr.startswith(f"{cfg}:{at}: "), r.stderr
-    # and mxlb itself refuses to start on it
+    # and mxlb itself refuses to start on it, saying so in a log line
     r = subprocess.run([str(MXLB), "-c", str(cfg)], capture_output=True, text=True, timeout=10)
-    assert r.returncode == 1 and r.stderr.startswith(f"{cfg}:{at}: ")
+    assert r.returncode == 1 and " level=error event=config " in r.stderr
+    assert f'msg="{cfg}:{at}: ' in r.stderr, r.stderr
 
 
 def test_check_warns_when_admin_listens_beyond_loopback(tmp_path):

@@ -436,7 +436,7 @@ static const struct bad {
 	{ "pools: [{name: p, backends: [{name: b, address: \"300.1.1.1:25\"}]}]\n",
 	  "t.yaml:1:49:", "bad address" },
 	{ "pools: [{name: p, backends: [{name: b, address: \"no-such-host.invalid:25\"}]}]\n",
-	  "t.yaml:1:49:", "resolves" },
+	  "t.yaml:1:49:", "the host name \"no-such-host.invalid\" does not resolve" },
 	/* CIDR */
 	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p, routes: [{client: "
 	       "\"10.0.0.0/33\", pool: p}]}]\n",
@@ -566,6 +566,27 @@ static const struct bad {
 	  "listeners: [{name: l, listen: \"127.0.0.1:465\", pool: p, tls: implicit, "
 	  "tls_mode: passthrough}]\n",
 	  "t.yaml:3:82:", "must have tls: none" },
+	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p, tls: starttls, "
+	       "tls_mode: passthrough, bare_newline: normalize}]\n",
+	  "t.yaml:2:81:", "bare_newline: normalize reads the client's SMTP" },
+	{ "tls: {t: {}}\n" POOL
+	  "listeners: [{name: l, listen: \"127.0.0.1:465\", pool: p, tls: implicit, "
+	  "tls_mode: passthrough, screen: {pregreet: 3s}}]\n",
+	  "t.yaml:3:", "screen.pregreet and screen.dnsbl cannot run" },
+	/* SPEC §9 values */
+	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p, "
+	       "screen: {dnsbl: {sites: [\"bl.example=127.0.0.[4..2]\"]}}}]\n",
+	  "t.yaml:2:", "bad site \"bl.example=127.0.0.[4..2]\"" },
+	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p, "
+	       "limits: {connection_rate: \"60\"}}]\n",
+	  "t.yaml:2:", "is not COUNT/WINDOW" },
+	{ "server: {resolver: \"dns.example\"}\n" POOL
+	  "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p}]\n",
+	  "t.yaml:1:20:", "server.resolver: bad address" },
+	{ "pools: [{name: p, handoff: proxy_v2, reuse: {max_idle: 2}, "
+	  "backends: [{name: b, address: \"1.2.3.4:25\"}]}]\n"
+	  "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p}]\n",
+	  "t.yaml:1:", "reuse cannot work with handoff proxy_v2" },
 	/* not built yet, at the value */
 	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p, relay: splice}]\n",
 	  "t.yaml:2:63:", "relay: splice is not supported yet" },
@@ -593,6 +614,296 @@ static void test_bad_inputs(void **state)
 		}
 	}
 	assert_int_equal(failed, 0);
+}
+
+/* Several independent mistakes: every one, in the order read (server,
+ * tls, pools, listeners, alerts; in each, file order), one a line, each at
+ * its own FILE:LINE:COLUMN. A single mistake is one line, as before. */
+static void test_multiple_errors(void **state)
+{
+	static const char y[] = "server:\n"
+				"  workers: many\n"
+				"  hostnam: x\n"
+				"pools:\n"
+				"  - name: p\n"
+				"    retries: 99\n"
+				"    backends: [{name: b, address: \"1.2.3.4:0\"}]\n"
+				"listeners:\n"
+				"  - name: l\n"
+				"    listen: \"127.0.0.1:25\"\n"
+				"    pool: p\n"
+				"    tls_mode: sideways\n"
+				"    require_tls: maybe\n"
+				"alerts: {smtp: \"127.0.0.1:25\", from: nobody, to: [a@b]}\n";
+	static const char want[] =
+		"t.yaml:2:12: server.workers: expected a whole number, found \"many\"\n"
+		"t.yaml:3:3: unknown key \"hostnam\" in server\n"
+		"t.yaml:6:14: retries: 99 is out of range (0 to 15)\n"
+		"t.yaml:12:15: tls_mode: \"sideways\" is not one of terminate, passthrough\n"
+		"t.yaml:13:18: require_tls: expected true or false, found \"maybe\"\n"
+		"t.yaml:14:38: alerts.from: \"nobody\" is not a mail address";
+	/* not yet the backend's port 0: a pool's backends are read once the
+	 * pool's own keys are right (section_pools.c) */
+	char err[CFG_ERR_MAX] = "";
+
+	(void)state;
+	assert_null(load(y, err));
+	assert_string_equal(err, want);
+
+	/* one mistake: one line, no newline */
+	assert_null(load("server:\n  workers: two\n" POOL LISTENER, err));
+	assert_string_equal(err, "t.yaml:2:12: server.workers: expected a whole number, found "
+				 "\"two\"");
+	/* every missing key of a mapping, and the sections still read */
+	assert_null(load(POOL "listeners: [{listen: \"127.0.0.1:25\"}]\nalerts: {}\n", err));
+	assert_string_equal(err, "t.yaml:2:13: listener: missing required key \"name\"\n"
+				 "t.yaml:2:13: listener: missing required key \"pool\"\n"
+				 "t.yaml:3:9: alerts: missing required key \"smtp\"\n"
+				 "t.yaml:3:9: alerts: missing required key \"from\"\n"
+				 "t.yaml:3:9: alerts: missing required key \"to\"");
+	/* duplicate and unknown keys do not hide the next ones */
+	assert_null(load("server: {workers: 1, workers: 2, x: 1, max_sessions: 0}\n" POOL LISTENER,
+			 err));
+	assert_string_equal(err, "t.yaml:1:22: duplicate key \"workers\" in server\n"
+				 "t.yaml:1:34: unknown key \"x\" in server\n"
+				 "t.yaml:1:54: server.max_sessions: 0 is out of range (1 to "
+				 "10000000)");
+}
+
+/* What only follows from an earlier mistake is not reported: a pool
+ * section that stopped before naming every pool leaves the listeners
+ * unread (they would name pools it never reached); a missing section the
+ * same. */
+static void test_no_follow_on_errors(void **state)
+{
+	static const char stopped[] =
+		"pools:\n"
+		"  - {name: p, retries: 99, backends: [{name: b, address: \"1.2.3.4:25\"}]}\n"
+		"  - {name: q, backends: [{name: b, address: \"1.2.3.4:25\"}]}\n"
+		"listeners: [{name: l, listen: \"127.0.0.1:25\", pool: q, banner: \"\\x01\"}]\n";
+	static const char named[] =
+		"pools:\n"
+		"  - {name: p, backends: [{name: b, address: \"1.2.3.4:25\"}]}\n"
+		"  - {name: q, retries: 99, backends: [{name: b, address: \"1.2.3.4:25\"}]}\n"
+		"listeners: [{name: l, listen: \"127.0.0.1:25\", pool: q, banner: \"\\x01\"}]\n";
+	char err[CFG_ERR_MAX] = "";
+
+	(void)state;
+	assert_null(load(stopped, err));
+	assert_string_equal(err, "t.yaml:2:24: retries: 99 is out of range (0 to 15)");
+	/* the pool that failed is the last and has its name: listeners are read */
+	assert_null(load(named, err));
+	assert_string_equal(err, "t.yaml:3:24: retries: 99 is out of range (0 to 15)\n"
+				 "t.yaml:4:64: banner: control characters are not allowed");
+	assert_null(load("listeners: [{name: l, listen: \"127.0.0.1:25\", pool: q}]\n", err));
+	assert_string_equal(err, "t.yaml:1:1: missing required key \"pools\"");
+	/* no TLS context could be read: nothing that names one is */
+	assert_null(load("tls: t\n"
+			 "pools: [{name: p, backends: [{name: b, address: \"1.2.3.4:25\", "
+			 "tls_context: t}]}]\n" LISTENER "alerts: {smtp: x}\n",
+			 err));
+	assert_string_equal(err, "t.yaml:1:6: tls: expected a mapping, found a scalar\n"
+				 "t.yaml:4:16: alerts.smtp: bad address \"x\" (host:port or "
+				 "[v6]:port, with a port of 1 to 65535)\n"
+				 "t.yaml:4:9: alerts: missing required key \"from\"\n"
+				 "t.yaml:4:9: alerts: missing required key \"to\"");
+}
+
+/* At most CFG_ERRORS_MAX lines, then one that says there were more. */
+static void test_error_limit(void **state)
+{
+	char y[4096] = "server:\n", err[CFG_ERR_MAX] = "", *line;
+	int lines = 0;
+
+	(void)state;
+	for (int i = 0; i < 30; i++)
+		sprintf(y + strlen(y), "  bad%d: 1\n", i);
+	strcat(y, POOL LISTENER);
+	assert_null(load(y, err));
+	for (line = err; line; line = strchr(line, '\n')) {
+		line += *line == '\n';
+		lines++;
+		if (lines <= 20)
+			assert_true(!strncmp(line, "t.yaml:", 7));
+	}
+	assert_int_equal(lines, 21);
+	assert_non_null(strstr(err, "t.yaml:21:3: unknown key \"bad19\" in server\n"
+				    "t.yaml: more errors not shown (at most 20 are reported)"));
+	assert_null(strstr(err, "bad20"));
+
+	/* an err too small for all: whole lines only, then the same note */
+	assert_null(config_load_buffer("t.yaml", y, strlen(y), err, 200));
+	assert_true(strlen(err) < 200);
+	assert_non_null(strstr(err, "t.yaml:2:3: unknown key \"bad0\" in server\n"));
+	assert_int_equal(err[strlen(err) - 1], ')');
+}
+
+/* The hints libyaml's messages lack, and which part of an address is
+ * wrong. */
+static void test_hints(void **state)
+{
+	static const struct {
+		const char *yaml, *want;
+	} cases[] = {
+		{ "server:\n\thostname: mx\n",
+		  "t.yaml:2:1: found character that cannot start any token while scanning for "
+		  "the next token (YAML does not allow tabs for indentation)" },
+		{ "server:\n  a: 1\n\t\n", "(YAML does not allow tabs for indentation)" },
+		{ POOL "listeners: [{name: l, listen: [::1]:25, pool: p}]\n",
+		  "t.yaml:2:32: did not find expected node content while parsing a flow node "
+		  "(quote IPv6 addresses: \"[::1]:25\")" },
+		{ POOL "listeners:\n  - name: l\n    listen: [::]:2525\n    pool: p\n",
+		  "(quote IPv6 addresses: \"[::]:2525\")" },
+		{ "pools:\n  - name: p\n    backends:\n      - name: b\n"
+		  "        address: [2001:db8::1]:25\n" LISTENER,
+		  "(quote IPv6 addresses: \"[2001:db8::1]:25\")" },
+		{ "pools: [{name: p, backends: [{name: b, address: "
+		  "\"no-such-host.invalid:25\"}]}]\n",
+		  "t.yaml:1:49: backend address: bad address \"no-such-host.invalid:25\": the host "
+		  "name \"no-such-host.invalid\" does not resolve (" },
+		{ "pools: [{name: p, backends: [{name: b, address: \"localhost:99999\"}]}]\n",
+		  "t.yaml:1:49: backend address: bad address \"localhost:99999\": the port must be "
+		  "a number from 1 to 65535" },
+		{ "pools: [{name: p, backends: [{name: b, address: "
+		  "\"no-such-host.invalid:0\"}]}]\n",
+		  "the port must be a number from 1 to 65535" },
+		{ "pools: [{name: p, backends: [{name: b, address: \"[127.0.0.1]:25\"}]}]\n",
+		  "brackets are for IPv6 addresses only" },
+		{ "pools: [{name: p, backends: [{name: b, address: \"::1:25\"}]}]\n",
+		  "t.yaml:1:49: backend address: bad address \"::1:25\" (host:port or [v6]:port, "
+		  "with a port of 1 to 65535)" },
+	};
+	char err[CFG_ERR_MAX] = "";
+	int failed = 0;
+
+	(void)state;
+	/* no hint where the address is quoted already */
+	assert_null(load(POOL "listeners: [{name: l, listen: [\"[::1]:25\", pool: p}]\n", err));
+	assert_null(strstr(err, "quote"));
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config *c = load(cases[i].yaml, err);
+
+		if (c) {
+			config_free(c);
+			print_error("case %zu loaded\n", i);
+			failed++;
+		} else if (!strstr(err, cases[i].want)) {
+			print_error("case %zu: got \"%s\", want \"%s\"\n", i, err, cases[i].want);
+			failed++;
+		}
+	}
+	assert_int_equal(failed, 0);
+}
+
+/* A duplicate address names both places. */
+static void test_duplicate_places(void **state)
+{
+	char err[CFG_ERR_MAX] = "";
+
+	(void)state;
+	assert_null(load(POOL "listeners:\n  - {name: l, listen: \"127.0.0.1:25\", pool: p}\n"
+			      "  - {name: m, listen: [\"[::1]:25\", \"127.0.0.1:25\"], pool: p}\n",
+			 err));
+	assert_string_equal(err, "t.yaml:4:36: 127.0.0.1:25 is listened on twice (as "
+				 "127.0.0.1:25, at t.yaml:3:23)");
+}
+
+/* Valid but likely wrong: a pool that can take no session, a backend that
+ * is mxlb itself; and what is not such a loop. */
+static void test_warnings(void **state)
+{
+	static const char zero[] = "pools:\n"
+				   "  - name: p\n"
+				   "    backends:\n"
+				   "      - {name: a, address: \"127.0.0.1:2600\", weight: 0}\n"
+				   "      - {name: b, address: \"127.0.0.1:2601\", weight: 0}\n"
+				   "  - name: q\n"
+				   "    backends:\n"
+				   "      - {name: a, address: \"127.0.0.1:2600\", weight: 0}\n"
+				   "      - {name: b, address: \"127.0.0.1:2601\"}\n" LISTENER;
+	static const char loop[] =
+		"pools:\n"
+		"  - name: p\n"
+		"    backends:\n"
+		"      - {name: self, address: \"127.0.0.1:2525\"}\n"
+		"      - {name: other, address: \"127.0.0.1:2526\"}\n"
+		"      - {name: wild, address: \"127.0.0.2:2527\"}\n"
+		"      - {name: far, address: \"192.0.2.1:2527\"}\n"
+		"listeners:\n"
+		"  - {name: mx, listen: [\"127.0.0.1:2525\"], pool: p}\n"
+		"  - {name: all, listen: [\"[::1]:2600\", \"0.0.0.0:2527\"], pool: p}\n";
+	char err[CFG_ERR_MAX] = "";
+	struct config *c;
+
+	(void)state;
+	c = load(POOL LISTENER, err);
+	if (!c)
+		fail_msg("%s", err);
+	assert_string_equal(c->warnings, "");
+	config_free(c);
+
+	c = load(zero, err);
+	if (!c)
+		fail_msg("%s", err);
+	assert_string_equal(c->warnings, "t.yaml:2:5: warning: pool \"p\": every backend has "
+					 "weight 0, so it takes no session (its clients get 421) "
+					 "until an admin sets a weight\n");
+	config_free(c);
+
+	c = load(loop, err);
+	if (!c)
+		fail_msg("%s", err);
+	assert_string_equal(c->warnings,
+			    "t.yaml:4:31: warning: backend \"self\" of pool \"p\": 127.0.0.1:2525 "
+			    "is mxlb's own listener \"mx\" (127.0.0.1:2525 at t.yaml:9:25): its "
+			    "sessions would loop back into mxlb\n"
+			    "t.yaml:6:31: warning: backend \"wild\" of pool \"p\": 127.0.0.2:2527 "
+			    "is mxlb's own listener \"all\" (0.0.0.0:2527 at t.yaml:10:40): its "
+			    "sessions would loop back into mxlb\n");
+	config_free(c);
+}
+
+/* --dump's YAML loads again to the same configuration: dumping that gives
+ * the same text; the token is never in it. */
+static void dump_twice(const char *path, const char *yaml)
+{
+	char err[CFG_ERR_MAX] = "", *one = NULL, *two = NULL;
+	size_t n1 = 0, n2 = 0;
+	struct config *c = path ? config_load(path, err, sizeof(err)) : load(yaml, err);
+	FILE *f;
+
+	if (!c)
+		fail_msg("%s", err);
+	f = open_memstream(&one, &n1);
+	config_dump(f, c);
+	fclose(f);
+	config_free(c);
+	assert_null(strstr(one, "full-yaml-token"));
+	c = config_load_buffer("dump.yaml", one, n1, err, sizeof(err));
+	if (!c)
+		fail_msg("%s\n%s", err, one);
+	f = open_memstream(&two, &n2);
+	config_dump(f, c);
+	fclose(f);
+	config_free(c);
+	/* the first line names the file */
+	assert_string_equal(strchr(one, '\n'), strchr(two, '\n'));
+	free(one);
+	free(two);
+}
+
+static void test_dump_round_trip(void **state)
+{
+	(void)state;
+	dump_twice("tests/unit/configs/full.yaml", NULL);
+	dump_twice(NULL, POOL LISTENER);
+	dump_twice(NULL,
+		   "server: {admin: {listen: \"unix:/run/x.sock\", token: "
+		   "\"0123456789abcdef0123\"}}\n"
+		   "tls: {t: {}}\n" POOL
+		   "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p, banner: "
+		   "\"caf\xc3\xa9 \\\"q\\\" \\\\\", timeouts: {idle: 1500ms}, routes: [{ehlo: "
+		   "\"*.x\", client: \"10.0.0.0/8\", sni: s.x, pool: p}]}]\n");
 }
 
 /* Bad files on disk: the path is the FILE of the message. */
@@ -891,6 +1202,13 @@ int main(void)
 		cmocka_unit_test(test_partial_sections),
 		cmocka_unit_test(test_admin_addresses),
 		cmocka_unit_test(test_bad_inputs),
+		cmocka_unit_test(test_multiple_errors),
+		cmocka_unit_test(test_no_follow_on_errors),
+		cmocka_unit_test(test_error_limit),
+		cmocka_unit_test(test_hints),
+		cmocka_unit_test(test_duplicate_places),
+		cmocka_unit_test(test_warnings),
+		cmocka_unit_test(test_dump_round_trip),
 		cmocka_unit_test(test_bad_files),
 		cmocka_unit_test(test_hostile_inputs),
 		cmocka_unit_test(test_resolver_offline),
