@@ -367,7 +367,7 @@ static void respond_page(struct admin_client *a)
 	char nonce[2 * sizeof(rnd) + 1], extra[512];
 	struct dbuf b = { 0 };
 
-	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+	if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
 		respond_text(a, 503, "Service Unavailable", "no randomness for the page");
 		return;
 	}

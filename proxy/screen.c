@@ -140,13 +140,28 @@ static void pass_key(const union sockaddr_any *a, uint8_t key[16])
 	}
 }
 
-/* A pass on one listener says nothing of another's tests. Never 0. */
-static uint32_t listener_hash(const char *name)
+static uint32_t fnv(uint32_t h, const void *p, size_t n)
 {
-	uint32_t h = 2166136261u;
+	const uint8_t *b = p;
 
-	while (*name)
-		h = (h ^ (uint8_t)*name++) * 16777619u;
+	while (n--)
+		h = (h ^ *b++) * 16777619u;
+	return h;
+}
+
+/* A pass on one listener says nothing of another's tests, nor of the
+ * tests a reload gives the same listener (a DNSBL site added, a
+ * threshold lowered, pregreet turned on): the tests are in the key.
+ * Never 0. */
+static uint32_t listener_hash(const struct cfg_listener *l)
+{
+	const struct cfg_screen *cs = &l->screen;
+	uint32_t h = fnv(2166136261u, l->name, strlen(l->name) + 1);
+
+	h = fnv(h, &cs->pregreet, sizeof(cs->pregreet));
+	h = fnv(h, &cs->threshold, sizeof(cs->threshold));
+	for (size_t i = 0; i < cs->nsites; i++)
+		h = fnv(h, cs->sites[i].text, strlen(cs->sites[i].text) + 1);
 	return h | 1;
 }
 
@@ -157,7 +172,7 @@ static struct pass_entry *pass_set(const uint8_t key[16], uint32_t lh)
 	uint64_t h, w;
 
 	while (!pass_seed)
-		if (getrandom(&pass_seed, sizeof(pass_seed), 0) != sizeof(pass_seed))
+		if (getrandom(&pass_seed, sizeof(pass_seed), GRND_NONBLOCK) != sizeof(pass_seed))
 			pass_seed = clock_usec() * 0x9e3779b97f4a7c15ull;
 	h = pass_seed ^ lh;
 	for (int i = 0; i < 16; i += 8) {
@@ -172,7 +187,7 @@ static struct pass_entry *pass_set(const uint8_t key[16], uint32_t lh)
 
 static bool pass_cached(const struct session *s)
 {
-	uint32_t lh = listener_hash(s->l->name);
+	uint32_t lh = listener_hash(s->l);
 	uint64_t now = worker_now_ms();
 	struct pass_entry *set;
 	uint8_t key[16];
@@ -192,7 +207,7 @@ static bool pass_cached(const struct session *s)
 
 static void pass_put(const struct session *s)
 {
-	uint32_t lh = listener_hash(s->l->name);
+	uint32_t lh = listener_hash(s->l);
 	struct pass_entry *set, *e = NULL;
 	uint8_t key[16];
 
@@ -391,9 +406,7 @@ bool screen_start(struct session *s)
 	/* implicit-TLS passthrough: no greeting to hold back, no RCPT to
 	 * refuse; only the lists apply (a denied client is closed silently:
 	 * it speaks TLS first) */
-	if (s->no_smtp)
-		return false;
-	if (!cs->pregreet && !cs->nsites) {
+	if (s->no_smtp || (!cs->pregreet && !cs->nsites)) {
 		screen_result(s, SCREEN_PASS);
 		return false;
 	}

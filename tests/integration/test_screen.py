@@ -253,14 +253,14 @@ def test_early_talker_enforced_rejected_at_rcpt_never_routed(env):
 
 def test_early_talker_dropped(env):
     sink = env.sink()
-    mx = screened(env, [sink.port], {"pregreet": "3s", "action": "drop"})
+    mx = screened(env, [sink.port], {"pregreet": "5s", "action": "drop"})
     c = client(mx.port)
     t0 = time.monotonic()
     talk_early(c)
     assert c.reply() == (521, [f"5.7.1 {HOST} Service unavailable"])
     assert c.eof()
-    # dropped as soon as it talked, not after the wait
-    assert time.monotonic() - t0 < 2.5
+    # dropped as soon as it talked, not after the 5 s wait
+    assert time.monotonic() - t0 < 4.5
     c.close()
     assert send_mail(mx.port) == {}  # a patient one is delivered
     assert len(sink.messages()) == 1
@@ -305,10 +305,8 @@ def test_cache_skips_the_wait_on_reconnect(env):
     mx = screened(env, [sink.port], {"pregreet": "1s", "cache": "1h"})
     assert send_mail(mx.port) == {}
     c = client(mx.port)
-    t0 = time.monotonic()
     # no teaser: the final greeting comes first
     assert first_line(c) == f"220 {HOST} ESMTP\r\n".encode()
-    assert time.monotonic() - t0 < 0.9
     # and talking at once is no offence now
     assert c.cmd(b"EHLO client.test")[0] == 250
     c.cmd(b"QUIT")
@@ -320,6 +318,22 @@ def test_cache_skips_the_wait_on_reconnect(env):
     lines = session_lines(mx, 2)
     assert [x["screen"] for x in lines[:2]] == ["pass", "cached"]
     assert screen_total(mx, "cached") == 1
+
+
+def test_reload_that_changes_the_tests_voids_the_passes(env):
+    """A pass holds for the tests it passed: after a reload that turns a
+    longer pregreet on, the same client is tested again, not cached."""
+    sink = env.sink()
+    mx = screened(env, [sink.port], {"pregreet": "1s", "cache": "1h"})
+    assert send_mail(mx.port, src="127.0.0.6") == {}
+    c = client(mx.port, src="127.0.0.6")
+    assert first_line(c) == f"220 {HOST} ESMTP\r\n".encode()     # cached
+    c.close()
+    mx.rewrite(lambda d: d["listeners"][0]["screen"].update(pregreet="2s"))
+    mx.reload(1)
+    c = client(mx.port, src="127.0.0.6")
+    assert first_line(c) == f"220-{HOST} ESMTP\r\n".encode()     # tested again
+    c.close()
 
 
 def test_failed_client_is_not_cached(env):
