@@ -1,30 +1,56 @@
 #!/usr/bin/env bash
 # `make compare`: mxlb side by side with HAProxy, nginx's mail proxy and
-# stunnel, and with "direct" (mxlb-bench straight to a sink: the limit of
-# the generator and the sink on this machine). Same load generator
-# (build/mxlb-bench), same two build/mxlb-sink backends, same ECDSA P-256
-# certificate, one worker/thread per proxy where the proxy allows it,
-# everything on 127.0.0.1. Builds nothing (`make compare` runs `make all`
-# first); installs the peers from Debian when missing (tests/deps.sh compare).
+# stunnel, and with "direct" (the client straight to a sink: the limit of
+# the client and the sink on this machine). The same client, the same two
+# backends, the same ECDSA P-256 certificate, one worker/thread per proxy
+# where the proxy allows it, everything on 127.0.0.1. Builds nothing (`make
+# compare` runs `make all` first); installs the peers from Debian when
+# missing (tests/deps.sh compare bench).
 #
-# Each (case, peer) run starts the peer afresh, waits until it answers, and
-# reads its CPU time (utime + stime of every process of the peer, from
-# /proc/PID/stat) before and after the load, and its RSS in the idle-memory
-# cases. Every process is started here, in the foreground, and stopped by
-# its PID; an EXIT trap stops whatever is left.
+# The cases (CASES picks them by these names):
+#   a b c d      build/mxlb-bench, plain: 1 KB x1 per session, 1 KB x100,
+#                100 KB x20, 1 MB x10; two build/mxlb-sink backends
+#   e f g        the same with TLS: implicit 1 KB x1, STARTTLS 1 KB x1,
+#                implicit 1 MB x10 (full handshakes)
+#   h h-tls      idle memory: 5000 sessions held after EHLO, plain and TLS
+#   l1           lock-step: Postfix's smtp-source (no pipelining), 20
+#                sessions at once, one 1 KB message per session
+#   l2 l3 l4     lock-step persistent sessions (smtp-source -d), 20 at once:
+#                1 KB, 100 KB, 1 MB messages
+#                (l1 to l4: two Postfix smtp-sink backends, what the
+#                measurements of issue 10 used)
+#   x            an xclient pool, mxlb only: smtp-source, one 1 KB message per
+#                session, 20 at once, in front of two mxlb-sink --xclient;
+#                peers "mxlb" (reuse off) and "mxlb-reuse" (pools[].reuse
+#                on; "skipped: reuse not built" while mxlb --check refuses
+#                the key)
+#   x-setup      the same pool with mxlb-bench (lock-step, one 1 KB message
+#                per session, 20 at once), for session setup latency
+#
+# Every (case, peer) is run COMPARE_RUNS times (rounds: each round runs
+# every peer once, so slow drifts of the shared machine hit every peer
+# alike); the table shows the median of each figure, results.json every
+# run and the spread (min, max). Each run starts the peer afresh, waits
+# until it answers, and reads its CPU time (utime + stime of every process
+# of the peer, from /proc/PID/stat) before and after the load, and its RSS
+# in the idle-memory cases. Every process is started here, in the
+# foreground, and stopped by its PID; an EXIT trap stops whatever is left.
 #
 # Prints a table; writes under build/compare/ results.json, table.md,
-# compare.png (gnuplot), each run's raw mxlb-bench JSON (runs/), and the
+# compare.png (gnuplot), each run's raw client output (runs/), and the
 # peers' configurations and logs.
 #
 # Environment:
-#   CASES="a e h"        only those cases (a b c d e f g h h-tls)
-#   PEERS="mxlb nginx"   only those peers (direct mxlb haproxy nginx stunnel)
-#   COMPARE_DURATION=8s  mxlb-bench --duration of each load run
+#   CASES="a e l1"       only those cases (a b c d e f g h h-tls l1 l2 l3 l4 x x-setup)
+#   PEERS="mxlb nginx"   only those peers (direct mxlb haproxy nginx stunnel;
+#                        mxlb-reuse, in case x, comes with mxlb)
+#   COMPARE_DURATION=3s  length of each load run (mxlb-bench --duration;
+#                        smtp-source is stopped after it)
+#   COMPARE_RUNS=3       runs of each (case, peer); the table shows medians
 #   COMPARE_HOLD=5000    sessions held in the idle-memory cases
-#   COMPARE_QUICK=1      smoke run: cases a and e, 1 s each, no idle cases
+#   COMPARE_QUICK=1      smoke run: cases a, e, l1 and x, 1 s each, one run
 #   COMPARE_DIR=DIR      output directory (default build/compare)
-#   COMPARE_BUDGET=780   seconds; runs that would start later are skipped
+#   COMPARE_BUDGET=1200  seconds; runs that would start later are skipped
 #   MXLB_BUILD=DIR       where mxlb, mxlb-sink and mxlb-bench are (build/)
 set -u
 PATH=$PATH:/usr/sbin:/sbin # haproxy and nginx live there
@@ -38,11 +64,19 @@ QUICK=${COMPARE_QUICK:-0}
 [ "$QUICK" = 0 ] && QUICK=
 if [ -n "$QUICK" ]; then
 	DURATION=${COMPARE_DURATION:-1s}
-	CASES=${CASES:-a e}
+	CASES=${CASES:-a e l1 x}
+	RUNS=${COMPARE_RUNS:-1}
 else
-	DURATION=${COMPARE_DURATION:-8s}
+	DURATION=${COMPARE_DURATION:-3s}
 	CASES=${CASES:-}
+	RUNS=${COMPARE_RUNS:-3}
 fi
+if ! [[ "$RUNS" =~ ^[1-9][0-9]*$ ]]; then
+	echo "compare.sh: COMPARE_RUNS must be a positive number" >&2
+	exit 2
+fi
+SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
+SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
 # Open files: the soft limit goes up to the hard one, which every process
 # started here inherits; a proxy needs two per session, mxlb-bench one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
@@ -55,14 +89,15 @@ if [ "$HOLD" -gt $((MAXCONN - 100)) ]; then
 	HOLD=$((MAXCONN - 100))
 fi
 PEERS=${PEERS:-direct mxlb haproxy nginx stunnel}
-BUDGET=${COMPARE_BUDGET:-780}
+BUDGET=${COMPARE_BUDGET:-1200}
 HZ=$(getconf CLK_TCK)
 t_start=$(date +%s)
 load_start=$(cat /proc/loadavg)
 
 say() { echo "compare.sh: $*" >&2; }
 
-if ! "$top/tests/deps.sh" compare; then
+# compare: the peers; bench: postfix (smtp-source and smtp-sink)
+if ! "$top/tests/deps.sh" compare bench; then
 	say "tests/deps.sh compare failed: the peers are not installed"
 	exit 2
 fi
@@ -72,7 +107,7 @@ for b in "$MXLB" "$SINK" "$BENCH"; do
 		exit 2
 	fi
 done
-for b in haproxy nginx stunnel4 gnuplot openssl; do
+for b in haproxy nginx stunnel4 gnuplot openssl "$SMTP_SOURCE" "$SMTP_SINK"; do
 	if ! command -v "$b" >/dev/null; then
 		say "$b is not installed (tests/deps.sh compare)"
 		exit 2
@@ -86,16 +121,17 @@ fi
 
 mkdir -p "$dir"
 # outputs of an earlier run (only the files this script writes)
-rm -rf "$dir/runs" "$dir/nginx"
+rm -rf "$dir/runs" "$dir/nginx" "$dir/capture"
 rm -f "$dir"/results.json "$dir"/runs.jsonl "$dir"/table.md "$dir"/compare.png "$dir"/*.dat \
-	"$dir"/compare.gp "$dir"/*.log "$dir"/*.out "$dir"/*.stats "$dir"/mxlb.yaml \
+	"$dir"/compare.gp "$dir"/*.log "$dir"/*.out "$dir"/*.stats "$dir"/*.count "$dir"/*.last \
+	"$dir"/mxlb.yaml "$dir"/mxlb-reuse.yaml "$dir"/versions.txt \
 	"$dir"/haproxy.cfg "$dir"/stunnel.conf "$dir"/stunnel.pid "$dir"/tls.crt "$dir"/tls.key \
 	"$dir"/tls.pem
 mkdir -p "$dir/runs" "$dir/nginx/tmp"
 : >"$dir/runs.jsonl"
 
 # pids, lib_cleanup, stop_pid, free_port, wait_line, cpu_ticks, rss_kb,
-# cert_make, sink_start, sink_messages
+# cert_make, sink_start, smtp_sink_start, sink_messages
 . "$top/bench/lib.sh"
 trap lib_cleanup EXIT
 trap 'exit 130' INT TERM
@@ -105,21 +141,85 @@ if ! cert_make "$dir" compare.test; then
 	exit 1
 fi
 
-# ---- the backends: two plain sinks behind every proxy; for "direct" TLS,
-# a STARTTLS sink and an implicit-TLS sink with the same certificate.
+wanted() {
+	[ -z "$CASES" ] || [[ " $CASES " == *" $1 "* ]]
+}
 
+any_wanted() {
+	local c
+	for c in "$@"; do
+		wanted "$c" && return 0
+	done
+	return 1
+}
+
+# ---- the backends. Two plain mxlb-sink behind every proxy (cases a to h);
+# for "direct" TLS, a STARTTLS sink and an implicit-TLS sink with the same
+# certificate; two Postfix smtp-sink for the lock-step cases (l1 to l4);
+# two mxlb-sink --xclient for the xclient pool (x, x-setup). sinkport: the
+# ports by name; spids: every sink's PID (their CPU time is recorded).
+
+declare -A sinkport
+spids=
+add_sink() {
+	sinkport[$1]=$sink_port
+	spids="$spids $sink_pid"
+}
 sink_start sink1
-sink1_port=$sink_port
-sink1_pid=$sink_pid
+add_sink sink1
 sink_start sink2
-sink2_port=$sink_port
-sink2_pid=$sink_pid
+add_sink sink2
 sink_start sinkstarttls --tls-cert "$dir/tls.crt" --tls-key "$dir/tls.key"
-sinkstarttls_port=$sink_port
-sinkstarttls_pid=$sink_pid
+add_sink sinkstarttls
 sink_start sinkimplicit --tls-cert "$dir/tls.crt" --tls-key "$dir/tls.key" --implicit-tls
-sinkimplicit_port=$sink_port
-sinkimplicit_pid=$sink_pid
+add_sink sinkimplicit
+if any_wanted l1 l2 l3 l4; then
+	smtp_sink_start smtp1
+	add_sink smtp1
+	smtp_sink_start smtp2
+	add_sink smtp2
+fi
+if any_wanted x x-setup; then
+	sink_start xsink1 --xclient
+	add_sink xsink1
+	sink_start xsink2 --xclient
+	add_sink xsink2
+fi
+
+# The two backends of the case at hand: be1 and be2 (names), be1_port and
+# be2_port; use_backends mxlb|smtp|xclient.
+be1='' be2='' be1_port='' be2_port=''
+use_backends() {
+	case "$1" in
+	mxlb) be1=sink1 be2=sink2 ;;
+	smtp) be1=smtp1 be2=smtp2 ;;
+	xclient) be1=xsink1 be2=xsink2 ;;
+	esac
+	be1_port=${sinkport[$be1]}
+	be2_port=${sinkport[$be2]}
+}
+use_backends mxlb
+
+# smtp-source's headers (From, To, Date, Message-Id and the blank line), in
+# octets, so that its -l (the body) can be the case's size less them: a
+# "1 KB" message is then 1024 octets as the server stores it, as with
+# mxlb-bench. Measured once, through an mxlb-sink that saves the message.
+SRC_OPTS=(-c -M lockstep.compare.test -f sender@compare.test -t rcpt@compare.test)
+SRC_HEADER=
+if any_wanted l1 l2 l3 l4 x; then
+	mkdir -p "$dir/capture"
+	sink_start capture --save-dir "$dir/capture"
+	if timeout 20 "$SMTP_SOURCE" "${SRC_OPTS[@]}" -m 1 -l 100 "127.0.0.1:$sink_port" \
+		>/dev/null 2>"$dir/capture.log"; then
+		sleep 0.1
+		SRC_HEADER=$(($(cat "$dir"/capture/*.eml 2>/dev/null | wc -c) - 100))
+	fi
+	stop_pid "$sink_pid"
+	if [ -z "$SRC_HEADER" ] || [ "$SRC_HEADER" -le 0 ] || [ "$SRC_HEADER" -gt 1000 ]; then
+		say "smtp-source's message could not be measured; see $dir/capture.log"
+		exit 1
+	fi
+fi
 
 # ---- the peers. start_PEER writes the configuration, starts the peer in
 # the foreground and sets peer_pid (the PID started here) and the ports of
@@ -133,18 +233,25 @@ port_starttls=
 
 start_direct() {
 	peer_pid=
-	port_none=$sink1_port
-	port_implicit=$sinkimplicit_port
-	port_starttls=$sinkstarttls_port
+	port_none=$be1_port
+	port_implicit=${sinkport[sinkimplicit]}
+	port_starttls=${sinkport[sinkstarttls]}
 }
 
+# start_mxlb: MXLB_HANDOFF (default none) is the pool's handoff; with
+# MXLB_REUSE=1 (the peer mxlb-reuse) the pool has reuse on. Returns 3 when
+# mxlb --check refuses reuse as not supported yet (not built).
 start_mxlb() {
-	port_none=$(free_port)
-	port_implicit=$(free_port)
-	port_starttls=$(free_port)
-	cat >"$dir/mxlb.yaml" <<EOF
+	local conf=$dir/mxlb.yaml reuse='' check
+	if [ -n "${MXLB_REUSE:-}" ]; then
+		conf=$dir/mxlb-reuse.yaml
+		reuse="    reuse: { max_idle: 32, idle_timeout: 30s, max_uses: 100 }"
+	fi
+	read -r port_none port_implicit port_starttls < <(free_port 3 | tr '\n' ' ')
+	cat >"$conf" <<EOF
 # mxlb for bench/compare.sh: one worker; per-session log lines off (level
-# warn) like the other peers; handoff none, as HAProxy does no handoff.
+# warn) like the other peers; handoff none, as HAProxy does no handoff
+# (the xclient cases: xclient, to mxlb-sink --xclient).
 server:
   hostname: mxlb.compare.test
   workers: 1
@@ -161,24 +268,32 @@ listeners:
 pools:
   - name: sinks
     balance: roundrobin
-    handoff: none
+    handoff: ${MXLB_HANDOFF:-none}
+$reuse
     health: { check: smtp, interval: 2s }
     backends:
-      - { name: sink1, address: "127.0.0.1:$sink1_port" }
-      - { name: sink2, address: "127.0.0.1:$sink2_port" }
+      - { name: $be1, address: "127.0.0.1:$be1_port" }
+      - { name: $be2, address: "127.0.0.1:$be2_port" }
 EOF
-	if ! "$MXLB" -c "$dir/mxlb.yaml" --check >>"$dir/mxlb.log" 2>&1; then
-		say "mxlb refuses $dir/mxlb.yaml; see $dir/mxlb.log"
+	if ! check=$("$MXLB" -c "$conf" --check 2>&1); then
+		echo "$check" >>"$dir/mxlb.log"
+		if [ -n "$reuse" ] && [[ "$check" == *"reuse is not supported yet"* ]]; then
+			return 3
+		fi
+		say "mxlb refuses $conf; see $dir/mxlb.log"
 		return 1
 	fi
-	"$MXLB" -c "$dir/mxlb.yaml" >>"$dir/mxlb.log" 2>&1 &
+	"$MXLB" -c "$conf" >>"$dir/mxlb.log" 2>&1 &
 	peer_pid=$!
 	pids+=("$peer_pid")
 }
 
+start_mxlb_reuse() {
+	MXLB_REUSE=1 start_mxlb
+}
+
 start_haproxy() {
-	port_none=$(free_port)
-	port_implicit=$(free_port)
+	read -r port_none port_implicit < <(free_port 2 | tr '\n' ' ')
 	port_starttls=
 	# maxconn: two open files per session (see NOFILE)
 	cat >"$dir/haproxy.cfg" <<EOF
@@ -204,8 +319,8 @@ frontend implicit
 backend sinks
     balance roundrobin
     option smtpchk EHLO haproxy.compare.test
-    server sink1 127.0.0.1:$sink1_port check inter 2s
-    server sink2 127.0.0.1:$sink2_port check inter 2s
+    server $be1 127.0.0.1:$be1_port check inter 2s
+    server $be2 127.0.0.1:$be2_port check inter 2s
 EOF
 	if ! haproxy -c -q -f "$dir/haproxy.cfg" >>"$dir/haproxy.log" 2>&1; then
 		say "haproxy refuses $dir/haproxy.cfg; see $dir/haproxy.log"
@@ -218,10 +333,7 @@ EOF
 
 start_nginx() {
 	local auth_port
-	port_none=$(free_port)
-	port_implicit=$(free_port)
-	port_starttls=$(free_port)
-	auth_port=$(free_port)
+	read -r port_none port_implicit port_starttls auth_port < <(free_port 4 | tr '\n' ' ')
 	local n="$dir/nginx"
 	cat >"$n/nginx.conf" <<EOF
 # nginx for bench/compare.sh: one worker process (plus the master); the
@@ -244,8 +356,8 @@ http {
     uwsgi_temp_path $n/tmp/uwsgi;
     scgi_temp_path $n/tmp/scgi;
     split_clients \$request_id \$sink_port {
-        50% $sink1_port;
-        * $sink2_port;
+        50% $be1_port;
+        * $be2_port;
     }
     server {
         listen 127.0.0.1:$auth_port;
@@ -283,8 +395,7 @@ EOF
 
 start_stunnel() {
 	port_none=
-	port_implicit=$(free_port)
-	port_starttls=$(free_port)
+	read -r port_implicit port_starttls < <(free_port 2 | tr '\n' ' ')
 	cat >"$dir/stunnel.conf" <<EOF
 ; stunnel for bench/compare.sh. stunnel runs a thread per connection (its
 ; Debian build is PTHREAD); it has no setting for one thread. Two connect
@@ -302,14 +413,14 @@ ciphersuites = TLS_AES_128_GCM_SHA256
 
 [implicit]
 accept = 127.0.0.1:$port_implicit
-connect = 127.0.0.1:$sink1_port
-connect = 127.0.0.1:$sink2_port
+connect = 127.0.0.1:$be1_port
+connect = 127.0.0.1:$be2_port
 failover = rr
 
 [starttls]
 accept = 127.0.0.1:$port_starttls
-connect = 127.0.0.1:$sink1_port
-connect = 127.0.0.1:$sink2_port
+connect = 127.0.0.1:$be1_port
+connect = 127.0.0.1:$be2_port
 failover = rr
 protocol = smtp
 EOF
@@ -375,12 +486,12 @@ port_for() {
 sinks_of() {
 	if [ "$1" = direct ]; then
 		case "$2" in
-		none) echo sink1 ;;
+		none) echo "$be1" ;;
 		implicit) echo sinkimplicit ;;
 		starttls) echo sinkstarttls ;;
 		esac
 	else
-		echo sink1 sink2
+		echo "$be1" "$be2"
 	fi
 }
 
@@ -412,19 +523,20 @@ dur_s() { # whole seconds of a duration: 500ms, 8s, 2m
 	esac
 }
 
-wanted() {
-	[ -z "$CASES" ] || [[ " $CASES " == *" $1 "* ]]
-}
-
 over_budget() {
 	[ $(($(date +%s) - t_start)) -ge "$BUDGET" ]
 }
 
 # Starts PEER for case $2 with TLS $3; 0 when it answers. Records why not.
 peer_up() {
-	local peer=$1 id=$2 tls=$3 head=$4 try
+	local peer=$1 id=$2 tls=$3 head=$4 try st
 	for try in 1 2 3; do
-		if ! "start_$peer"; then
+		"start_${peer//-/_}"
+		st=$?
+		if [ $st = 3 ]; then
+			record "{$head,\"error\":\"skipped: reuse not built (mxlb --check: reuse is not supported yet)\"}"
+			return 1
+		elif [ $st != 0 ]; then
 			record "{$head,\"error\":\"$peer did not start\"}"
 			return 1
 		fi
@@ -459,51 +571,163 @@ peer_begin() {
 	fi
 	peer_up "$peer" "$id" "$tls" "$head" || return 1
 	port=$(port_for "$tls")
-	out="$dir/runs/$id-$peer.json"
-	err="$dir/runs/$id-$peer.err"
+	out="$dir/runs/$id-$peer-$rep.json"
+	err="$dir/runs/$id-$peer-$rep.err"
+}
+
+# The peers of the case at hand: CASE_PEERS (when the case names its own)
+# that PEERS has, mxlb-reuse coming with mxlb; else PEERS.
+case_peers() {
+	local p out=
+	[ -n "${CASE_PEERS:-}" ] || {
+		echo "$PEERS"
+		return
+	}
+	for p in $CASE_PEERS; do
+		if [[ " $PEERS " == *" $p "* ]] || { [ "$p" = mxlb-reuse ] && [[ " $PEERS " == *" mxlb "* ]]; }; then
+			out="$out $p"
+		fi
+	done
+	echo "$out"
+}
+
+dur_timeout() { # a duration for timeout(1): 500ms is 0.5s
+	case "$1" in
+	*ms) awk "BEGIN { printf \"%.3fs\", ${1%ms} / 1000 }" ;;
+	*) echo "$1" ;;
+	esac
+}
+
+# source_run PORT PERSISTENT SESSIONS OCTETS smtp-source-options...: one
+# smtp-source run against 127.0.0.1:PORT, stopped after DURATION (SIGTERM)
+# unless its -m messages are done before; writes to $out a JSON object with
+# mxlb-bench's keys (latencies null: smtp-source measures none). Messages:
+# smtp-source's own count (-c), which counts a message once its final dot
+# is written, before the reply: when it was stopped, up to SESSIONS of them
+# may not have been answered yet ("stopped", "in_flight_max"); when it ends
+# by itself (its -m done), status 0 means every one was accepted. Sessions:
+# SESSIONS when persistent (-d), else one per message; OCTETS per message,
+# headers included; CPU: smtp-source's (bash's time). Returns 0 when it ran
+# until stopped or did all its messages, 1 when it gave up (it stops at the
+# first reply it did not expect: "smtp-source: fatal: ..." in $err).
+source_run() {
+	local port=$1 persistent=$2 sess=$3 octets=$4 rc t0 t1 n cpu ok inflight=$3
+	shift 4
+	t0=$(date +%s.%N)
+	{
+		TIMEFORMAT='%3U %3S'
+		time timeout -k 5 -s TERM "$(dur_timeout "$DURATION")" "$SMTP_SOURCE" "${SRC_OPTS[@]}" "$@" \
+			"127.0.0.1:$port" >"$out.count" 2>"$err"
+	} 2>"$out.time"
+	rc=$?
+	t1=$(date +%s.%N)
+	n=$(tail -c 200 "$out.count" | tr '\r' '\n' | grep -E '^[0-9]+$' | tail -1)
+	n=${n:-0}
+	tail -c 200 "$out.count" >"$out.count.tail" # the whole count is a number per message
+	rm -f "$out.count"
+	cpu=$(awk 'NF == 2 { print $1 + $2 }' "$out.time" | tail -1)
+	ok=0
+	if [ "$rc" != 0 ] && [ "$rc" != 124 ]; then ok=1; fi
+	if [ "$n" = 0 ]; then ok=1; fi
+	# its fatal errors sleep a second before it exits, so one near the end
+	# may meet the SIGTERM: its message tells
+	if grep -q 'fatal:' "$err"; then ok=1; fi
+	[ "$persistent" = 1 ] || sess=$n
+	awk -v n="$n" -v s="$sess" -v o="$octets" -v t0="$t0" -v t1="$t1" -v cpu="${cpu:-0}" -v ok=$ok \
+		-v inflight="$inflight" \
+		-v rc="$rc" -v err="$(grep -m1 -v '^$' "$err" | tr -d '"\\' | cut -c1-200)" 'BEGIN {
+		el = t1 - t0
+		errs = "{}"
+		if (ok) errs = "{\"smtp-source exit " rc (err != "" ? ": " err : "") "\":1}"
+		printf "{\"client\":\"smtp-source\",\"sessions\":%d,\"sessions_failed\":%d,\"messages\":%d,", \
+			s, ok, n
+		printf "\"failed_messages\":%d,\"elapsed_s\":%.3f,\"sessions_per_s\":%.1f,", ok, el, s / el
+		printf "\"messages_per_s\":%.1f,\"mb_per_s\":%.2f,\"octets_per_message\":%d,", \
+			n / el, n * o / el / 1e6, o
+		printf "\"cpu_s\":%.3f,\"smtp_source_status\":%d,\"stopped\":%s,\"in_flight_max\":%d,", \
+			cpu, rc, rc == 124 ? "true" : "false", inflight
+		printf "\"setup_us\":{\"p50\":null,\"p99\":null},\"message_us\":{\"p50\":null,\"p99\":null},"
+		printf "\"errors\":%s}\n", errs
+	}' >"$out"
+	return $ok
+}
+
+# run_case ID TLS TITLE CLIENT client-options...: every peer of the case,
+# RUNS rounds. CLIENT: bench (mxlb-bench with the options) or source
+# (smtp-source: the options are SIZE PERSISTENT SESSIONS then smtp-source's).
+# BACKENDS (mxlb, smtp, xclient) and CASE_PEERS may be set for the call.
+run_case() {
+	local id=$1 tls=$2 title=$3 client=$4
+	shift 4
+	wanted "$id" || return 0
+	echo "case $id: $title" >&2
+	local peer head port out err cpu0 cpu1 scpu0 scpu1 c0 c1 rc ppids sinks
+	local t0 t1 lim rep opts size='' persistent='' nsess='' args=("$@")
+	lim=$(($(dur_s "$DURATION") + 40))
+	use_backends "${BACKENDS:-mxlb}"
+	if [ "$client" = source ]; then
+		size=$1 persistent=$2 nsess=$3
+		shift 3
+		args=(-s "$nsess" -l $((size - SRC_HEADER)) "$@")
+		[ "$persistent" = 1 ] && args=(-d "${args[@]}")
+		opts="smtp-source ${SRC_OPTS[*]} ${args[*]} (stopped after $DURATION)"
+	else
+		opts="$*"
+	fi
+	for ((rep = 1; rep <= RUNS; rep++)); do
+		for peer in $(case_peers); do
+			head="\"case\":\"$id\",\"kind\":\"load\",\"title\":$(json_str "$title"),\"tls\":\"$tls\",\"peer\":\"$peer\",\"rep\":$rep,\"client\":\"$([ "$client" = source ] && echo smtp-source || echo mxlb-bench)\",\"backends\":\"${BACKENDS:-mxlb}\",\"options\":$(json_str "$opts")"
+			peer_begin "$peer" "$id" "$tls" "$head" || continue
+			ppids=$(peer_pids)
+			sinks=$(sinks_of "$peer" "$tls")
+			c0=$(sink_counts_json $sinks)
+			# shellcheck disable=SC2086
+			cpu0=$(cpu_ticks $ppids)
+			# shellcheck disable=SC2086
+			scpu0=$(cpu_ticks $spids)
+			t0=$(date +%s.%N)
+			if [ "$client" = source ]; then
+				source_run "$port" "$persistent" "$nsess" "$size" "${args[@]}"
+			else
+				timeout "$lim" "$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 10s --json --quiet \
+					--duration "$DURATION" "$@" >"$out" 2>"$err"
+			fi
+			rc=$?
+			t1=$(date +%s.%N)
+			# shellcheck disable=SC2086
+			cpu1=$(cpu_ticks $ppids)
+			# shellcheck disable=SC2086
+			scpu1=$(cpu_ticks $spids)
+			sleep 0.3 # the mxlb-sinks rewrite their stats files every 200 ms
+			c1=$(sink_counts_json $sinks)
+			stop_peer
+			if ! grep -q '^{' "$out"; then
+				say "case $id: $peer: the client failed (status $rc): $(head -3 "$err")"
+				record "{$head,\"error\":$(json_str "the client failed with status $rc")}"
+				continue
+			fi
+			[ $rc = 0 ] || say "case $id: $peer (run $rep): the client's status is $rc: $(head -2 "$err")"
+			record "{$head,\"exit\":$rc,\"hz\":$HZ,\"proxy_pids\":$(echo $ppids | wc -w),\"proxy_cpu_ticks\":$(
+				[ -n "$ppids" ] && echo $((cpu1 - cpu0)) || echo null),\"sinks_cpu_ticks\":$((scpu1 - scpu0)),\"wall_s\":$(
+				awk "BEGIN { printf \"%.3f\", $t1 - $t0 }"),\"sinks_before\":$c0,\"sinks_after\":$c1,\"bench\":$(sed -n '/^{/p' "$out")}"
+		done
+	done
 }
 
 # load_case ID TLS TITLE mxlb-bench-options...
 load_case() {
 	local id=$1 tls=$2 title=$3
 	shift 3
-	wanted "$id" || return 0
-	echo "case $id: $title" >&2
-	local peer head port out err cpu0 cpu1 scpu0 scpu1 c0 c1 rc ppids spids sinks
-	local t0 t1 lim
-	lim=$(($(dur_s "$DURATION") + 40))
-	spids="$sink1_pid $sink2_pid $sinkstarttls_pid $sinkimplicit_pid"
-	for peer in $PEERS; do
-		head="\"case\":\"$id\",\"kind\":\"load\",\"title\":$(json_str "$title"),\"tls\":\"$tls\",\"peer\":\"$peer\",\"options\":$(json_str "$*")"
-		peer_begin "$peer" "$id" "$tls" "$head" || continue
-		ppids=$(peer_pids)
-		sinks=$(sinks_of "$peer" "$tls")
-		c0=$(sink_counts_json $sinks)
-		# shellcheck disable=SC2086
-		cpu0=$(cpu_ticks $ppids)
-		# shellcheck disable=SC2086
-		scpu0=$(cpu_ticks $spids)
-		t0=$(date +%s.%N)
-		timeout "$lim" "$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 10s --json --quiet \
-			--duration "$DURATION" "$@" >"$out" 2>"$err"
-		rc=$?
-		t1=$(date +%s.%N)
-		# shellcheck disable=SC2086
-		cpu1=$(cpu_ticks $ppids)
-		# shellcheck disable=SC2086
-		scpu1=$(cpu_ticks $spids)
-		sleep 0.3 # the sinks rewrite their stats files every 200 ms
-		c1=$(sink_counts_json $sinks)
-		stop_peer
-		if ! grep -q '^{' "$out"; then
-			say "case $id: $peer: mxlb-bench failed (status $rc): $(head -3 "$err")"
-			record "{$head,\"error\":$(json_str "mxlb-bench failed with status $rc")}"
-			continue
-		fi
-		record "{$head,\"exit\":$rc,\"hz\":$HZ,\"proxy_pids\":$(echo $ppids | wc -w),\"proxy_cpu_ticks\":$(
-			[ -n "$ppids" ] && echo $((cpu1 - cpu0)) || echo null),\"sinks_cpu_ticks\":$((scpu1 - scpu0)),\"wall_s\":$(
-			awk "BEGIN { printf \"%.3f\", $t1 - $t0 }"),\"sinks_before\":$c0,\"sinks_after\":$c1,\"bench\":$(sed -n '/^{/p' "$out")}"
-	done
+	run_case "$id" "$tls" "$title" bench "$@"
+}
+
+# lock_case ID TITLE SIZE PERSISTENT SESSIONS smtp-source-options...: the
+# lock-step client; SIZE in octets as stored (smtp-source's -l is SIZE less
+# its headers), PERSISTENT 1 for -d, SESSIONS its -s.
+lock_case() {
+	local id=$1 title=$2
+	shift 2
+	run_case "$id" none "$title" source "$@"
 }
 
 # hold_case ID TLS TITLE SESSIONS
@@ -511,48 +735,51 @@ hold_case() {
 	local id=$1 tls=$2 title=$3 n=$4
 	wanted "$id" || return 0
 	echo "case $id: $title" >&2
-	local peer head port out err rss0 rss1 cpu0 cpu1 bp rc ppids held
-	for peer in $PEERS; do
-		head="\"case\":\"$id\",\"kind\":\"hold\",\"title\":$(json_str "$title"),\"tls\":\"$tls\",\"peer\":\"$peer\",\"options\":\"--hold --concurrency $n\""
-		if [ "$peer" = direct ]; then
-			record "{$head,\"na\":\"no proxy: nothing to measure\"}"
-			continue
-		fi
-		peer_begin "$peer" "$id" "$tls" "$head" || continue
-		# a warm-up of short sessions, few at once: fixed costs (buffer
-		# pools, mxlb's ring buffers) are then not counted per session
-		"$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --sessions 2000 \
-			--concurrency 20 --messages 1 --size 1k --duration 10s --quiet >/dev/null 2>&1
-		sleep 0.5
-		ppids=$(peer_pids)
-		# shellcheck disable=SC2086
-		rss0=$(rss_kb $ppids)
-		# shellcheck disable=SC2086
-		cpu0=$(cpu_ticks $ppids)
-		"$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --hold --concurrency "$n" \
-			--hold-time 40s --json --quiet >"$out" 2>"$err" &
-		bp=$!
-		pids+=("$bp")
-		held=1
-		if ! wait_line "$out" 60 "^held"; then
-			say "case $id: $peer: the sessions were not all set up within 60 s"
-			held=0
-		fi
-		sleep 1 # let the last sessions settle
-		# shellcheck disable=SC2086
-		rss1=$(rss_kb $ppids)
-		# shellcheck disable=SC2086
-		cpu1=$(cpu_ticks $ppids)
-		kill -INT "$bp" 2>/dev/null
-		wait "$bp"
-		rc=$?
-		forget_pid "$bp"
-		stop_peer
-		if ! grep -q '^{' "$out"; then
-			record "{$head,\"error\":$(json_str "mxlb-bench --hold failed with status $rc")}"
-			continue
-		fi
-		record "{$head,\"exit\":$rc,\"all_held\":$held,\"hz\":$HZ,\"proxy_pids\":$(echo $ppids | wc -w),\"proxy_cpu_ticks\":$((cpu1 - cpu0)),\"rss_before_kb\":$rss0,\"rss_after_kb\":$rss1,\"bench\":$(sed -n '/^{/p' "$out")}"
+	local peer head port out err rss0 rss1 cpu0 cpu1 bp rc ppids held rep
+	use_backends mxlb
+	for ((rep = 1; rep <= RUNS; rep++)); do
+		for peer in $PEERS; do
+			head="\"case\":\"$id\",\"kind\":\"hold\",\"title\":$(json_str "$title"),\"tls\":\"$tls\",\"peer\":\"$peer\",\"rep\":$rep,\"client\":\"mxlb-bench\",\"backends\":\"mxlb\",\"options\":\"--hold --concurrency $n\""
+			if [ "$peer" = direct ]; then
+				record "{$head,\"na\":\"no proxy: nothing to measure\"}"
+				continue
+			fi
+			peer_begin "$peer" "$id" "$tls" "$head" || continue
+			# a warm-up of short sessions, few at once: fixed costs (buffer
+			# pools, mxlb's ring buffers) are then not counted per session
+			"$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --sessions 2000 \
+				--concurrency 20 --messages 1 --size 1k --duration 10s --quiet >/dev/null 2>&1
+			sleep 0.5
+			ppids=$(peer_pids)
+			# shellcheck disable=SC2086
+			rss0=$(rss_kb $ppids)
+			# shellcheck disable=SC2086
+			cpu0=$(cpu_ticks $ppids)
+			"$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --hold --concurrency "$n" \
+				--hold-time 40s --json --quiet >"$out" 2>"$err" &
+			bp=$!
+			pids+=("$bp")
+			held=1
+			if ! wait_line "$out" 60 "^held"; then
+				say "case $id: $peer: the sessions were not all set up within 60 s"
+				held=0
+			fi
+			sleep 1 # let the last sessions settle
+			# shellcheck disable=SC2086
+			rss1=$(rss_kb $ppids)
+			# shellcheck disable=SC2086
+			cpu1=$(cpu_ticks $ppids)
+			kill -INT "$bp" 2>/dev/null
+			wait "$bp"
+			rc=$?
+			forget_pid "$bp"
+			stop_peer
+			if ! grep -q '^{' "$out"; then
+				record "{$head,\"error\":$(json_str "mxlb-bench --hold failed with status $rc")}"
+				continue
+			fi
+			record "{$head,\"exit\":$rc,\"all_held\":$held,\"hz\":$HZ,\"proxy_pids\":$(echo $ppids | wc -w),\"proxy_cpu_ticks\":$((cpu1 - cpu0)),\"rss_before_kb\":$rss0,\"rss_after_kb\":$rss1,\"bench\":$(sed -n '/^{/p' "$out")}"
+		done
 	done
 }
 
@@ -571,6 +798,19 @@ if [ -z "$QUICK" ]; then
 	hold_case h none "idle: $HOLD sessions held after EHLO" "$HOLD"
 	hold_case h-tls implicit "idle: $HOLD implicit-TLS sessions held after EHLO" "$HOLD"
 fi
+# lock-step: smtp-source (no pipelining: every command waits for its reply),
+# 20 sessions at once, two smtp-sink backends; -m bounds the work, DURATION
+# the time.
+BACKENDS=smtp lock_case l1 "lock-step (smtp-source), 1 KB, 1 message per session" 1024 0 20 -m 500000
+BACKENDS=smtp lock_case l2 "lock-step (smtp-source -d), 1 KB, persistent sessions" 1024 1 20 -m 2000000
+BACKENDS=smtp lock_case l3 "lock-step (smtp-source -d), 100 KB, persistent sessions" 102400 1 20 -m 200000
+BACKENDS=smtp lock_case l4 "lock-step (smtp-source -d), 1 MB, persistent sessions" 1048576 1 20 -m 20000
+# an xclient pool, mxlb with reuse off and on (mxlb-reuse)
+BACKENDS=xclient CASE_PEERS="mxlb mxlb-reuse" MXLB_HANDOFF=xclient \
+	lock_case x "xclient pool, lock-step (smtp-source), 1 KB, 1 message per session" 1024 0 20 -m 500000
+BACKENDS=xclient CASE_PEERS="mxlb mxlb-reuse" MXLB_HANDOFF=xclient \
+	load_case x-setup none "xclient pool, mxlb-bench lock-step, 1 KB, 1 message per session" \
+	--sessions 200000 --concurrency 20 --messages 1 --size 1k
 
 # ---- versions, the table, results.json, the chart
 
@@ -584,17 +824,19 @@ versions="$dir/versions.txt"
 	echo "stunnel: $(stunnel4 -version 2>&1 | grep -m1 '^stunnel')"
 	echo "stunnel-openssl: $(stunnel4 -version 2>&1 | grep -m1 'Running')"
 	echo "gnuplot: $(gnuplot --version 2>&1 | head -1)"
+	echo "postfix: $(dpkg-query -W -f '${Version}' postfix 2>/dev/null) (smtp-source, smtp-sink)"
 } >"$versions" 2>/dev/null
 
 /usr/bin/python3 - "$dir" "$(nproc)" "$(uname -r)" "$DURATION" "$HOLD" "$(($(date +%s) - t_start))" \
-	"$load_start" "$(cat /proc/loadavg)" <<'PY'
-import json, subprocess, sys
+	"$load_start" "$(cat /proc/loadavg)" "$RUNS" "${SRC_HEADER:-0}" <<'PY'
+import json, statistics, subprocess, sys
 from pathlib import Path
 
 d = Path(sys.argv[1])
 cores, kernel, duration, hold = int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 took, load_start, loadavg = int(sys.argv[6]), sys.argv[7], sys.argv[8]
-PEERS = ["direct", "mxlb", "haproxy", "nginx", "stunnel"]
+nruns, src_header = int(sys.argv[9]), int(sys.argv[10])
+PEERS = ["direct", "mxlb", "mxlb-reuse", "haproxy", "nginx", "stunnel"]
 osname = "unknown"
 for line in Path("/etc/os-release").read_text().splitlines():
     if line.startswith("PRETTY_NAME="):
@@ -607,8 +849,12 @@ for line in (d / "versions.txt").read_text().splitlines():
 NOTES = {
     "direct": "mxlb-bench straight to one mxlb-sink (for TLS, a sink terminating STARTTLS or "
               "implicit TLS itself): the limit of the generator and one sink; no proxy",
-    "mxlb": "server.workers: 1; handoff none; balance roundrobin; health check smtp every 2 s; "
-            "BoringSSL; sets TCP_NODELAY on both sides itself",
+    "mxlb": "server.workers: 1; handoff none (cases x and x-setup: xclient, reuse off); "
+            "balance roundrobin; health check smtp every 2 s; BoringSSL; sets TCP_NODELAY on "
+            "both sides itself",
+    "mxlb-reuse": "mxlb as above with handoff xclient and pools[].reuse {max_idle: 32, "
+                  "idle_timeout: 30s, max_uses: 100}: cases x and x-setup only; skipped while "
+                  "mxlb --check refuses reuse as not supported yet",
     "haproxy": "nbthread 1; mode tcp; balance roundrobin; option smtpchk every 2 s; implicit TLS "
                "with bind ... ssl crt; cannot do STARTTLS; sets TCP_NODELAY on its sockets itself "
                "(no option needed); OpenSSL 3",
@@ -625,55 +871,123 @@ NOTES = {
 }
 
 runs = [json.loads(l) for l in (d / "runs.jsonl").read_text().splitlines() if l.strip()]
-cases, order = {}, []
+
+
+def one_run(r):
+    """The figures of one run (one line of runs.jsonl)."""
+    if "na" in r:
+        return {"na": r["na"]}
+    if "error" in r:
+        return {"error": r["error"]}
+    b = r["bench"]
+    cpu_s = r["proxy_cpu_ticks"] / r["hz"] if r.get("proxy_cpu_ticks") is not None else None
+    out = {"exit": r["exit"], "sessions": b["sessions"], "errors": b["errors"],
+           "proxy_cpu_s": None if cpu_s is None else round(cpu_s, 3), "bench": b}
+    if r["kind"] == "load":
+        msgs, el = b["messages"], b["elapsed_s"]
+        mu = b["message_us"]
+        sinks = {k: r["sinks_after"][k] - r["sinks_before"][k] for k in r["sinks_after"]}
+        out.update({
+            "messages": msgs, "failed_messages": b["failed_messages"],
+            "messages_per_s": b["messages_per_s"], "mb_per_s": b["mb_per_s"],
+            "sessions_per_s": b["sessions_per_s"],
+            "message_p50_ms": None if mu["p50"] is None else mu["p50"] / 1000,
+            "message_p99_ms": None if mu["p99"] is None else mu["p99"] / 1000,
+            "setup_p50_ms": None if b["setup_us"]["p50"] is None else b["setup_us"]["p50"] / 1000,
+            "setup_p99_ms": None if b["setup_us"]["p99"] is None else b["setup_us"]["p99"] / 1000,
+            "proxy_cpu_us_per_message": (round(cpu_s * 1e6 / msgs, 1)
+                                         if cpu_s is not None and msgs else None),
+            "proxy_cpu_core_pct": round(100 * cpu_s / el) if cpu_s is not None and el else None,
+            "bench_cpu_core_pct": round(100 * b["cpu_s"] / el) if el else None,
+            "sinks_cpu_us_per_message": (round(r["sinks_cpu_ticks"] / r["hz"] * 1e6 / msgs, 1)
+                                         if msgs else None),
+            "sink_messages": sinks, "sink_count_matches": sum(sinks.values()) == msgs,
+        })
+        if b.get("stopped"):  # smtp-source, stopped: its last messages may be in flight
+            out["sink_count_matches"] = abs(sum(sinks.values()) - msgs) <= b["in_flight_max"]
+    else:
+        held = b.get("held") or 0
+        grow = (r["rss_after_kb"] - r["rss_before_kb"]) * 1024
+        su = b["setup_us"]
+        out.update({
+            "held": held, "all_held": bool(r["all_held"]),
+            "rss_before_kb": r["rss_before_kb"], "rss_after_kb": r["rss_after_kb"],
+            "rss_growth_bytes": grow,
+            "rss_per_session_bytes": round(grow / held) if held else None,
+            "setup_p50_ms": None if su["p50"] is None else su["p50"] / 1000,
+            "setup_p99_ms": None if su["p99"] is None else su["p99"] / 1000,
+        })
+    return out
+
+
+# Figures that get a median (over the runs that produced results) and a
+# spread [min, max]; counts are summed.
+MEDIAN = {"load": ["messages_per_s", "mb_per_s", "sessions_per_s", "message_p50_ms",
+                   "message_p99_ms", "setup_p50_ms", "setup_p99_ms", "proxy_cpu_us_per_message",
+                   "proxy_cpu_core_pct", "bench_cpu_core_pct", "sinks_cpu_us_per_message",
+                   "proxy_cpu_s"],
+          "hold": ["held", "rss_before_kb", "rss_after_kb", "rss_growth_bytes",
+                   "rss_per_session_bytes", "setup_p50_ms", "setup_p99_ms", "proxy_cpu_s"]}
+
+
+def aggregate(kind, outs):
+    """One (case, peer): the median of each figure over its runs."""
+    ok = [o for o in outs if "bench" in o]
+    if not ok:  # not applicable, skipped or failed every time: the first says why
+        first = dict(outs[0])
+        if len(outs) > 1:
+            first["runs"] = len(outs)
+        return first
+    agg = {"runs": len(outs), "runs_with_results": len(ok)}
+    bad = [o["error"] for o in outs if "error" in o]
+    agg["exit"] = max([o["exit"] for o in ok] + ([1] if bad else []))
+    if bad:
+        agg["run_errors"] = bad
+    spread = {}
+    for k in MEDIAN[kind]:
+        xs = [o[k] for o in ok if o.get(k) is not None]
+        agg[k] = None if not xs else statistics.median(xs)
+        if xs:
+            spread[k] = [min(xs), max(xs)]
+    for k in ("proxy_cpu_us_per_message", "sinks_cpu_us_per_message", "message_p50_ms",
+              "message_p99_ms", "setup_p50_ms", "setup_p99_ms", "mb_per_s"):
+        if agg.get(k) is not None:
+            agg[k] = round(agg[k], 3)
+    agg["spread"] = spread
+    agg["sessions"] = sum(o["sessions"] for o in ok)
+    errs = {}
+    for o in ok:
+        for e, n in o["errors"].items():
+            errs[e] = errs.get(e, 0) + n
+    agg["errors"] = errs
+    if kind == "load":
+        agg["messages"] = sum(o["messages"] for o in ok)
+        agg["failed_messages"] = sum(o["failed_messages"] or 0 for o in ok)
+        sinks = {}
+        for o in ok:
+            for k, n in o["sink_messages"].items():
+                sinks[k] = sinks.get(k, 0) + n
+        agg["sink_messages"] = sinks
+        agg["sink_count_matches"] = all(o["sink_count_matches"] for o in ok)
+    else:
+        agg["held"] = min(o["held"] for o in ok)
+        agg["all_held"] = all(o["all_held"] for o in ok)
+    agg["per_run"] = [{k: v for k, v in o.items() if k != "bench"} for o in outs]
+    agg["bench"] = [o["bench"] for o in ok]
+    return agg
+
+
+cases, order, per = {}, [], {}
 for r in runs:
     if r["case"] not in cases:
         cases[r["case"]] = {"case": r["case"], "kind": r["kind"], "title": r["title"],
-                            "tls": r["tls"], "options": r["options"], "peers": {}}
+                            "tls": r["tls"], "client": r.get("client", "mxlb-bench"),
+                            "backends": r.get("backends", "mxlb"), "options": r["options"],
+                            "peers": {}}
         order.append(r["case"])
-    out = {}
-    if "na" in r:
-        out = {"na": r["na"]}
-    elif "error" in r:
-        out = {"error": r["error"]}
-    else:
-        b = r["bench"]
-        cpu_s = r["proxy_cpu_ticks"] / r["hz"] if r.get("proxy_cpu_ticks") is not None else None
-        out = {"exit": r["exit"], "sessions": b["sessions"], "errors": b["errors"],
-               "proxy_cpu_s": None if cpu_s is None else round(cpu_s, 3), "bench": b}
-        if r["kind"] == "load":
-            msgs, el = b["messages"], b["elapsed_s"]
-            mu = b["message_us"]
-            sinks = {k: r["sinks_after"][k] - r["sinks_before"][k] for k in r["sinks_after"]}
-            out.update({
-                "messages": msgs, "failed_messages": b["failed_messages"],
-                "messages_per_s": b["messages_per_s"], "mb_per_s": b["mb_per_s"],
-                "sessions_per_s": b["sessions_per_s"],
-                "message_p50_ms": None if mu["p50"] is None else mu["p50"] / 1000,
-                "message_p99_ms": None if mu["p99"] is None else mu["p99"] / 1000,
-                "setup_p50_ms": None if b["setup_us"]["p50"] is None else b["setup_us"]["p50"] / 1000,
-                "setup_p99_ms": None if b["setup_us"]["p99"] is None else b["setup_us"]["p99"] / 1000,
-                "proxy_cpu_us_per_message": (round(cpu_s * 1e6 / msgs, 1)
-                                             if cpu_s is not None and msgs else None),
-                "proxy_cpu_core_pct": round(100 * cpu_s / el) if cpu_s is not None and el else None,
-                "bench_cpu_core_pct": round(100 * b["cpu_s"] / el) if el else None,
-                "sinks_cpu_us_per_message": (round(r["sinks_cpu_ticks"] / r["hz"] * 1e6 / msgs, 1)
-                                             if msgs else None),
-                "sink_messages": sinks, "sink_count_matches": sum(sinks.values()) == msgs,
-            })
-        else:
-            held = b.get("held") or 0
-            grow = (r["rss_after_kb"] - r["rss_before_kb"]) * 1024
-            su = b["setup_us"]
-            out.update({
-                "held": held, "all_held": bool(r["all_held"]),
-                "rss_before_kb": r["rss_before_kb"], "rss_after_kb": r["rss_after_kb"],
-                "rss_growth_bytes": grow,
-                "rss_per_session_bytes": round(grow / held) if held else None,
-                "setup_p50_ms": None if su["p50"] is None else su["p50"] / 1000,
-                "setup_p99_ms": None if su["p99"] is None else su["p99"] / 1000,
-            })
-    cases[r["case"]]["peers"][r["peer"]] = out
+    per.setdefault((r["case"], r["peer"]), []).append(one_run(r))
+for (cid, peer), outs in per.items():
+    cases[cid]["peers"][peer] = aggregate(cases[cid]["kind"], outs)
 
 # ratios to mxlb: peer / mxlb for msg/s, MB/s, CPU per message and RSS per session
 KEYS = {"load": [("messages_per_s", "messages_per_s"), ("mb_per_s", "mb_per_s"),
@@ -729,13 +1043,22 @@ def ms(x): return "-" if x is None else (f"{x:.2f}" if x < 100 else f"{x:.0f}")
 def rt(v, k):
     x = v.get("ratio_to_mxlb", {}).get(k)
     return "-" if x is None else f"{x:.2f}"
+def spread(v):
+    """(max - min) / median of msg/s and of CPU per message, in %."""
+    out = []
+    for k in ("messages_per_s", "proxy_cpu_us_per_message"):
+        sp, m = v.get("spread", {}).get(k), v.get(k)
+        out.append("-" if not sp or not m else f"{100 * (sp[1] - sp[0]) / m:.0f}")
+    return "/".join(out)
 def note(v):
     if "na" in v:
         return "n/a: " + v["na"]
     if "error" in v:
-        return "error: " + v["error"]
+        return ("" if v["error"].startswith("skipped") else "error: ") + v["error"]
     e = ", ".join(f"{k}: {n}" for k, n in v["errors"].items())
     parts = [f"errors {e}"] if e else []
+    if v.get("run_errors"):
+        parts.append(f"{len(v['run_errors'])} of {v['runs']} runs failed: " + "; ".join(v["run_errors"]))
     if "sink_messages" in v:
         s = v["sink_messages"]
         if not v["sink_count_matches"]:
@@ -747,7 +1070,8 @@ def note(v):
     return "; ".join(parts)
 
 load_head = ("case", "peer", "msg/s", "MB/s", "msg ms p50/p99", "setup ms p50/p99", "CPU us/msg",
-             "CPU % core", "gen CPU %", "msg/s vs mxlb", "MB/s vs mxlb", "CPU/msg vs mxlb", "notes")
+             "CPU % core", "gen CPU %", "msg/s vs mxlb", "MB/s vs mxlb", "CPU/msg vs mxlb",
+             "spread % msg/s, CPU", "notes")
 hold_head = ("case", "peer", "held", "RSS growth MiB", "RSS B/session", "vs mxlb",
              "setup ms p50/p99", "notes")
 load_rows, hold_rows = [], []
@@ -768,7 +1092,8 @@ for cid in order:
                               f0(v.get("proxy_cpu_core_pct")) if ok else "",
                               f0(v.get("bench_cpu_core_pct")) if ok else "",
                               rt(v, "messages_per_s") if ok else "", rt(v, "mb_per_s") if ok else "",
-                              rt(v, "cpu_per_message") if ok else "", note(v)))
+                              rt(v, "cpu_per_message") if ok else "",
+                              spread(v) if ok else "", note(v)))
         else:
             hold_rows.append((cid, peer,
                               f0(v.get("held")) if ok else "",
@@ -789,16 +1114,22 @@ def md_table(head, rows, right):
     out += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
     return "\n".join(out)
 
-titles = "\n".join(f"  {cid}: {cases[cid]['title']} ({cases[cid]['tls']})" for cid in order)
+BACKENDS = {"mxlb": "two mxlb-sink", "smtp": "two Postfix smtp-sink",
+            "xclient": "two mxlb-sink --xclient"}
+titles = "\n".join(f"  {cid}: {cases[cid]['title']} ({cases[cid]['tls']}; "
+                   f"{cases[cid]['client']}; {BACKENDS.get(cases[cid]['backends'], '')})"
+                   for cid in order)
 machine = f"{cores} cores, {osname}, kernel {kernel}"
 print()
-print(f"mxlb-bench against each peer in front of two mxlb-sink, {duration} per load run; {machine}")
+print(f"each peer in front of two sinks, {duration} per load run, medians of {nruns} "
+      f"run{'s' if nruns > 1 else ''}; {machine}")
 print("cases:\n" + titles)
 print("(msg ms: message latency, MAIL FROM to the 250 after the final dot; setup ms: connect to "
       "the 250 to the last EHLO, TLS included; CPU: the proxy's utime+stime per accepted message "
-      "and as a share of one core; gen CPU: mxlb-bench's; 'vs mxlb': peer / mxlb; "
+      "and as a share of one core; gen CPU: the client's; 'vs mxlb': peer / mxlb; "
       "each run offers the same concurrency for the same time, so a peer that moves fewer "
-      "messages also queues fewer: compare latencies at similar rates only)")
+      "messages also queues fewer: compare latencies at similar rates only; smtp-source "
+      "measures no latency; spread: (max - min) / median over the runs, in %)")
 if load_rows:
     print()
     print(text_table(load_head, load_rows))
@@ -807,6 +1138,52 @@ if hold_rows:
     print("idle memory: RSS growth of the proxy (VmRSS, all its processes) with the sessions "
           "held after EHLO, per held session")
     print(text_table(hold_head, hold_rows))
+
+# issue 10's goals for the lock-step cases: a ratio of two medians each
+def fig(cid, peer, key):
+    v = cases.get(cid, {}).get("peers", {}).get(peer, {})
+    return v.get(key) if "bench" in v else None
+def why(cid, peer):
+    v = cases.get(cid, {}).get("peers", {}).get(peer)
+    if v is None:
+        return "not run"
+    return v.get("error") or v.get("na") or "no figure"
+goals = []
+for name, (c1, p1, k1), (c2, p2, k2), op, target in (
+        ("l1: mxlb CPU/msg / HAProxy's, without reuse", ("l1", "mxlb", "proxy_cpu_us_per_message"),
+         ("l1", "haproxy", "proxy_cpu_us_per_message"), "<=", 0.6),
+        ("x: mxlb-reuse CPU/msg / HAProxy's in l1", ("x", "mxlb-reuse", "proxy_cpu_us_per_message"),
+         ("l1", "haproxy", "proxy_cpu_us_per_message"), "<=", 0.4),
+        ("x-setup: session setup p50 with reuse / without", ("x-setup", "mxlb-reuse", "setup_p50_ms"),
+         ("x-setup", "mxlb", "setup_p50_ms"), "<=", 0.5),
+        ("l2: mxlb CPU/msg / HAProxy's", ("l2", "mxlb", "proxy_cpu_us_per_message"),
+         ("l2", "haproxy", "proxy_cpu_us_per_message"), "<=", 0.7),
+        ("l3: mxlb MB/s / HAProxy's", ("l3", "mxlb", "mb_per_s"), ("l3", "haproxy", "mb_per_s"), ">=", 1.2),
+        ("l3: mxlb CPU/msg / HAProxy's", ("l3", "mxlb", "proxy_cpu_us_per_message"),
+         ("l3", "haproxy", "proxy_cpu_us_per_message"), "<=", 0.8),
+        ("l4: mxlb MB/s / HAProxy's", ("l4", "mxlb", "mb_per_s"), ("l4", "haproxy", "mb_per_s"), ">=", 1.2),
+        ("l4: mxlb CPU/msg / HAProxy's", ("l4", "mxlb", "proxy_cpu_us_per_message"),
+         ("l4", "haproxy", "proxy_cpu_us_per_message"), "<=", 0.8)):
+    if c1 not in cases and c2 not in cases:
+        continue
+    a, b_ = fig(c1, p1, k1), fig(c2, p2, k2)
+    g = {"goal": f"{name} {op} {target}", "value": None, "met": None}
+    if a is not None and b_:
+        g["value"] = round(a / b_, 2)
+        g["met"] = g["value"] <= target if op == "<=" else g["value"] >= target
+    else:
+        g["why_not"] = why(c1, p1) if a is None else why(c2, p2)
+    goals.append(g)
+def goal_line(g):
+    if g["value"] is None:
+        return f"{g['goal']}: - ({g['why_not']})"
+    return f"{g['goal']}: {g['value']:.2f} ({'met' if g['met'] else 'not met'})"
+if goals:
+    print()
+    print("issue 10's goals (ratios of medians):")
+    for g in goals:
+        print("  " + goal_line(g))
+
 print()
 if behind:
     print("where mxlb is behind:")
@@ -815,12 +1192,15 @@ if behind:
 else:
     print("mxlb is behind no peer in any case of this run")
 
-md = [f"{machine}; {duration} per load run; load average (1 min) {load_start.split()[0]} at the "
-      f"start, {loadavg.split()[0]} at the end.", ""]
+md = [f"{machine}; {duration} per load run, medians of {nruns} run{'s' if nruns > 1 else ''}; "
+      f"load average (1 min) {load_start.split()[0]} at the start, {loadavg.split()[0]} at "
+      f"the end; {took} s.", ""]
 if load_rows:
-    md += [md_table(load_head, load_rows, {2, 3, 6, 7, 8, 9, 10, 11}), ""]
+    md += [md_table(load_head, load_rows, {2, 3, 6, 7, 8, 9, 10, 11, 12}), ""]
 if hold_rows:
     md += [md_table(hold_head, hold_rows, {2, 3, 4, 5}), ""]
+if goals:
+    md += ["Issue 10's goals (ratios of medians):", ""] + [f"- {goal_line(g)}" for g in goals] + [""]
 (d / "table.md").write_text("\n".join(md))
 
 # ---- the chart: grouped bars per case and peer
@@ -843,10 +1223,12 @@ def dat(name, kind, key, peers):
 
 LABELS = {"a": "a: 1 KB", "b": "b: 1 KB x100", "c": "c: 100 KB x20", "d": "d: 1 MB x10",
           "e": "e: TLS 1 KB", "f": "f: STARTTLS 1 KB", "g": "g: TLS 1 MB x10",
-          "h": "h: plain", "h-tls": "h-tls: TLS"}
+          "h": "h: plain", "h-tls": "h-tls: TLS", "l1": "l1: lock-step 1 KB",
+          "l2": "l2: lock-step 1 KB -d", "l3": "l3: lock-step 100 KB -d",
+          "l4": "l4: lock-step 1 MB -d", "x": "x: xclient 1 KB", "x-setup": "x-setup: xclient 1 KB"}
 
-COLORS = {"direct": "#999999", "mxlb": "#1f77b4", "haproxy": "#ff7f0e", "nginx": "#2ca02c",
-          "stunnel": "#d62728"}
+COLORS = {"direct": "#999999", "mxlb": "#1f77b4", "mxlb-reuse": "#17becf", "haproxy": "#ff7f0e",
+          "nginx": "#2ca02c", "stunnel": "#d62728"}
 import math
 panels = []
 proxies = PEERS[1:]
@@ -863,7 +1245,7 @@ for f, kind, key, peers, title, log in (
 gp = [f'set terminal pngcairo size 1300,{380 * max(1, len(panels)) + 60} font "sans,10"',
       f'set output "{d / "compare.png"}"',
       f'set multiplot layout {max(1, len(panels))},1 title "mxlb, HAProxy, nginx mail, stunnel: '
-      f'one worker each, two mxlb-sink backends; {machine}"',
+      f'one worker each, two backends (mxlb-sink; l1-l4: smtp-sink); medians of {nruns}; {machine}"',
       "set style data histograms", "set style histogram clustered gap 1",
       "set style fill solid 0.85 border -1", 'set datafile missing "-"',
       "set key outside right top vertical", "set grid ytics", "set boxwidth 0.9"]
@@ -890,14 +1272,23 @@ for cid in order:
     for peer, v in cases[cid]["peers"].items():
         if "error" in v and not v["error"].startswith("skipped"):
             failed.append(f"{cid}/{peer}: {v['error']}")
+        elif "bench" in v and v.get("run_errors"):
+            failed.append(f"{cid}/{peer}: {len(v['run_errors'])} of {v['runs']} runs failed: "
+                          + "; ".join(v["run_errors"]))
         elif "bench" in v and v["exit"] != 0:
-            failed.append(f"{cid}/{peer}: mxlb-bench exit {v['exit']} ({note(v)})")
+            failed.append(f"{cid}/{peer}: the client's exit status {v['exit']} ({note(v)})")
 results = {
     "machine": {"cores": cores, "os": osname, "kernel": kernel, "loadavg_at_start": load_start,
                 "loadavg_at_end": loadavg},
-    "setup": {"duration_per_load_run": duration, "held_sessions": hold,
-              "generator": "build/mxlb-bench, 1 thread, full TLS handshakes (no resumption)",
-              "backends": "two build/mxlb-sink on 127.0.0.1",
+    "setup": {"duration_per_load_run": duration, "held_sessions": hold, "runs_per_case": nruns,
+              "figures": f"the median of {nruns} runs (interleaved: each round runs every peer "
+                         "once); spread: [min, max]; per_run: each run",
+              "generator": "build/mxlb-bench, 1 thread, full TLS handshakes (no resumption); "
+                           "lock-step cases l1-l4 and x: Postfix smtp-source, 20 sessions, "
+                           "no pipelining, stopped after the duration",
+              "smtp_source_header_octets": src_header,
+              "backends": "two build/mxlb-sink on 127.0.0.1; l1-l4: two Postfix smtp-sink; "
+                          "x, x-setup: two build/mxlb-sink --xclient",
               "certificate": "ECDSA P-256, self-signed (build/compare/tls.crt)",
               "tls13_ciphersuite": "TLS_AES_128_GCM_SHA256 set on the OpenSSL peers (BoringSSL's "
                                    "first choice on AES hardware)",
@@ -906,6 +1297,7 @@ results = {
     "versions": versions,
     "cases": [cases[i] for i in order],
     "mxlb_behind": behind,
+    "goals": goals,
     "failed": failed,
     "chart": chart,
 }

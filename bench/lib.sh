@@ -56,22 +56,27 @@ stop_pid() {
 # A free TCP port of 127.0.0.1 for a listener, taken below the kernel's
 # ephemeral range when there is room: a port of that range, free now, may
 # be the source port of some outgoing connection before the listener binds
-# it (hundreds of connections a second come and go here).
+# it (hundreds of connections a second come and go here). free_port N:
+# N different ports, one a line.
 free_port() {
-	/usr/bin/python3 - <<'PY'
-import random, socket
+	/usr/bin/python3 - "${1:-1}" <<'PY'
+import random, socket, sys
+want = int(sys.argv[1])
 lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-ports = random.sample(range(max(1024, lo - 12000), lo - 500), 50) if lo > 6000 else []
-for port in ports + [0]:
+ports = random.sample(range(max(1024, lo - 12000), lo - 500), 50 + want) if lo > 6000 else []
+held = []
+for port in ports + [0] * want:
+    if len(held) == want:
+        break
     s = socket.socket()
     try:
         s.bind(("127.0.0.1", port))
-        print(s.getsockname()[1])
-        break
+        held.append(s)  # kept bound until all are chosen: no port twice
     except OSError:
-        pass
-    finally:
         s.close()
+for s in held:
+    print(s.getsockname()[1])
+    s.close()
 PY
 }
 
@@ -132,12 +137,61 @@ sink_start() {
 	sink_port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$dir/$name.log")
 }
 
-# Messages counted by the sinks named (their stats files are rewritten
-# every 200 ms).
+# Starts Postfix's smtp-sink NAME on a free port of 127.0.0.1 (-c: its
+# running counters, "sess=N quit=N mesg=N" and a CR after every session and
+# message, appended to $dir/NAME.count; as root it needs -u: nobody); sets
+# sink_port and sink_pid. SMTP_SINK: the binary (default /usr/sbin/smtp-sink).
+smtp_sink_start() {
+	local name=$1 try i port u=()
+	[ "$(id -u)" = 0 ] && u=(-u nobody)
+	for try in 1 2 3; do
+		port=$(free_port)
+		: >"$dir/$name.count"
+		"${SMTP_SINK:-/usr/sbin/smtp-sink}" "${u[@]}" -c -h "$name.bench" "127.0.0.1:$port" 1024 \
+			>>"$dir/$name.count" 2>"$dir/$name.log" &
+		sink_pid=$!
+		pids+=("$sink_pid")
+		for ((i = 0; i < 100; i++)); do
+			kill -0 "$sink_pid" 2>/dev/null || break
+			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+				sink_port=$port
+				return 0
+			fi
+			sleep 0.05
+		done
+		stop_pid "$sink_pid" 2 # the port was taken meanwhile: another
+	done
+	echo "$(basename "$0"): smtp-sink did not start; see $dir/$name.log" >&2
+	exit 1
+}
+
+# Messages counted so far by smtp-sink NAME: the last "mesg=" of its
+# counters. The file is emptied after each read (smtp-sink appends; its
+# counters are totals, so the next line is right again), the last value kept
+# in $dir/NAME.last for when nothing came since.
+smtp_sink_messages() {
+	local f="$dir/$1.count" v
+	v=$(tail -c 400 "$f" 2>/dev/null | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -1)
+	v=${v#mesg=}
+	if [ -n "$v" ]; then
+		echo "$v" >"$dir/$1.last"
+		: >"$f"
+	else
+		v=$(cat "$dir/$1.last" 2>/dev/null)
+	fi
+	echo "${v:-0}"
+}
+
+# Messages counted by the sinks named: mxlb-sink's stats files (rewritten
+# every 200 ms), or smtp-sink's counters (smtp_sink_start).
 sink_messages() {
 	local n=0 f v
 	for f in "$@"; do
-		v=$(sed -n 's/.*messages=\([0-9]*\).*/\1/p' "$dir/$f.stats" 2>/dev/null)
+		if [ -f "$dir/$f.count" ]; then
+			v=$(smtp_sink_messages "$f")
+		else
+			v=$(sed -n 's/.*messages=\([0-9]*\).*/\1/p' "$dir/$f.stats" 2>/dev/null)
+		fi
 		n=$((n + ${v:-0}))
 	done
 	echo "$n"

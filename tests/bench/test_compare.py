@@ -1,7 +1,9 @@
 """`make compare` in miniature: bench/compare.sh with COMPARE_QUICK=1 (case a,
-plain, and case e, implicit TLS, 1 s each) runs every peer (direct, mxlb,
-HAProxy, nginx mail, stunnel), writes results.json with each of them, and
-draws its chart."""
+plain, case e, implicit TLS, case l1, lock-step with Postfix's smtp-source in
+front of two smtp-sink, and case x, an xclient pool with reuse off and on;
+1 s each) runs every peer (direct, mxlb, HAProxy, nginx mail, stunnel),
+writes results.json with each of them, prints a row for each, and draws its
+chart. Two runs of each, so the medians and spreads are exercised."""
 import json
 import os
 import re
@@ -19,7 +21,8 @@ PEERS = {"direct", "mxlb", "haproxy", "nginx", "stunnel"}
 
 def peers_missing():
     path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
-    missing = [b for b in ("haproxy", "nginx", "stunnel4", "gnuplot") if not shutil.which(b, path=path)]
+    missing = [b for b in ("haproxy", "nginx", "stunnel4", "gnuplot", "smtp-source", "smtp-sink")
+               if not shutil.which(b, path=path)]
     if not Path("/usr/lib/nginx/modules/ngx_mail_module.so").exists():
         missing.append("libnginx-mod-mail")
     if not (BUILD / "mxlb-bench").exists():
@@ -31,26 +34,35 @@ def peers_missing():
                     "(tests/deps.sh test installs the peers)")
 def test_quick_compare(tmp_path):
     out = tmp_path / "compare"
-    env = dict(os.environ, COMPARE_QUICK="1", COMPARE_DIR=str(out), MXLB_BUILD=str(BUILD))
+    env = dict(os.environ, COMPARE_QUICK="1", COMPARE_RUNS="2", COMPARE_DIR=str(out),
+               MXLB_BUILD=str(BUILD))
     env.pop("CASES", None)
     env.pop("PEERS", None)
+    env.pop("COMPARE_DURATION", None)
     r = subprocess.run([str(TOP / "bench" / "compare.sh")], env=env, capture_output=True,
-                       text=True, timeout=120)
+                       text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
+    assert res["setup"]["runs_per_case"] == 2
     cases = {c["case"]: c for c in res["cases"]}
-    assert set(cases) == {"a", "e"}
+    assert set(cases) == {"a", "e", "l1", "x"}
     assert cases["a"]["tls"] == "none" and cases["e"]["tls"] == "implicit"
-    for c in cases.values():
-        assert set(c["peers"]) == PEERS, c["peers"].keys()
+    assert cases["l1"]["client"] == "smtp-source" and cases["l1"]["backends"] == "smtp"
+    for cid in ("a", "e", "l1"):
+        assert set(cases[cid]["peers"]) == PEERS, cases[cid]["peers"].keys()
     # stunnel only terminates TLS; every other (case, peer) ran and delivered
     assert "na" in cases["a"]["peers"]["stunnel"]
+    assert "na" in cases["l1"]["peers"]["stunnel"]
     for cid, c in cases.items():
         for peer, v in c["peers"].items():
-            if cid == "a" and peer == "stunnel":
+            if cid in ("a", "l1") and peer == "stunnel" or peer == "mxlb-reuse":
                 continue
             assert "error" not in v, (cid, peer, v)
             assert v["exit"] == 0 and v["messages"] > 0 and v["failed_messages"] == 0, (cid, peer)
+            assert v["runs"] == 2 and v["runs_with_results"] == 2, (cid, peer)
+            assert len(v["per_run"]) == 2 and v["spread"]["messages_per_s"][0] > 0, (cid, peer)
+            lo, hi = v["spread"]["messages_per_s"]
+            assert lo <= v["messages_per_s"] <= hi, (cid, peer)
             assert v["sink_count_matches"], (cid, peer, v["sink_messages"])
             if peer == "direct":
                 assert v["proxy_cpu_us_per_message"] is None
@@ -60,7 +72,33 @@ def test_quick_compare(tmp_path):
                 assert all(n > 0 for n in v["sink_messages"].values()), (cid, peer)
                 assert v["ratio_to_mxlb"]["messages_per_s"] > 0
         assert c["peers"]["mxlb"]["ratio_to_mxlb"]["messages_per_s"] == 1.0
+    # the lock-step messages are the size asked for, headers included
+    l1 = cases["l1"]["peers"]["mxlb"]
+    assert all(b["client"] == "smtp-source" and b["octets_per_message"] == 1024 for b in l1["bench"])
+    assert l1["mb_per_s"] > 0 and l1["bench_cpu_core_pct"] is not None
+    # the xclient case: mxlb only, reuse off and on; on is skipped while
+    # mxlb --check refuses reuse, and runs once it accepts it
+    x = cases["x"]["peers"]
+    assert set(x) == {"mxlb", "mxlb-reuse"}
+    conf = out / "mxlb-reuse.yaml"
+    chk = subprocess.run([str(BUILD / "mxlb"), "-c", str(conf), "--check"], capture_output=True,
+                         text=True, timeout=30)
+    if "reuse is not supported yet" in chk.stdout + chk.stderr:
+        assert x["mxlb-reuse"]["error"].startswith("skipped: reuse not built"), x["mxlb-reuse"]
+        assert re.search(r"^x\s+mxlb-reuse\s.*skipped: reuse not built", r.stdout, re.M)
+    else:
+        assert chk.returncode == 0, chk.stderr
+        v = x["mxlb-reuse"]
+        assert v["exit"] == 0 and v["messages"] > 0 and v["sink_count_matches"], v
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "where mxlb is behind" in r.stdout or "behind no peer" in r.stdout
+    assert "issue 10's goals" in r.stdout
     for peer in PEERS:  # the table on stdout has a row for each
         assert re.search(rf"^e\s+{peer}\s", r.stdout, re.M), peer
+    # the lock-step rows carry numbers: msg/s, MB/s, latencies (none), CPU per message
+    for peer in ("direct", "mxlb", "haproxy", "nginx"):
+        m = re.search(rf"^l1\s+{peer}\s+(\d+)\s+(\d+\.\d)\s+-/-\s+-/-\s+(\S+)\s", r.stdout, re.M)
+        assert m, (peer, r.stdout[-3000:])
+        assert int(m.group(1)) > 0
+        assert (m.group(3) == "-") == (peer == "direct"), m.group(0)
+    assert re.search(r"^x\s+mxlb\s+\d+\s+\d+\.\d\s+-/-\s+-/-\s+\d+\s", r.stdout, re.M)
