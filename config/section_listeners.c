@@ -69,17 +69,18 @@ static int parse_routes(struct ctx *c, struct cfg_listener *l, yaml_node_t *seq)
 {
 	static const char *const required[] = { "pool", NULL };
 	size_t n;
+	int r = 0;
 
 	if (cfg_list(c, seq, "routes", &n) < 0 ||
 	    !(l->routes = cfg_calloc(c, seq, n, sizeof(*l->routes))))
 		return -1;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && !c->stopped; i++) {
 		l->nroutes++;
 		if (cfg_read_map(c, cfg_item(c, seq, i), "routes[]", "route", route_pair,
 				 &l->routes[i], required) < 0)
-			return -1;
+			r = -1; /* the other routes are read for their errors too */
 	}
-	return 0;
+	return r;
 }
 
 static bool same_addr(const struct cfg_addr *a, const struct cfg_addr *b)
@@ -324,7 +325,7 @@ static int parse_listener(struct ctx *c, size_t i, yaml_node_t *item)
 	if (check_listener_tls(c, &la, item) < 0)
 		return -1;
 	for (size_t q = 0; q < i; q++)
-		if (!strcmp(c->cfg->listeners[q].name, l->name))
+		if (c->cfg->listeners[q].name && !strcmp(c->cfg->listeners[q].name, l->name))
 			return cfg_fail(c, la.name_node, "duplicate listener \"%s\"", l->name);
 	return 0;
 }
@@ -333,6 +334,7 @@ int cfg_listeners_parse(struct ctx *c, yaml_node_t *seq, yaml_node_t *root)
 {
 	struct config *cfg = c->cfg;
 	size_t n;
+	int r = 0;
 
 	(void)root;
 	if (cfg_list(c, seq, "listeners", &n) < 0)
@@ -341,12 +343,12 @@ int cfg_listeners_parse(struct ctx *c, yaml_node_t *seq, yaml_node_t *root)
 		return cfg_fail(c, seq, "listeners: at least one listener is needed");
 	if (!(cfg->listeners = cfg_calloc(c, seq, n, sizeof(*cfg->listeners))))
 		return -1;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && !c->stopped; i++) {
 		cfg->nlisteners++;
 		if (parse_listener(c, i, cfg_item(c, seq, i)) < 0)
-			return -1;
+			r = -1; /* the other listeners are read for their errors too */
 	}
-	return 0;
+	return r;
 }
 
 void cfg_listeners_free(struct config *cfg)

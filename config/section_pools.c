@@ -115,7 +115,7 @@ static int parse_backend(struct ctx *c, struct cfg_pool *p, size_t j, yaml_node_
 	if (ba.tls_node && cfg_refuse_unbuilt(c, ba.tls_node, "backend tls") < 0)
 		return -1;
 	for (size_t q = 0; q < j; q++)
-		if (!strcmp(p->backends[q].name, ba.b->name))
+		if (p->backends[q].name && !strcmp(p->backends[q].name, ba.b->name))
 			return cfg_fail(c, ba.name_node, "duplicate backend \"%s\" in pool \"%s\"",
 					ba.b->name, p->name);
 	return 0;
@@ -124,6 +124,7 @@ static int parse_backend(struct ctx *c, struct cfg_pool *p, size_t j, yaml_node_
 static int parse_backends(struct ctx *c, struct cfg_pool *p, yaml_node_t *seq)
 {
 	size_t n;
+	int r = 0;
 
 	if (cfg_list(c, seq, "backends", &n) < 0)
 		return -1;
@@ -131,12 +132,12 @@ static int parse_backends(struct ctx *c, struct cfg_pool *p, yaml_node_t *seq)
 		return cfg_fail(c, seq, "pool \"%s\" has no backends", p->name);
 	if (!(p->backends = cfg_calloc(c, seq, n, sizeof(*p->backends))))
 		return -1;
-	for (size_t j = 0; j < n; j++) {
+	for (size_t j = 0; j < n && !c->stopped; j++) {
 		p->nbackends++;
 		if (parse_backend(c, p, j, cfg_item(c, seq, j)) < 0)
-			return -1;
+			r = -1; /* the other backends are read for their errors too */
 	}
-	return 0;
+	return r;
 }
 
 struct pool_arg {
@@ -221,7 +222,7 @@ static int parse_pool(struct ctx *c, size_t i, yaml_node_t *item)
 	if (cfg_read_map(c, item, "pools[]", "pool", pool_pair, &pa, required) < 0)
 		return -1;
 	for (size_t q = 0; q < i; q++)
-		if (!strcmp(c->cfg->pools[q].name, p->name))
+		if (c->cfg->pools[q].name && !strcmp(c->cfg->pools[q].name, p->name))
 			return cfg_fail(c, pa.name_node, "duplicate pool \"%s\"", p->name);
 	if (parse_backends(c, p, pa.backends) < 0 || check_reuse(c, p, pa.reuse_node) < 0)
 		return -1;
@@ -238,17 +239,18 @@ int cfg_pools_parse(struct ctx *c, yaml_node_t *seq, yaml_node_t *root)
 {
 	struct config *cfg = c->cfg;
 	size_t n;
+	int r = 0;
 
 	(void)root;
 	if (cfg_list(c, seq, "pools", &n) < 0 ||
 	    !(cfg->pools = cfg_calloc(c, seq, n, sizeof(*cfg->pools))))
 		return -1;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && !c->stopped; i++) {
 		cfg->npools++;
 		if (parse_pool(c, i, cfg_item(c, seq, i)) < 0)
-			return -1;
+			r = -1; /* the other pools are read for their errors too */
 	}
-	return 0;
+	return r;
 }
 
 int cfg_pool_ref(struct ctx *c, yaml_node_t *v, const char *what, struct cfg_pool **out)
@@ -256,7 +258,7 @@ int cfg_pool_ref(struct ctx *c, yaml_node_t *v, const char *what, struct cfg_poo
 	if (cfg_want(c, v, YAML_SCALAR_NODE, what) < 0)
 		return -1;
 	for (size_t i = 0; i < c->cfg->npools; i++) {
-		if (!strcmp(c->cfg->pools[i].name, cfg_scalar(v))) {
+		if (c->cfg->pools[i].name && !strcmp(c->cfg->pools[i].name, cfg_scalar(v))) {
 			*out = &c->cfg->pools[i];
 			return 0;
 		}

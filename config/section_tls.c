@@ -99,7 +99,7 @@ static int parse_context(struct ctx *c, struct cfg_tls *t, size_t i, yaml_node_t
 	if (cfg_get_name(c, k, "tls context name", &t->name) < 0)
 		return -1;
 	for (size_t j = 0; j < i; j++)
-		if (!strcmp(c->cfg->tls[j].name, t->name))
+		if (c->cfg->tls[j].name && !strcmp(c->cfg->tls[j].name, t->name))
 			return cfg_fail(c, k, "duplicate tls context \"%s\"", t->name);
 	t->min_version = 0x0303;
 	t->session_tickets = true;
@@ -117,6 +117,7 @@ int cfg_tls_parse(struct ctx *c, yaml_node_t *map, yaml_node_t *root)
 {
 	struct config *cfg = c->cfg;
 	size_t n;
+	int r = 0;
 
 	(void)root;
 	if (!map)
@@ -126,15 +127,15 @@ int cfg_tls_parse(struct ctx *c, yaml_node_t *map, yaml_node_t *root)
 	n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
 	if (!(cfg->tls = cfg_calloc(c, map, n, sizeof(*cfg->tls))))
 		return -1;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && !c->stopped; i++) {
 		yaml_node_pair_t *p = &map->data.mapping.pairs.start[i];
 
 		cfg->ntls++;
 		if (parse_context(c, &cfg->tls[i], i, cfg_node(c, p->key), cfg_node(c, p->value)) <
 		    0)
-			return -1;
+			r = -1; /* the other contexts are read for their errors too */
 	}
-	return 0;
+	return r;
 }
 
 int cfg_tls_ref(struct ctx *c, yaml_node_t *v, const char *what, struct cfg_tls **out)
@@ -142,7 +143,7 @@ int cfg_tls_ref(struct ctx *c, yaml_node_t *v, const char *what, struct cfg_tls 
 	if (cfg_want(c, v, YAML_SCALAR_NODE, what) < 0)
 		return -1;
 	for (size_t i = 0; i < c->cfg->ntls; i++) {
-		if (!strcmp(c->cfg->tls[i].name, cfg_scalar(v))) {
+		if (c->cfg->tls[i].name && !strcmp(c->cfg->tls[i].name, cfg_scalar(v))) {
 			*out = &c->cfg->tls[i];
 			return 0;
 		}

@@ -671,15 +671,19 @@ static void test_multiple_errors(void **state)
 }
 
 /* What only follows from an earlier mistake is not reported: a pool
- * section that stopped before naming every pool leaves the listeners
- * unread (they would name pools it never reached); a missing section the
- * same. */
+ * section that could not name every pool leaves the listeners unread
+ * (they would name pools it never named); a missing section the same.
+ * Every pool is read, so a bad pool before another stops nothing. */
 static void test_no_follow_on_errors(void **state)
 {
 	static const char stopped[] =
+		"pools: {q: {backends: [{name: b, address: \"1.2.3.4:25\"}]}}\n"
+		"listeners: [{name: l, listen: \"127.0.0.1:25\", pool: q, banner: \"\\x01\"}]\n";
+	static const char first_bad[] =
 		"pools:\n"
 		"  - {name: p, retries: 99, backends: [{name: b, address: \"1.2.3.4:25\"}]}\n"
-		"  - {name: q, backends: [{name: b, address: \"1.2.3.4:25\"}]}\n"
+		"  - {name: q, backends: [{name: b, address: \"1.2.3.4:25\"}, "
+		"{name: c, address: \"1.2.3.4:0\"}]}\n"
 		"listeners: [{name: l, listen: \"127.0.0.1:25\", pool: q, banner: \"\\x01\"}]\n";
 	static const char named[] =
 		"pools:\n"
@@ -690,7 +694,14 @@ static void test_no_follow_on_errors(void **state)
 
 	(void)state;
 	assert_null(load(stopped, err));
-	assert_string_equal(err, "t.yaml:2:24: retries: 99 is out of range (0 to 15)");
+	assert_string_equal(err, "t.yaml:1:8: pools: expected a list, found a mapping");
+	/* a bad pool, a bad backend of the next pool, a bad listener: all three */
+	assert_null(load(first_bad, err));
+	assert_string_equal(err,
+			    "t.yaml:2:24: retries: 99 is out of range (0 to 15)\n"
+			    "t.yaml:3:79: backend address: bad address \"1.2.3.4:0\": the port "
+			    "must be a number from 1 to 65535\n"
+			    "t.yaml:4:64: banner: control characters are not allowed");
 	/* the pool that failed is the last and has its name: listeners are read */
 	assert_null(load(named, err));
 	assert_string_equal(err, "t.yaml:3:24: retries: 99 is out of range (0 to 15)\n"
