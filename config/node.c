@@ -27,9 +27,7 @@ static const struct unbuilt {
 	const char *key;   /* the key as cfg_get_enum() names it */
 	const char *value; /* NULL: any use of the key */
 	const char *what;
-} unbuilt[] = {
-	{ "relay", "splice", "relay: splice" },
-};
+} unbuilt[] = {};
 
 /* ---- the document ---- */
 
@@ -526,10 +524,12 @@ int cfg_get_enum(struct ctx *c, yaml_node_t *n, const char *what, const char *co
  * itself, as a mapping) of key, or NULL. */
 static const struct unbuilt *unbuilt_row(const char *key, const char *value)
 {
-	for (size_t i = 0; i < sizeof(unbuilt) / sizeof(unbuilt[0]); i++)
-		if (!strcmp(unbuilt[i].key, key) &&
-		    (!unbuilt[i].value || (value && !strcmp(unbuilt[i].value, value))))
-			return &unbuilt[i];
+	/* pointers, not an index: the table may be empty, and a size_t
+	 * compared with 0 fails -Wtype-limits */
+	for (const struct unbuilt *u = unbuilt; u < unbuilt + sizeof(unbuilt) / sizeof(unbuilt[0]);
+	     u++)
+		if (!strcmp(u->key, key) && (!u->value || (value && !strcmp(u->value, value))))
+			return u;
 	return NULL;
 }
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/splice.h"
 
 #include "core/conn_int.h"
 
@@ -115,7 +116,7 @@ static void drop_queue(struct conn *c)
 
 static void maybe_free(struct conn *c)
 {
-	if (!(c->flags & CONN_F_ORPHAN) || c->ops ||
+	if (!(c->flags & CONN_F_ORPHAN) || c->ops || c->holds ||
 	    (c->flags & (CONN_F_IN_CB | CONN_F_STARVED | CONN_F_LINGER | CONN_F_DEFERRED)))
 		return;
 	drop_queue(c);
@@ -197,6 +198,23 @@ void conn_recv_oneshot(struct conn *c)
 bool conn_recv_paused(const struct conn *c)
 {
 	return c->flags & CONN_F_PAUSED;
+}
+
+bool conn_recv_busy(const struct conn *c)
+{
+	return c->ops & CONN_OP_RECV;
+}
+
+void conn_hold(struct conn *c, struct splice *sp)
+{
+	c->holds++;
+	c->splice = sp;
+}
+
+void conn_unhold(struct conn *c)
+{
+	c->holds--;
+	maybe_free(c);
 }
 
 static void submit_send(struct conn *c)
@@ -358,6 +376,8 @@ void conn_close(struct conn *c)
 	if (!c || (c->flags & CONN_F_ORPHAN))
 		return;
 	c->flags |= CONN_F_ORPHAN;
+	/* it holds c: c is not freed from inside */
+	splice_abort(c->splice);
 	abort_io(c);
 	maybe_free(c);
 }
@@ -366,6 +386,7 @@ void conn_close_after_flush(struct conn *c, uint32_t linger_ms)
 {
 	if (!c || (c->flags & CONN_F_ORPHAN))
 		return;
+	splice_abort(c->splice);
 	if (c->fd < 0 || (c->flags & CONN_F_DEAD) || (c->ops & CONN_OP_CONNECT)) {
 		conn_close(c);
 		return;
@@ -486,6 +507,9 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 	}
 	if (!more && may_recv(c))
 		arm_recv(c);
+	else if (!more && (c->flags & CONN_F_PAUSED) && !(c->ops & CONN_OP_RECV) &&
+		 !(c->flags & CONN_F_ORPHAN) && c->h->stopped)
+		c->h->stopped(c);
 }
 
 static void on_send(struct conn *c, int res)

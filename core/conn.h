@@ -30,6 +30,7 @@
 #define CONN_SEGS 8
 
 struct conn;
+struct splice;
 
 struct conn_handler {
 	/* Bytes arrived in buffer bid. Return true to keep the buffer
@@ -43,6 +44,9 @@ struct conn_handler {
 	/* A transport with a handshake (TLS): it ended, 0 or -errno (the
 	 * transport says why: conn_tls_error()) */
 	void (*handshake)(struct conn *c, int err);
+	/* Optional: receiving was paused and the last recv in flight has
+	 * ended (its bytes, if any, went to data first). */
+	void (*stopped)(struct conn *c);
 };
 
 /* A transport. Each function is called with the conn it was set on by
@@ -86,6 +90,7 @@ struct conn {
 	uint16_t ops;	/* CONN_OP_* in flight */
 	uint16_t flags; /* CONN_F_* */
 	uint8_t seg_head, seg_count;
+	uint8_t holds;	  /* conn_hold(): the fd stays open while held */
 	uint32_t seg_off; /* octets of the head segment already sent */
 	uint32_t queued;  /* octets in the queue */
 	struct seg segs[CONN_SEGS];
@@ -98,6 +103,7 @@ struct conn {
 	struct __kernel_timespec connect_ts;
 	const struct conn_xprt *x; /* conn_plain unless set */
 	void *xprt_ctx;		   /* the transport's own state */
+	struct splice *splice;	   /* core/splice.h: aborted when the conn closes */
 };
 
 /* A new conn on an open socket (fd < 0: a socket is made by conn_connect). */
@@ -108,6 +114,8 @@ void conn_recv_start(struct conn *c);
 /* Stop receiving: data already on its way may still arrive. */
 void conn_recv_pause(struct conn *c);
 bool conn_recv_paused(const struct conn *c);
+/* Whether a recv is in flight (its bytes may still come). */
+bool conn_recv_busy(const struct conn *c);
 /* From the next arming on, receive one buffer per operation. A multishot
  * recv drains the whole socket buffer into provided buffers before a pause
  * can take effect (several MB); one at a time, a pause holds within one
@@ -141,6 +149,13 @@ void conn_close_after_flush(struct conn *c, uint32_t linger_ms);
 /* Give back a buffer a handler kept; a conn that starved for buffers
  * receives again. */
 void conn_buf_release(struct worker *w, uint16_t bid);
+
+/* ---- For core/splice.c ---- */
+
+/* Keep c (and its fd) alive past its close until conn_unhold(), and
+ * call splice_abort(sp) when its owner closes it. */
+void conn_hold(struct conn *c, struct splice *sp);
+void conn_unhold(struct conn *c);
 
 /* ---- For transports ---- */
 

@@ -16,6 +16,7 @@
 
 #include "core/conn.h"
 #include "core/log.h"
+#include "core/splice.h"
 
 /* Debian's liburing 2.3 predates this flag; the kernel has it. */
 #ifndef IORING_TIMEOUT_MULTISHOT
@@ -181,7 +182,9 @@ int worker_init(struct worker *w)
 	if (ret < 0)
 		return ret;
 	/* io-wq threads serve operations that cannot complete inline; a
-	 * proxy needs few of them (bounded and unbounded) */
+	 * proxy needs few of them (bounded and unbounded). IORING_OP_SPLICE
+	 * on sockets and pipes is unbounded work that always goes there: two
+	 * threads, because no splice waits in one (core/splice.h) */
 	unsigned int maxw[2] = { 2, 2 };
 	io_uring_register_iowq_max_workers(&w->ring, maxw);
 	ret = bufs_init(&w->bufs, &w->ring);
@@ -460,6 +463,7 @@ void worker_fini(struct worker *w)
 		close(w->wake_fd);
 	w->wake_fd = -1;
 	conn_worker_fini(w);
+	splice_worker_fini(w);
 	while (w->lsocks) {
 		struct lsock *ls = w->lsocks;
 

@@ -49,6 +49,7 @@ struct worker_cb {
 } __attribute__((aligned(16)));
 
 struct conns;
+struct splice_pool;
 struct lsock;
 struct worker;
 
@@ -102,7 +103,8 @@ struct worker {
 	int wake_fd;
 	uint64_t wake_val;
 	struct lsock *lsocks;
-	struct conns *conns; /* core/conn.c's: its allocator and lists */
+	struct conns *conns;	   /* core/conn.c's: its allocator and lists */
+	struct splice_pool *pipes; /* core/splice.c's: empty pipes, made on first use */
 	const struct worker_ops *ops;
 	void *proxy;  /* the proxy's per-worker state */
 	int fd_high;  /* fds at or above it are the reserve; see worker_fd_in_reserve() */

@@ -218,6 +218,12 @@ static uint64_t p_config_loaded(size_t v)
 	return stats_config_loaded_ms() / 1000;
 }
 
+static uint64_t p_splice_bytes(size_t v)
+{
+	(void)v;
+	return relay_splice_bytes();
+}
+
 static const struct metric metrics[] = {
 	{ "mxlb_sessions_total", "counter", "Sessions ended, by listener and result.", "result",
 	  by_result, .of_listener = l_sessions },
@@ -265,6 +271,9 @@ static const struct metric metrics[] = {
 	  "Clients screened (listeners[].screen), by result: pass, cached, allow, deny, pregreet, "
 	  "dnsbl.",
 	  "result", screen_result_name, .of_listener = screen_stats_count },
+	{ "mxlb_relay_splice_bytes_total", "counter",
+	  "Bytes of mxlb_bytes_total that moved by splice (relay: splice), both directions.",
+	  .of_process = p_splice_bytes },
 	{ "mxlb_build_info", "gauge", "Always 1; the version in a label.", "version", by_version,
 	  .of_process = p_build_info },
 	{ "mxlb_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.", "result",

@@ -581,6 +581,9 @@ struct session {
 	unsigned ehlo_drop;	  /* SMTP_EXT_* removed from the backend's EHLO replies */
 	struct dbuf stash[2];	  /* relay overflow per direction (0: to backend) */
 	bool eof[2];		  /* 0: client shut its side, 1: backend did */
+	struct splice *splice;	  /* relay.c: the pipes, once a direction splices */
+	uint8_t splice_st[2];	  /* relay.c: copying, switching or splicing, per direction */
+	uint32_t bulk_run[2];	  /* relay.c, relay: auto: octets in full buffers in a row */
 
 	/* screening (screen.c, SPEC §9): the session line's screen= and
 	 * score=; screen is NULL on a listener without screening */
@@ -712,5 +715,7 @@ void relay_start(struct session *s);
 /* Whether relaying will read the client's stream with the tracker
  * (smtp_track.h): then the client must not get STARTTLS to the backend. */
 bool relay_tracked(const struct session *s);
+/* Octets relayed by splice (relay: splice or auto), all workers. */
+uint64_t relay_splice_bytes(void);
 
 #endif

@@ -12,11 +12,20 @@
  * replies are watched, and its replies to a client's EHLO filtered like
  * the first one. bytes_in counts what the client sent, not what the
  * backend got after normalizing.
+ *
+ * relay: splice (and auto, for a direction it picks) moves a direction's
+ * bytes through a pipe instead (core/splice.h), where they pass untouched:
+ * never with TLS terminated by mxlb on either side, never with the
+ * tracker. A direction switches once its bytes are nowhere else: its
+ * source's recv paused and ended, its destination's queue and stash empty
+ * (and, for the client, no kept bytes). Until then it copies as above;
+ * once spliced it stays so.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "core/splice.h"
 #include "proxy/proxy.h"
 #include "proxy/smtp_parse.h"
 
@@ -24,6 +33,22 @@
 #define RELAY_STASH_MAX (16 * BUF_SIZE)
 /* The longest EHLO reply collected to be filtered. */
 #define RELAY_EHLO_MAX (16 * 1024)
+/* relay: auto splices a direction once this many octets came in full
+ * buffers in a row: bulk message text, not commands or replies. Copying
+ * wins for 1 KB messages (by 2x CPU) and on CPU for 100 KB, splicing from
+ * 1 MB on (bench/README.md, "splice or copy"). */
+#ifndef RELAY_AUTO_SPLICE_AFTER
+#define RELAY_AUTO_SPLICE_AFTER (256 * 1024)
+#endif
+
+enum { RELAY_COPY, RELAY_SWITCH, RELAY_SPLICE }; /* s->splice_st[] */
+
+static atomic_ulong splice_bytes;
+
+uint64_t relay_splice_bytes(void)
+{
+	return atomic_load(&splice_bytes);
+}
 
 static struct conn *dst_of(struct session *s, int dir)
 {
@@ -53,7 +78,8 @@ static void relay_backpressure(struct session *s, int dir)
  * client with the tracker) its kept bytes wait for a reply. */
 static void relay_resume(struct session *s, int dir)
 {
-	if (s->eof[dir] || relay_congested(s, dir) || (dir == 0 && dbuf_used(&s->in)))
+	if (s->eof[dir] || s->splice_st[dir] != RELAY_COPY || relay_congested(s, dir) ||
+	    (dir == 0 && dbuf_used(&s->in)))
 		return;
 	conn_recv_start(src_of(s, dir));
 }
@@ -158,6 +184,141 @@ static void relay_shutdown_if_done(struct session *s, int dir)
 		conn_shutdown_wr(dst_of(s, dir));
 }
 
+/* ---- splicing ---- */
+
+/* Switch dir to splicing if its bytes are nowhere else now (see the top);
+ * called again from each event that may make it so. */
+static void relay_splice_try(struct session *s, int dir)
+{
+	struct conn *dst = dst_of(s, dir);
+
+	if (s->state != S_RELAY || s->splice_st[dir] != RELAY_SWITCH)
+		return;
+	if (s->eof[dir]) {
+		s->splice_st[dir] = RELAY_COPY; /* nothing more to move */
+		return;
+	}
+	if (conn_recv_busy(src_of(s, dir)) || dst->seg_count || dbuf_used(&s->stash[dir]) ||
+	    (dir == 0 && dbuf_used(&s->in)))
+		return;
+	if (splice_start(s->splice, dir) < 0) {
+		s->splice_st[dir] = RELAY_COPY; /* no pipe: copying works too */
+		relay_resume(s, dir);
+		return;
+	}
+	s->splice_st[dir] = RELAY_SPLICE;
+}
+
+static const struct splice_handler relay_splice_handler;
+
+static void relay_splice_begin(struct session *s, int dir)
+{
+	if (s->splice_st[dir] != RELAY_COPY || s->eof[dir])
+		return;
+	if (!s->splice) {
+		s->splice = splice_new(s->client, s->back, &relay_splice_handler, s);
+		if (!s->splice)
+			return;
+	}
+	s->splice_st[dir] = RELAY_SWITCH;
+	conn_recv_pause(src_of(s, dir));
+	relay_splice_try(s, dir);
+}
+
+/* relay: auto, after len octets of dir were copied. */
+static void relay_auto(struct session *s, int dir, size_t len)
+{
+	if (s->l->relay != CFG_RELAY_AUTO || s->track || s->splice_st[dir] != RELAY_COPY)
+		return;
+	if (len < BUF_SIZE) {
+		s->bulk_run[dir] = 0;
+		return;
+	}
+	s->bulk_run[dir] += (uint32_t)len;
+	if (s->bulk_run[dir] >= RELAY_AUTO_SPLICE_AFTER && s->client->x == &conn_plain &&
+	    s->back->x == &conn_plain)
+		relay_splice_begin(s, dir);
+}
+
+/* Why relay: splice copies for this session, or NULL: said once per
+ * process and reason in the log (a listener's TLS or a pool's handoff
+ * may change with a reload, so --check cannot know every session). */
+static const char *splice_refused(const struct session *s)
+{
+	if (s->client->x != &conn_plain || s->back->x != &conn_plain)
+		return "TLS terminated by mxlb";
+	if (s->track)
+		return "the client-stream tracker (xclient handoff, bare_newline, reuse)";
+	return NULL;
+}
+
+static void relay_splice_init(struct session *s)
+{
+	static atomic_bool said_tls, said_track;
+	const char *why;
+
+	if (s->l->relay != CFG_RELAY_SPLICE)
+		return;
+	why = splice_refused(s);
+	if (why) {
+		atomic_bool *said =
+			s->track && s->client->x == &conn_plain && s->back->x == &conn_plain
+				? &said_track
+				: &said_tls;
+
+		if (!atomic_exchange(said, true))
+			log_warn(
+				"relay",
+				"listener %s: relay: splice, but sessions with %s copy (said once)",
+				s->l->name, why);
+		return;
+	}
+	relay_splice_begin(s, 0);
+	if (s->state == S_RELAY)
+		relay_splice_begin(s, 1);
+}
+
+static void relay_spliced(void *owner, int dir, size_t n)
+{
+	struct session *s = owner;
+
+	if (dir)
+		s->bytes_out += n;
+	else
+		s->bytes_in += n;
+	atomic_fetch_add_explicit(&splice_bytes, n, memory_order_relaxed);
+	session_timeout(s, s->l->timeouts.idle);
+}
+
+/* As relay_client_eof() and relay_back_eof(), once the pipe is drained. */
+static void relay_splice_eof(void *owner, int dir)
+{
+	struct session *s = owner;
+
+	s->eof[dir] = true;
+	if (dir) {
+		session_close_flush(s, R_RELAYED, "backend closed");
+		return;
+	}
+	conn_shutdown_wr(s->back);
+	session_timeout(s, s->l->timeouts.backend_reply);
+}
+
+static void relay_splice_error(void *owner, int dir, bool src, int err)
+{
+	(void)err;
+	session_close(owner, R_RELAYED,
+		      src == (dir == 0) ? "client connection error" : "backend connection error");
+}
+
+static const struct splice_handler relay_splice_handler = {
+	.moved = relay_spliced,
+	.eof = relay_splice_eof,
+	.error = relay_splice_error,
+};
+
+/* ---- copying ---- */
+
 static bool relay_client_data(struct conn *c, char *p, size_t len, uint16_t bid)
 {
 	struct session *s = c->owner;
@@ -166,8 +327,11 @@ static bool relay_client_data(struct conn *c, char *p, size_t len, uint16_t bid)
 
 	s->bytes_in += len;
 	session_timeout(s, s->l->timeouts.idle);
-	if (!s->track)
-		return relay_forward(s, 0, p, len, bid);
+	if (!s->track) {
+		taken = relay_forward(s, 0, p, len, bid);
+		relay_auto(s, 0, len);
+		return taken;
+	}
 	/* message text goes on in its buffer; the tracker reads the commands */
 	pass = dbuf_used(&s->in) ? 0 : smtp_track_pass(s->track, p, len);
 	if (pass == len)
@@ -261,10 +425,14 @@ static bool relay_back_bytes(struct session *s, char *p, size_t len, int bid)
 static bool relay_back_data(struct conn *c, char *p, size_t len, uint16_t bid)
 {
 	struct session *s = c->owner;
+	bool taken;
 
 	s->bytes_out += len;
 	session_timeout(s, s->l->timeouts.idle);
-	return relay_back_bytes(s, p, len, bid);
+	taken = relay_back_bytes(s, p, len, bid);
+	if (s->state == S_RELAY)
+		relay_auto(s, 1, len);
+	return taken;
 }
 
 /* The other side's queue emptied: the stash goes first, then reading
@@ -277,6 +445,11 @@ static void relay_drained(struct session *s, int dir)
 		conn_send_copy(dst_of(s, dir), dbuf_data(st), dbuf_used(st));
 		dbuf_free(st);
 		return; /* resume when this is sent */
+	}
+	if (s->splice_st[dir] == RELAY_SWITCH) {
+		relay_splice_try(s, dir);
+		if (s->splice_st[dir] != RELAY_COPY)
+			return;
 	}
 	if (dir == 1 && s->eof[1]) {
 		session_close_flush(s, R_RELAYED, "backend closed");
@@ -323,6 +496,17 @@ static void relay_back_eof(struct conn *c)
 		session_close_flush(s, R_RELAYED, "backend closed");
 }
 
+/* The recv in flight when a switch to splicing paused it has ended. */
+static void relay_client_stopped(struct conn *c)
+{
+	relay_splice_try(c->owner, 0);
+}
+
+static void relay_back_stopped(struct conn *c)
+{
+	relay_splice_try(c->owner, 1);
+}
+
 static void relay_client_error(struct conn *c, int err)
 {
 	(void)err;
@@ -340,6 +524,7 @@ const struct conn_handler relay_client_handler = {
 	.eof = relay_client_eof,
 	.error = relay_client_error,
 	.drained = relay_client_drained,
+	.stopped = relay_client_stopped,
 };
 
 const struct conn_handler relay_back_handler = {
@@ -347,6 +532,7 @@ const struct conn_handler relay_back_handler = {
 	.eof = relay_back_eof,
 	.error = relay_back_error,
 	.drained = relay_back_drained,
+	.stopped = relay_back_stopped,
 };
 
 /* Whether the client's stream goes through the tracker: with the xclient
@@ -407,5 +593,7 @@ void relay_start(struct session *s)
 		return;
 	if (s->eof[0])
 		relay_shutdown_if_done(s, 0);
-	relay_resume(s, 0);
+	relay_splice_init(s);
+	if (s->state == S_RELAY)
+		relay_resume(s, 0);
 }

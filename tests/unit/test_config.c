@@ -587,9 +587,6 @@ static const struct bad {
 	  "backends: [{name: b, address: \"1.2.3.4:25\"}]}]\n"
 	  "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p}]\n",
 	  "t.yaml:1:", "reuse cannot work with handoff proxy_v2" },
-	/* not built yet, at the value */
-	{ POOL "listeners: [{name: l, listen: \"127.0.0.1:25\", pool: p, relay: splice}]\n",
-	  "t.yaml:2:63:", "relay: splice is not supported yet" },
 };
 
 /* Every case runs, and each mismatch is printed, before the test fails. */
