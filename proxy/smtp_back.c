@@ -444,6 +444,12 @@ static void back_ehlo_reply(struct session *s, int code, size_t len)
 		back_fail(s, "EHLO answered 421");
 		return;
 	}
+	/* nothing asked for comes after it: on a parked connection, a reply
+	 * of the last client's still on its way */
+	if (s->back_reused && dbuf_used(&s->bin) > len) {
+		back_fail(s, "bytes after the EHLO reply");
+		return;
+	}
 	if (s->back_reused)
 		atomic_fetch_add(&s->pool->backends[s->backend].st->reused, 1);
 
@@ -588,6 +594,10 @@ static void after_xclient(struct session *s, int code, size_t len)
 {
 	(void)code;
 	(void)len;
+	if (dbuf_used(&s->bin)) { /* it would be read as the EHLO reply */
+		back_fail(s, "bytes after the XCLIENT reply");
+		return;
+	}
 	back_set_state(s, S_B_EHLO);
 }
 

@@ -301,6 +301,7 @@ static size_t cmd_step(struct smtp_track *t, const char *in, size_t n, char *out
 		}
 		if (c == '\r' || c == '\n') {
 			t->cstate = C_REST; /* an empty line: its end follows */
+			t->unsafe = true;   /* no verb reuse allows */
 			return 0;
 		}
 		t->cstate = C_VERB;
@@ -706,6 +707,13 @@ static void on_reply(struct smtp_track *t)
 	bool is354 = !memcmp(t->reply_code, "354", 3);
 
 	t->replies_seen++;
+	if (t->replies_seen > t->cmds_sent) {
+		/* a reply nothing asked for: the count no longer shows
+		 * what is answered, so no reuse; a QUIT stopped at goes on */
+		t->unsafe = true;
+		if (t->mode == M_QUIT)
+			t->mode = M_CMD;
+	}
 	if (t->mode == M_HOLD && t->replies_seen == t->hold_index) {
 		if (t->hold_kind == K_DATA && is354) {
 			/* normalizing, a DATA line that a bare LF or CR ended

@@ -9,8 +9,9 @@
  * backend do not all take the same messages.
  *
  * Input: one byte of flags (framing: the byte mod 3; bits 4-5:
- * bare_newline 0 pass, 1 and 3 normalize, 2 reject; bit 7: CHUNKING
- * offered), four bytes of DATA decisions (354 or 554), four bytes of piece
+ * bare_newline 0 pass, 1 and 3 normalize, 2 reject; bit 6: backend
+ * session reuse's QUIT stop, checked by track_drive_quit(); bit 7:
+ * CHUNKING offered), four bytes of DATA decisions (354 or 554), four bytes of piece
  * sizes, the client stream. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,6 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.bare = bares[(data[0] >> 4) & 3],
 	};
 	track_drive(&r, (const char *)data + 9, size - 9, &o, data + 5, 4);
+	if (data[0] & 0x40)
+		track_drive_quit(&r, (const char *)data + 9, size - 9, &o, data + 5, 4);
 	free(r.out);
 	if (o.bare != TRACK_BARE_PASS)
 		track_drive_all(runs, (const char *)data + 9, size - 9, &o, data + 5, 4);

@@ -59,6 +59,8 @@ struct model {
 	char reply[MODEL_REPLY_MAX];
 	size_t rlen;
 	unsigned messages;     /* data ends and chunks taken */
+	uint64_t nreplies;     /* replies given: commands, data ends, chunks */
+	bool unsafe_verb;      /* ran a verb outside the ten reuse allows */
 	const char *violation; /* set instead of aborting when non-NULL wanted */
 	/* the text of the messages taken, one after the other, and where
 	 * each ends (the first MODEL_MSGS_MAX) */
@@ -89,6 +91,8 @@ static inline void model_init(struct model *m, int framing, bool chunking, uint3
 	m->ndata = 0;
 	m->rlen = 0;
 	m->messages = 0;
+	m->nreplies = 0;
+	m->unsafe_verb = false;
 	m->violation = NULL;
 	m->msg_len = 0;
 	m->msg_overflow = false;
@@ -123,6 +127,7 @@ static inline void model_reply(struct model *m, const char *r)
 {
 	size_t n = strlen(r);
 
+	m->nreplies++;
 	if (m->rlen + n <= sizeof(m->reply)) {
 		memcpy(m->reply + m->rlen, r, n);
 		m->rlen += n;
@@ -179,6 +184,18 @@ static inline void model_command(struct model *m)
 	if (m->overflow && m->framing == FR_CRLF) {
 		model_reply(m, "500 5.5.0 Error: line too long\r\n");
 		return;
+	}
+	/* backend session reuse: anything but these ten (an empty line too)
+	 * must keep the connection from being parked */
+	{
+		static const char *const ok[] = { "EHLO", "HELO", "MAIL", "RCPT", "DATA",
+						  "BDAT", "RSET", "NOOP", "VRFY", "HELP" };
+		bool safe = false;
+
+		for (size_t k = 0; k < sizeof(ok) / sizeof(ok[0]); k++)
+			safe = safe || model_tok_is(verb, vn, ok[k]);
+		if (!safe || m->overflow)
+			m->unsafe_verb = true;
 	}
 	if (model_tok_is(verb, vn, "XCLIENT") || model_tok_is(verb, vn, "XFORWARD") ||
 	    model_tok_is(verb, vn, "STARTTLS"))
@@ -372,7 +389,8 @@ static inline size_t model_normalize(const char *T, size_t n, bool strict, char 
 struct track_run {
 	struct model m;
 	enum smtp_track_result last;
-	char *out; /* what the tracker let through */
+	char *out;     /* what the tracker let through */
+	uint8_t *tags; /* each octet of out: TAG_CMD or TAG_TEXT */
 	size_t out_len;
 	size_t consumed; /* client octets taken */
 	bool stalled;	 /* held for a reply the backend will not send */
@@ -485,10 +503,12 @@ static inline void track_drive(struct track_run *r, const char *in, size_t len,
 		r->m.cut = opt->cut;
 	smtp_track_init(&t, opt->chunking, opt->bare);
 	r->out = malloc(cap);
+	free(r->tags);
+	r->tags = malloc(cap);
 	out2 = malloc(cap);
 	text_in = malloc(len + 1);
 	text_out = malloc(cap);
-	if (!r->out || !out2 || !text_in || !text_out)
+	if (!r->out || !r->tags || !out2 || !text_in || !text_out)
 		abort();
 	r->out_len = 0;
 	r->stalled = false;
@@ -523,6 +543,7 @@ static inline void track_drive(struct track_run *r, const char *in, size_t len,
 			}
 		}
 		memcpy(r->out + r->out_len, out, outlen);
+		memcpy(r->tags + r->out_len, tags, outlen);
 		r->out_len += outlen;
 		model_feed(&r->m, out, tags, outlen);
 		off += used;
@@ -620,6 +641,157 @@ static inline void track_drive_all(struct track_run *runs, const char *in, size_
 			abort();
 		}
 	}
+}
+
+/*
+ * Backend session reuse (smtp_track_stop_at_quit()). r is the run
+ * track_drive() made of in[0..len) without the QUIT stop (its output
+ * tagged, its model's replies). Run in[0..len) again in pieces of
+ * steps[k % nsteps] + 1 octets with the stop on, given the same replies
+ * while the tracker holds. Where it stops at a clean QUIT (the relay then
+ * parks the backend connection), feed what it wrote into a strict, a
+ * Postfix-like and a lenient backend and abort unless (a) each is at a
+ * command boundary, outside DATA and BDAT, no line begun; (b) the tracker
+ * took nothing from the QUIT line's CRLF on (and writes nothing more,
+ * however called), having written nothing of the QUIT line; (c) none ran a
+ * verb other than the ten reuse allows; (d) each answered as many
+ * commands as the tracker counts, and once given those replies, the
+ * tracker says all were answered.
+ */
+static inline void track_drive_quit(const struct track_run *r, const char *in, size_t len,
+				    const struct track_opts *opt, const uint8_t *steps,
+				    size_t nsteps)
+{
+	static struct model ms[FR_COUNT];
+	struct smtp_track t;
+	size_t cap = 4 * len + 256, off = 0, fed = 0, o2 = 0;
+	char *out2 = malloc(cap);
+
+	if (!out2)
+		abort();
+	smtp_track_init(&t, opt->chunking, opt->bare);
+	smtp_track_stop_at_quit(&t);
+	for (size_t k = 0; off < len && !smtp_track_error(&t) && !smtp_track_quit(&t); k++) {
+		size_t n = nsteps ? (size_t)steps[k % nsteps] + 1 : len, p, outlen = 0, used = 0;
+		char *buf;
+
+		if (n > len - off)
+			n = len - off;
+		p = smtp_track_pass(&t, in + off, n);
+		if (o2 + p > cap)
+			abort();
+		memcpy(out2 + o2, in + off, p);
+		o2 += p;
+		off += p;
+		n -= p;
+		if (!n)
+			continue;
+		buf = malloc(n + SMTP_TRACK_SLACK);
+		if (!buf)
+			abort();
+		smtp_track_client(&t, in + off, n, buf, &outlen, &used);
+		if (outlen > n + SMTP_TRACK_SLACK || used > n || o2 + outlen > cap)
+			abort();
+		memcpy(out2 + o2, buf, outlen);
+		free(buf);
+		o2 += outlen;
+		off += used;
+		/* replies while it holds for one (not at the QUIT: those
+		 * come below, one by one) */
+		while (smtp_track_holding(&t) && !smtp_track_quit(&t)) {
+			size_t m = model_one_reply(r->m.reply + fed, r->m.rlen - fed);
+
+			if (!m)
+				break;
+			for (size_t j = 0; j < m;) {
+				bool cap_, end;
+
+				j += smtp_track_server(&t, r->m.reply + fed + j, m - j, &cap_,
+						       &end);
+			}
+			fed += m;
+		}
+		if (smtp_track_holding(&t) && !smtp_track_quit(&t))
+			break; /* stalled, as the run without the stop */
+		if (o2 > r->out_len)
+			break; /* past where the backend quit: no tags */
+	}
+	if (!smtp_track_quit(&t) || o2 > r->out_len) {
+		free(out2);
+		return;
+	}
+	/* the output is the run without the stop's, up to the stop */
+	if (memcmp(out2, r->out, o2)) {
+		fprintf(stderr, "track quit: output differs from the run without the stop\n");
+		abort();
+	}
+	/* (b) stopped right after "QUIT", its CRLF not taken */
+	if (off < 4 || off + 2 > len || strncasecmp(in + off - 4, "QUIT", 4) || in[off] != '\r' ||
+	    in[off + 1] != '\n') {
+		fprintf(stderr, "track quit: stopped at %zu, not before a QUIT line's CRLF\n", off);
+		abort();
+	}
+	{
+		char buf[2 + SMTP_TRACK_SLACK];
+		size_t outlen = 1, used = 1;
+
+		if (smtp_track_pass(&t, in + off, len - off) ||
+		    smtp_track_client(&t, in + off, 2, buf, &outlen, &used) != TRACK_HOLD ||
+		    outlen || used || !smtp_track_holding(&t)) {
+			fprintf(stderr, "track quit: more passed after the stop\n");
+			abort();
+		}
+	}
+	for (int fr = 0; fr < FR_COUNT; fr++) {
+		struct model *m = &ms[fr];
+
+		model_init(m, fr, opt->chunking, opt->decisions);
+		m->cut = 2048;
+		model_feed(m, out2, r->tags, o2);
+		/* (a) a command boundary */
+		if (m->mode != MM_CMD || m->len || m->overflow || m->cr_last) {
+			fprintf(stderr,
+				"track quit: framing %d not at a command boundary (mode %d, "
+				"%zu octets of a line)\n",
+				fr, m->mode, m->len);
+			abort();
+		}
+		/* (c) only the ten verbs */
+		if (m->unsafe_verb) {
+			fprintf(stderr, "track quit: framing %d ran a verb reuse does not allow\n",
+				fr);
+			abort();
+		}
+		/* (d) the tracker counts what the backend answers */
+		if (m->nreplies != t.cmds_sent) {
+			fprintf(stderr,
+				"track quit: framing %d answered %llu commands, the tracker "
+				"counts %llu\n",
+				fr, (unsigned long long)m->nreplies,
+				(unsigned long long)t.cmds_sent);
+			abort();
+		}
+	}
+	/* the replies still due, one by one: answered exactly at the last */
+	while (t.replies_seen < t.cmds_sent) {
+		size_t m = model_one_reply(r->m.reply + fed, r->m.rlen - fed);
+
+		if (!m || smtp_track_answered(&t)) {
+			fprintf(stderr, "track quit: answered with replies still due\n");
+			abort();
+		}
+		for (size_t j = 0; j < m;) {
+			bool cap_, end;
+
+			j += smtp_track_server(&t, r->m.reply + fed + j, m - j, &cap_, &end);
+		}
+		fed += m;
+	}
+	if (!smtp_track_answered(&t) || !smtp_track_quit(&t)) {
+		fprintf(stderr, "track quit: not answered with every reply given\n");
+		abort();
+	}
+	free(out2);
 }
 
 #endif
