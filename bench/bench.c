@@ -76,6 +76,7 @@ static struct {
 	int threads;
 	const char *ehlo, *from, *to;
 	bool hold;
+	bool hold_rcpt;	  /* --hold-after rcpt: MAIL and RCPT before holding */
 	uint64_t hold_ms; /* 0: until a signal */
 	bool quiet, progress, verbose;
 	const char *tls_ca, *sni;
@@ -769,7 +770,9 @@ static void sess_established(struct sess *s)
 	if (cfg.pipelining && !s->ext_pipelining &&
 	    !atomic_exchange_explicit(&run.no_pipelining_said, true, memory_order_relaxed))
 		tool_log("the server does not advertise PIPELINING: commands go one by one");
-	if (cfg.hold)
+	if (cfg.hold && cfg.hold_rcpt)
+		sess_enter(s, S_MAIL); /* held in a transaction, as a slow sender */
+	else if (cfg.hold)
 		sess_enter(s, S_HOLD);
 	else
 		sess_next(s);
@@ -843,16 +846,20 @@ static void sess_reply(struct sess *s, int code, const char *p, size_t len)
 			sess_enter(s, S_TLS);
 		break;
 	case S_MAIL:
-		if (code != 250)
+		if (code != 250 && cfg.hold)
+			sess_fail(s, code, ERR_PROTOCOL, p, len); /* not set up */
+		else if (code != 250)
 			msg_command_refused(s, code, p, len);
 		else
 			sess_enter(s, S_RCPT);
 		break;
 	case S_RCPT:
-		if (code != 250 && code != 251)
+		if (code != 250 && code != 251 && cfg.hold)
+			sess_fail(s, code, ERR_PROTOCOL, p, len);
+		else if (code != 250 && code != 251)
 			msg_command_refused(s, code, p, len);
 		else
-			sess_enter(s, S_DATA);
+			sess_enter(s, cfg.hold ? S_HOLD : S_DATA);
 		break;
 	case S_DATA:
 		if (code != 354)
@@ -1592,6 +1599,7 @@ static const char usage[] =
 	"  --hold                 open C sessions, EHLO (and TLS), hold them until SIGINT/SIGTERM\n"
 	"                         or --hold-time; prints 'held N' once all are set up\n"
 	"  --hold-time D          how long --hold holds after 'held N'\n"
+	"  --hold-after STAGE     ehlo (default) or rcpt: hold after MAIL and RCPT were accepted\n"
 	"  --tls-ca FILE          verify the server's certificate against FILE\n"
 	"  --sni NAME             server name sent in the TLS handshake (and verified)\n"
 	"  --resume               resume TLS sessions (default: full handshakes only)\n"
@@ -1649,6 +1657,7 @@ enum {
 	OPT_TO,
 	OPT_HOLD,
 	OPT_HOLD_TIME,
+	OPT_HOLD_AFTER,
 	OPT_QUIET,
 	OPT_PROGRESS,
 	OPT_TLS_CA,
@@ -1676,6 +1685,7 @@ static void options_parse(int argc, char **argv)
 		{ "to", required_argument, NULL, OPT_TO },
 		{ "hold", no_argument, NULL, OPT_HOLD },
 		{ "hold-time", required_argument, NULL, OPT_HOLD_TIME },
+		{ "hold-after", required_argument, NULL, OPT_HOLD_AFTER },
 		{ "quiet", no_argument, NULL, OPT_QUIET },
 		{ "progress", no_argument, NULL, OPT_PROGRESS },
 		{ "tls-ca", required_argument, NULL, OPT_TLS_CA },
@@ -1750,6 +1760,14 @@ static void options_parse(int argc, char **argv)
 		case OPT_HOLD_TIME:
 			cfg.hold_ms = opt_duration(optarg, "--hold-time");
 			break;
+		case OPT_HOLD_AFTER:
+			if (strcmp(optarg, "rcpt") == 0)
+				cfg.hold_rcpt = true;
+			else if (strcmp(optarg, "ehlo") == 0)
+				cfg.hold_rcpt = false;
+			else
+				tool_die("--hold-after: ehlo or rcpt, not '%s'", optarg);
+			break;
 		case OPT_QUIET:
 			cfg.quiet = true;
 			break;
@@ -1775,8 +1793,8 @@ static void options_parse(int argc, char **argv)
 	if (cfg.hold) {
 		cfg.sessions = cfg.concurrency;
 		cfg.duration_ms = 0;
-	} else if (cfg.hold_ms) {
-		tool_die("--hold-time needs --hold");
+	} else if (cfg.hold_ms || cfg.hold_rcpt) {
+		tool_die("--hold-time and --hold-after need --hold");
 	} else if (cfg.sessions == 0 && !cfg.duration_ms) {
 		tool_die("--sessions 0 (no limit) needs --duration");
 	} else if (!sessions_set && cfg.duration_ms) {

@@ -10,6 +10,18 @@
  * ring that stays in the CPU's cache, and fall back to the large one when
  * it is empty.
  *
+ * Both rings are consumed incrementally where the kernel can
+ * (IOU_PBUF_RING_INC, 6.12+): a receive takes only the octets it needs
+ * from the buffer at the ring's head, and the next receive, of any
+ * socket, goes on from there. Without it every receive took a whole
+ * buffer and touched a new page, so a fresh process's RSS grew with the
+ * ring (16 MB) instead of with what was received. A buffer thus holds
+ * slices of several receives: each slice handed out is a reference, the
+ * kernel's use one more, and the buffer goes back to its ring when the
+ * last is dropped. A bid names the buffer, not the slice, so every
+ * holder still releases once with buf_release(). A bulk receive may
+ * thus be short of BUF_SIZE: it got the rest of a buffer.
+ *
  * The bottom of core/: it calls nothing else of mxlb. Releasing a buffer
  * does not wake the conns that starved for one: core/conn.c does that in
  * conn_buf_release().
@@ -18,6 +30,7 @@
 #define MXLB_BUF_H
 
 #include <liburing.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define BUF_SIZE 16384
@@ -32,12 +45,24 @@
 #define PLAIN_KEEP 64 /* free ones kept allocated */
 #define BID_NONE 0xffffu
 
+/* Not in liburing 2.3's headers: the register flag (struct
+ * io_uring_buf_reg's flags are its "pad" there) and the completion's. */
+#ifndef IOU_PBUF_RING_INC
+#define IOU_PBUF_RING_INC 2
+#endif
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1U << 4)
+#endif
+
 struct buf_ring {
 	struct io_uring_buf_ring *br;
 	char *bufs;
+	uint32_t *off;	/* per buffer: where the kernel's next receive lands */
+	uint16_t *refs; /* per buffer: slices out, +1 while the kernel has it */
 	unsigned count;
 	uint16_t base; /* the id of its first buffer */
 	uint16_t group;
+	bool inc; /* registered with IOU_PBUF_RING_INC */
 };
 
 struct bufs {
@@ -60,8 +85,15 @@ static inline char *buf_ptr(const struct bufs *b, uint16_t bid)
 	return b->rings[0].bufs + (size_t)bid * BUF_SIZE;
 }
 
-/* A provided buffer goes back to its ring; one of ours to the free list. */
-void buf_release(struct bufs *b, uint16_t bid);
+/* A receive completed into provided buffer bid (the CQE's res and
+ * flags): the start of its res octets, which the caller now holds as one
+ * slice of bid (res > 0), or NULL (nothing received: no slice, but the
+ * buffer may have been used up all the same). */
+char *buf_recv(struct bufs *b, uint16_t bid, int res, unsigned cqe_flags);
+/* Drop one slice of a provided buffer (it goes back to its ring with the
+ * last), or one of ours to the free list. True when a buffer went back
+ * to a ring, so that receives starved for one may go on. */
+bool buf_release(struct bufs *b, uint16_t bid);
 /* One of ours (id >= PLAIN_BASE), BID_NONE when PLAIN_MAX are out. */
 uint16_t buf_plain_get(struct bufs *b);
 

@@ -81,8 +81,7 @@ static void resume_starved(struct worker *w);
 
 void conn_buf_release(struct worker *w, uint16_t bid)
 {
-	buf_release(&w->bufs, bid);
-	if (bid < PLAIN_BASE && w->conns->starved)
+	if (buf_release(&w->bufs, bid) && w->conns->starved)
 		resume_starved(w);
 }
 
@@ -482,9 +481,13 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		c->ops &= (uint16_t)~CONN_OP_RECV;
 		c->flags &= (uint16_t)~CONN_F_CANCELING;
 	}
+	if (res <= 0 && (cqe->flags & IORING_CQE_F_BUFFER))
+		/* no data, but the kernel may have used the buffer up */
+		buf_recv(&c->w->bufs, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT), res,
+			 cqe->flags);
 	if (res > 0) {
 		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-		char *p = buf_ptr(&c->w->bufs, bid);
+		char *p = buf_recv(&c->w->bufs, bid, res, cqe->flags);
 
 		c->flags &= (uint16_t)~CONN_F_COLD;
 		if (c->flags & CONN_F_ORPHAN)

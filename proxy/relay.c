@@ -230,7 +230,7 @@ static void relay_auto(struct session *s, int dir, size_t len)
 {
 	if (s->l->relay != CFG_RELAY_AUTO || s->track || s->splice_st[dir] != RELAY_COPY)
 		return;
-	if (len < BUF_SIZE) {
+	if (len < BUF_SIZE / 2) { /* bulk may get a buffer's rest (core/buf.h) */
 		s->bulk_run[dir] = 0;
 		return;
 	}
