@@ -67,7 +67,7 @@ in front of two mxlb-sink backends (127.0.0.1:2601, :2602). Send a test mail fro
 
 Each accepted message lands as one file in $dir/mail (.eml with the bytes, .json with the envelope
 and the client identity the backend learnt by XCLIENT). mxlb logs one line per session below.
-Admin: curl 127.0.0.1:8025/status   curl 127.0.0.1:8025/metrics
+Admin: http://127.0.0.1:8025/ (the status page)   curl 127.0.0.1:8025/status   curl 127.0.0.1:8025/metrics
 Ctrl-C stops all three.
 
 MSG
