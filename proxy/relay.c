@@ -33,13 +33,16 @@
 #define RELAY_STASH_MAX (16 * BUF_SIZE)
 /* The longest EHLO reply collected to be filtered. */
 #define RELAY_EHLO_MAX (16 * 1024)
-/* relay: auto splices a direction once this many octets came in full
- * buffers in a row: bulk message text, not commands or replies. Copying
+/* relay: auto splices a direction once this many octets came in a row of
+ * receives none of which was short: bulk message text, not commands or
+ * replies. Copying
  * wins for 1 KB messages (by 2x CPU) and on CPU for 100 KB, splicing from
  * 1 MB on (bench/README.md, "splice or copy"). */
 #ifndef RELAY_AUTO_SPLICE_AFTER
 #define RELAY_AUTO_SPLICE_AFTER (256 * 1024)
 #endif
+/* A receive shorter than this is a command or a reply, not bulk text. */
+#define RELAY_AUTO_SHORT 1024
 
 enum { RELAY_COPY, RELAY_SWITCH, RELAY_SPLICE }; /* s->splice_st[] */
 
@@ -230,7 +233,10 @@ static void relay_auto(struct session *s, int dir, size_t len)
 {
 	if (s->l->relay != CFG_RELAY_AUTO || s->track || s->splice_st[dir] != RELAY_COPY)
 		return;
-	if (len < BUF_SIZE / 2) { /* bulk may get a buffer's rest (core/buf.h) */
+	/* A command or a reply ends the run; a receive of message text may be
+	 * short too (the rest of a buffer consumed incrementally, core/buf.h,
+	 * or a burst's tail), and must not */
+	if (len < RELAY_AUTO_SHORT) {
 		s->bulk_run[dir] = 0;
 		return;
 	}
