@@ -1,21 +1,9 @@
-/* smtp_track.c - see smtp_track.h. */
-#include "proxy/smtp_track.h"
+/* smtp_track.c - see smtp_track.h. The client-stream tracker: commands,
+ * replies and BDAT lines; message text is in smtp_track_data.c. */
+#include "proxy/smtp_track_int.h"
 
 #include <string.h>
 #include <strings.h>
-
-enum { M_CMD, M_HOLD, M_DATA, M_BDAT, M_FAIL, M_QUIT };
-/* in a command line: at its start (leading blanks may come), reading the
- * verb, reading a whole BDAT line, passing the rest, a CR held, skipping
- * the rest of a replaced line, and (normalizing) after a CR that ended a
- * replaced line */
-enum { C_START, C_VERB, C_BDAT, C_REST, C_CR, C_SKIP, C_SKIP_CR };
-/* in message text: at a line start after CRLF (or the 354) or after a bare
- * LF (or, normalizing, any bare line end), mid-line, after a CR (sent when
- * normalizing: an LF may complete it), a "." held at a line start of either
- * kind, and ".\r" held after either kind */
-enum { D_BOL_S, D_BOL_L, D_MID, D_CR, D_DOT_S, D_DOT_L, D_DOTCR_S, D_DOTCR_L };
-enum { K_OTHER, K_DATA, K_EHLO };
 
 #define REFUSED_LEN (sizeof(SMTP_TRACK_REFUSED) - 1)
 /* output room one step may need beyond what it consumes: a held line start
@@ -56,34 +44,10 @@ unsigned smtp_track_refused(const struct smtp_track *t)
 	return t->refused;
 }
 
-static void fail(struct smtp_track *t, const char *why)
-{
-	t->mode = M_FAIL;
-	t->error = why;
-}
-
-/* A bare LF or CR that pass cannot let through, or that reject refuses. */
-static void bare_fail(struct smtp_track *t, const char *why)
-{
-	t->bare_failed = t->bare == TRACK_BARE_REJECT;
-	fail(t, why);
-}
-
-static bool normalizing(const struct smtp_track *t)
-{
-	return t->bare == TRACK_BARE_NORMALIZE;
-}
-
 /* The separators a backend tokenizes a command on (Postfix: any blank). */
 static bool is_blank(char c)
 {
 	return c == ' ' || c == '\t' || c == '\v' || c == '\f';
-}
-
-static void put(char *out, size_t *o, const char *p, size_t n)
-{
-	memcpy(out + *o, p, n);
-	*o += n;
 }
 
 /* A backend that cuts a long line (Postfix runs its first line_length_limit
@@ -397,270 +361,6 @@ static size_t cmd_step(struct smtp_track *t, const char *in, size_t n, char *out
 	return 0;
 }
 
-#define AMBIGUOUS_END "bare <LF> or <CR> at a \".\" line in message text"
-#define BARE_LF_TEXT "bare <LF> in message text"
-#define BARE_CR_TEXT "bare <CR> in message text"
-
-/* The strict end of data was sent: commands again. */
-static void end_data(struct smtp_track *t)
-{
-	t->mode = M_CMD;
-	t->cstate = C_START;
-	t->line_bytes = 0;
-	t->cmds_sent++; /* the end of data is answered */
-}
-
-/* While out is being written: what is not yet flushed lies in
- * in[start..i). */
-#define FLUSH()                                             \
-	do {                                                \
-		if (out)                                    \
-			put(out, o, in + start, i - start); \
-		start = i;                                  \
-	} while (0)
-
-/* Stop before in[i], the bare LF or CR that rejecting refuses; with out
- * NULL (smtp_track_pass()) only stop, so that the failure is
- * smtp_track_client()'s. */
-#define REJECT_AT(why)               \
-	do {                         \
-		FLUSH();             \
-		if (!out)            \
-			return i;    \
-		bare_fail(t, (why)); \
-	} while (0)
-
-/*
- * Message text over in[0..n), passing or rejecting bare LF and CR. With
- * out NULL, only what passes exactly as it is: it stops before a "." at a
- * line start (which is held, so the output would differ). Returns octets
- * consumed.
- */
-static size_t data_step(struct smtp_track *t, const char *in, size_t n, char *out, size_t *o)
-{
-	bool reject = t->bare == TRACK_BARE_REJECT;
-	size_t i = 0, start = 0;
-
-	while (i < n && t->mode == M_DATA) {
-		char c = in[i];
-
-		switch (t->dstate) {
-		case D_MID: {
-			/* only line ends matter: find the next LF, then any CR
-			 * before it */
-			const char *lf = memchr(in + i, '\n', n - i);
-			size_t e = lf ? (size_t)(lf - in) : n;
-			const char *cr = memchr(in + i, '\r', e - i);
-
-			if (cr) {
-				i = (size_t)(cr - in) + 1;
-				t->dstate = D_CR;
-			} else if (lf && reject) {
-				i = e;
-				REJECT_AT(BARE_LF_TEXT);
-			} else if (lf) {
-				i = e + 1;
-				t->dstate = D_BOL_L;
-			} else {
-				i = n;
-			}
-			break;
-		}
-		case D_CR:
-		case D_BOL_S:
-		case D_BOL_L:
-			if (reject && t->dstate == D_CR && c != '\n') {
-				REJECT_AT(BARE_CR_TEXT);
-			} else if (c == '.') {
-				FLUSH();
-				if (!out)
-					return i;
-				/* a "." after a bare CR starts a line for some */
-				t->dstate = t->dstate == D_BOL_S ? D_DOT_S : D_DOT_L;
-				start = ++i; /* held */
-			} else if (c == '\n' && reject && t->dstate != D_CR) {
-				REJECT_AT(BARE_LF_TEXT);
-			} else if (c == '\n') {
-				t->dstate = t->dstate == D_CR ? D_BOL_S : D_BOL_L;
-				i++;
-			} else if (c == '\r') {
-				t->dstate = D_CR;
-				i++;
-			} else {
-				t->dstate = D_MID;
-			}
-			break;
-		case D_DOT_S:
-		case D_DOT_L:
-			if (c == '\n') {
-				if (reject)
-					bare_fail(t, BARE_LF_TEXT);
-				else
-					fail(t, AMBIGUOUS_END);
-			} else if (c == '\r') {
-				t->dstate = t->dstate == D_DOT_S ? D_DOTCR_S : D_DOTCR_L;
-				start = ++i; /* held */
-			} else {
-				put(out, o, ".", 1); /* a dot-stuffed or plain line */
-				t->dstate = D_MID;
-			}
-			break;
-		case D_DOTCR_S:
-			if (c != '\n') {
-				if (reject)
-					bare_fail(t, BARE_CR_TEXT);
-				else
-					fail(t, AMBIGUOUS_END);
-				break;
-			}
-			put(out, o, ".\r\n", 3);
-			start = ++i;
-			end_data(t);
-			break;
-		case D_DOTCR_L:
-			fail(t, AMBIGUOUS_END);
-			break;
-		}
-	}
-	if (t->mode == M_DATA || t->mode == M_CMD)
-		FLUSH();
-	return t->mode == M_FAIL ? start : i;
-}
-
-/*
- * Message text over in[0..n), normalizing: bare LF and bare CR become
- * CRLF (a CR is sent at once, and the LF after it is the client's or
- * added), and a "." line that a bare line end starts or ends is sent
- * "..", so only the client's strict CRLF "." CRLF ends the data. With out
- * NULL, only what passes exactly as it is (it stops where an octet is
- * added or rewritten, and before a "." at a line start). Writes at most
- * 2 * n + 4 octets. Returns octets consumed.
- */
-static size_t norm_step(struct smtp_track *t, const char *in, size_t n, char *out, size_t *o)
-{
-	size_t i = 0, start = 0;
-
-	while (i < n && t->mode == M_DATA) {
-		char c = in[i];
-		bool strict = t->dstate == D_DOT_S || t->dstate == D_DOTCR_S;
-
-		switch (t->dstate) {
-		case D_MID: {
-			const char *lf = memchr(in + i, '\n', n - i);
-			size_t e = lf ? (size_t)(lf - in) : n;
-			const char *cr = memchr(in + i, '\r', e - i);
-
-			if (cr) {
-				i = (size_t)(cr - in) + 1;
-				t->dstate = D_CR;
-			} else if (lf) {
-				i = e;
-				FLUSH();
-				if (!out)
-					return i;
-				put(out, o, "\r\n", 2);
-				start = ++i;
-				t->dstate = D_BOL_L;
-			} else {
-				i = n;
-			}
-			break;
-		}
-		case D_CR:
-			if (c == '\n') {
-				i++;
-				t->dstate = D_BOL_S;
-				break;
-			}
-			/* the CR was bare: its LF is added, c starts a line */
-			FLUSH();
-			if (!out)
-				return i;
-			put(out, o, "\n", 1);
-			t->dstate = D_BOL_L;
-			break;
-		case D_BOL_S:
-		case D_BOL_L:
-			if (c == '.' || c == '\n') {
-				FLUSH();
-				if (!out)
-					return i;
-			}
-			if (c == '.') {
-				t->dstate = t->dstate == D_BOL_S ? D_DOT_S : D_DOT_L;
-				start = ++i; /* held */
-			} else if (c == '\n') {
-				put(out, o, "\r\n", 2);
-				start = ++i;
-				t->dstate = D_BOL_L;
-			} else if (c == '\r') {
-				i++;
-				t->dstate = D_CR;
-			} else {
-				t->dstate = D_MID;
-			}
-			break;
-		case D_DOT_S:
-		case D_DOT_L:
-			if (c == '\r') {
-				t->dstate = strict ? D_DOTCR_S : D_DOTCR_L;
-				start = ++i; /* held */
-			} else if (c == '\n') {
-				put(out, o, "..\r\n", 4); /* text, not the end */
-				start = ++i;
-				t->dstate = D_BOL_L;
-			} else {
-				put(out, o, ".", 1); /* a dot-stuffed or plain line */
-				t->dstate = D_MID;
-			}
-			break;
-		case D_DOTCR_S:
-		case D_DOTCR_L:
-			if (c == '\n' && strict) {
-				put(out, o, ".\r\n", 3);
-				start = ++i;
-				end_data(t);
-				break;
-			}
-			/* a "." line, but not the client's strict CRLF.CRLF */
-			put(out, o, "..\r\n", 4);
-			if (c == '\n')
-				start = ++i;
-			t->dstate = c == '\n' ? D_BOL_S : D_BOL_L;
-			break;
-		}
-	}
-	if (t->mode == M_DATA || t->mode == M_CMD)
-		FLUSH();
-	return i;
-}
-
-#undef REJECT_AT
-#undef FLUSH
-
-/* A "." or ".\r" is held: what is written next differs from the input. */
-static bool dot_held(const struct smtp_track *t)
-{
-	return t->dstate == D_DOT_S || t->dstate == D_DOT_L || t->dstate == D_DOTCR_S ||
-	       t->dstate == D_DOTCR_L;
-}
-
-size_t smtp_track_pass(struct smtp_track *t, const char *in, size_t len)
-{
-	if (t->mode == M_BDAT) {
-		size_t n = len < t->bdat_left ? len : (size_t)t->bdat_left;
-
-		t->bdat_left -= n;
-		if (!t->bdat_left)
-			t->mode = M_CMD;
-		return n;
-	}
-	if (t->mode == M_DATA && !dot_held(t))
-		return normalizing(t) ? norm_step(t, in, len, NULL, NULL)
-				      : data_step(t, in, len, NULL, NULL);
-	return 0;
-}
-
 enum smtp_track_result smtp_track_client(struct smtp_track *t, const char *in, size_t len,
 					 char *out, size_t *outlen, size_t *consumed)
 {
@@ -682,9 +382,9 @@ enum smtp_track_result smtp_track_client(struct smtp_track *t, const char *in, s
 			/* an octet may become two, and a held ".\r" four */
 			if (n > room / 2)
 				n = room / 2 ? room / 2 : 1;
-			i += norm_step(t, in + i, n, out, &o);
+			i += track_norm_step(t, in + i, n, out, &o);
 		} else if (t->mode == M_DATA) {
-			i += data_step(t, in + i, n, out, &o);
+			i += track_data_step(t, in + i, n, out, &o);
 		} else {
 			i += cmd_step(t, in + i, n, out, &o, n);
 		}
