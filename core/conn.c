@@ -69,7 +69,7 @@ void conn_set_xprt(struct conn *c, const struct conn_xprt *x, void *ctx)
 	c->xprt_ctx = ctx;
 }
 
-static void cancel_op(struct conn *c, enum op_kind kind)
+void conn_cancel_op(struct conn *c, enum op_kind kind)
 {
 	struct io_uring_sqe *sqe = worker_sqe(c->w);
 
@@ -128,14 +128,18 @@ static void maybe_free(struct conn *c)
 	slab_free(&c->w->conns->slab, c);
 }
 
-static void arm_recv(struct conn *c)
+void conn_arm_recv(struct conn *c)
 {
 	struct io_uring_sqe *sqe = worker_sqe(c->w);
 
-	if (c->flags & CONN_F_ONESHOT)
+	if (c->flags & CONN_F_ONESHOT) {
 		io_uring_prep_recv(sqe, c->fd, NULL, BUF_SIZE, 0);
-	else
+	} else {
 		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+		/* sqe->optlen, the multishot's byte limit, in 2.3's layout */
+		if (c->flags & CONN_F_CAPPED)
+			sqe->file_index = CONN_RECV_CAP;
+	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = (c->flags & CONN_F_ONESHOT) && !(c->flags & CONN_F_COLD) ? BUF_HOT_GROUP
 										  : BUF_GROUP;
@@ -143,7 +147,7 @@ static void arm_recv(struct conn *c)
 	c->ops |= CONN_OP_RECV;
 }
 
-static bool may_recv(const struct conn *c)
+bool conn_may_recv(const struct conn *c)
 {
 	return c->fd >= 0 && (c->flags & CONN_F_WANT_RECV) &&
 	       !(c->flags & (CONN_F_PAUSED | CONN_F_EOF | CONN_F_DEAD | CONN_F_STARVED)) &&
@@ -157,51 +161,6 @@ void conn_defer(struct conn *c)
 	c->flags |= CONN_F_DEFERRED;
 	c->next_deferred = c->w->conns->deferred;
 	c->w->conns->deferred = c;
-}
-
-void conn_recv_start(struct conn *c)
-{
-	c->flags |= CONN_F_WANT_RECV;
-	c->flags &= (uint16_t)~CONN_F_PAUSED;
-	/* what the transport held back while paused is handed over after
-	 * this batch, not from inside the caller */
-	if (c->x->pending && c->x->pending(c) && !(c->flags & CONN_F_ORPHAN)) {
-		conn_defer(c);
-		return;
-	}
-	if (may_recv(c))
-		arm_recv(c);
-}
-
-void conn_recv_pause(struct conn *c)
-{
-	c->flags |= CONN_F_PAUSED;
-	if ((c->ops & CONN_OP_RECV) && !(c->flags & CONN_F_CANCELING)) {
-		cancel_op(c, OP_RECV);
-		c->flags |= CONN_F_CANCELING;
-	}
-}
-
-void conn_recv_oneshot(struct conn *c)
-{
-	if (c->flags & CONN_F_ONESHOT)
-		return;
-	c->flags |= CONN_F_ONESHOT;
-	/* a multishot recv in flight is replaced once its cancel lands */
-	if ((c->ops & CONN_OP_RECV) && !(c->flags & CONN_F_CANCELING)) {
-		cancel_op(c, OP_RECV);
-		c->flags |= CONN_F_CANCELING;
-	}
-}
-
-bool conn_recv_paused(const struct conn *c)
-{
-	return c->flags & CONN_F_PAUSED;
-}
-
-bool conn_recv_busy(const struct conn *c)
-{
-	return c->ops & CONN_OP_RECV;
 }
 
 void conn_hold(struct conn *c, struct splice *sp)
@@ -361,13 +320,13 @@ static void abort_io(struct conn *c)
 	c->flags |= CONN_F_DEAD;
 	drop_queue(c);
 	if ((c->ops & CONN_OP_RECV) && !(c->flags & CONN_F_CANCELING)) {
-		cancel_op(c, OP_RECV);
+		conn_cancel_op(c, OP_RECV);
 		c->flags |= CONN_F_CANCELING;
 	}
 	if (c->ops & CONN_OP_SEND)
-		cancel_op(c, OP_SEND);
+		conn_cancel_op(c, OP_SEND);
 	if (c->ops & CONN_OP_CONNECT)
-		cancel_op(c, OP_CONNECT);
+		conn_cancel_op(c, OP_CONNECT);
 }
 
 void conn_close(struct conn *c)
@@ -398,8 +357,8 @@ void conn_close_after_flush(struct conn *c, uint32_t linger_ms)
 	c->flags &= (uint16_t)~CONN_F_PAUSED;
 	if (!c->seg_count)
 		do_shutdown_wr(c);
-	if (may_recv(c))
-		arm_recv(c);
+	if (conn_may_recv(c))
+		conn_arm_recv(c);
 	linger_add(c, linger_ms);
 }
 
@@ -436,8 +395,8 @@ static void resume_starved(struct worker *w)
 		return;
 	w->conns->starved = c->next_starved;
 	c->flags &= (uint16_t)~CONN_F_STARVED;
-	if (may_recv(c))
-		arm_recv(c);
+	if (conn_may_recv(c))
+		conn_arm_recv(c);
 	maybe_free(c);
 }
 
@@ -464,8 +423,8 @@ void conn_run_deferred(struct worker *w)
 		c->flags |= CONN_F_IN_CB;
 		if (c->x->resume)
 			c->x->resume(c);
-		if (may_recv(c))
-			arm_recv(c);
+		if (conn_may_recv(c))
+			conn_arm_recv(c);
 		c->flags &= (uint16_t)~CONN_F_IN_CB;
 		maybe_free(c);
 		c = next;
@@ -489,7 +448,9 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		char *p = buf_recv(&c->w->bufs, bid, res, cqe->flags);
 
-		c->flags &= (uint16_t)~CONN_F_COLD;
+		c->flags &= (uint16_t)~(CONN_F_COLD | CONN_F_INQ);
+		if (cqe->flags & IORING_CQE_F_SOCK_NONEMPTY)
+			c->flags |= CONN_F_INQ;
 		if (c->flags & CONN_F_ORPHAN)
 			conn_buf_release(c->w, bid);
 		else
@@ -503,13 +464,19 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 	} else if (res == -ENOBUFS) {
 		c->flags &= (uint16_t)~CONN_F_COLD;
 		starve(c);
+	} else if (res == -EINVAL && (c->flags & CONN_F_CAPPED)) {
+		/* before 6.17: no byte limit; one recv at a time, from now on
+		 * for every conn of the worker */
+		c->w->conns->no_cap = true;
+		c->flags &= (uint16_t)~CONN_F_CAPPED;
+		c->flags |= CONN_F_ONESHOT;
 	} else if (res != -ECANCELED) {
 		c->flags |= CONN_F_DEAD;
 		if (!(c->flags & CONN_F_ORPHAN))
 			c->h->error(c, res);
 	}
-	if (!more && may_recv(c))
-		arm_recv(c);
+	if (!more && conn_may_recv(c))
+		conn_arm_recv(c);
 	else if (!more && (c->flags & CONN_F_PAUSED) && !(c->ops & CONN_OP_RECV) &&
 		 !(c->flags & CONN_F_ORPHAN) && c->h->stopped)
 		c->h->stopped(c);
@@ -560,8 +527,8 @@ static void on_connect(struct conn *c, int res)
 	if (res == 0) {
 		if (c->seg_count && !(c->ops & CONN_OP_SEND))
 			submit_send(c);
-		if (may_recv(c))
-			arm_recv(c);
+		if (conn_may_recv(c))
+			conn_arm_recv(c);
 	}
 	c->h->connected(c, res);
 }

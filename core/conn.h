@@ -114,6 +114,11 @@ void conn_recv_start(struct conn *c);
 /* Stop receiving: data already on its way may still arrive. */
 void conn_recv_pause(struct conn *c);
 bool conn_recv_paused(const struct conn *c);
+/* Whether the socket still held bytes after the receive being handled
+ * (the kernel's IORING_CQE_F_SOCK_NONEMPTY): bytes that came in the same
+ * write may arrive in two receives. Plain conns only (under TLS they may
+ * be the TLS layer's own records): false otherwise. */
+bool conn_recv_more(const struct conn *c);
 /* Whether a recv is in flight (its bytes may still come). */
 bool conn_recv_busy(const struct conn *c);
 /* From the next arming on, receive one buffer per operation. A multishot
@@ -121,6 +126,15 @@ bool conn_recv_busy(const struct conn *c);
  * can take effect (several MB); one at a time, a pause holds within one
  * buffer, which is what a relay's backpressure needs. */
 void conn_recv_oneshot(struct conn *c);
+/* From the next arming on, a multishot recv that ends after CONN_RECV_CAP
+ * octets (and is armed again unless paused): a pause takes effect within
+ * the cap plus one buffer, and a stream of small reads costs no arming
+ * each. The kernel's cap is 6.17's; where the kernel refuses it, and on
+ * a transport other than plain (TLS wants its records one at a time),
+ * this is conn_recv_oneshot(). */
+void conn_recv_capped(struct conn *c);
+
+#define CONN_RECV_CAP (64 * 1024)
 
 /* Queue bytes. Each returns -1 when the queue is full (CONN_SEGS). */
 int conn_send_copy(struct conn *c, const void *p, size_t len);

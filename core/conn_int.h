@@ -26,8 +26,10 @@
 #define CONN_F_LINGER 0x200u	/* on the worker's lingering list */
 #define CONN_F_IN_CB 0x400u	/* a completion is being handled: do not free */
 #define CONN_F_ONESHOT 0x800u	/* one recv at a time instead of multishot */
+#define CONN_F_CAPPED 0x1000u	/* multishot, ending after CONN_RECV_CAP octets */
 #define CONN_F_DEFERRED 0x2000u /* on the worker's deferred list */
 #define CONN_F_COLD 0x4000u	/* the small ring was empty: use the large one */
+#define CONN_F_INQ 0x8000u	/* the last recv left bytes in the socket */
 
 /* The conns of one worker (w->conns). */
 struct conns {
@@ -36,6 +38,12 @@ struct conns {
 	struct conn *lingering; /* orphaned, still flushing */
 	struct conn *deferred;	/* work for after this batch */
 	unsigned n;		/* alive, orphans included */
+	bool no_cap;		/* the kernel refused a capped multishot recv */
 };
+
+/* conn.c's, for conn_recv.c */
+void conn_cancel_op(struct conn *c, enum op_kind kind);
+void conn_arm_recv(struct conn *c); /* the recv the flags ask for */
+bool conn_may_recv(const struct conn *c);
 
 #endif

@@ -309,7 +309,7 @@ static void back_ehlo_reply(struct session *s, int code, size_t len)
 	}
 	/* nothing asked for comes after it: on a parked connection, a reply
 	 * of the last client's still on its way */
-	if (s->back_reused && dbuf_used(&s->bin) > len) {
+	if (s->back_reused && (dbuf_used(&s->bin) > len || conn_recv_more(s->back))) {
 		back_fail(s, "bytes after the EHLO reply");
 		return;
 	}
@@ -420,7 +420,8 @@ static void after_xclient(struct session *s, int code, size_t len)
 {
 	(void)code;
 	(void)len;
-	if (dbuf_used(&s->bin)) { /* it would be read as the EHLO reply */
+	/* it would be read as the EHLO reply */
+	if (dbuf_used(&s->bin) || conn_recv_more(s->back)) {
 		back_fail(s, "bytes after the XCLIENT reply");
 		return;
 	}
