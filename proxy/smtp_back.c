@@ -210,8 +210,6 @@ static void back_start(struct session *s)
 		session_close(s, R_ERROR, "out of memory");
 		return;
 	}
-	/* as the relay will want it: no cancel and re-arm at its start */
-	conn_recv_capped(s->back);
 	back_set_state(s, S_CONNECT);
 	err = conn_connect(s->back, (const struct sockaddr *)&b->address.ss, b->address.len,
 			   s->l->timeouts.connect);

@@ -87,6 +87,12 @@ class Scripted:
                     if any(x.upper().startswith(b"EHLO") for x in ls)]
 
     def close(self):
+        # shut first: a thread blocked in accept() keeps a closed
+        # listener accepting on its port (a later test's connection)
+        try:
+            self.srv.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.srv.close()
 
 

@@ -72,6 +72,12 @@ class ScriptedBackend:
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def close(self):
+        # shut first: a thread blocked in accept() keeps a closed
+        # listener accepting on its port (a later test's connection)
+        try:
+            self.srv.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.srv.close()
 
 

@@ -186,6 +186,12 @@ class StallingBackend:
 
     def close(self):
         self.release.set()
+        # shut first: a thread blocked in accept() keeps a closed
+        # listener accepting on its port (a later test's connection)
+        try:
+            self.ls.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.ls.close()
 
 
