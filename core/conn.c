@@ -69,12 +69,21 @@ void conn_set_xprt(struct conn *c, const struct conn_xprt *x, void *ctx)
 	c->xprt_ctx = ctx;
 }
 
-void conn_cancel_op(struct conn *c, enum op_kind kind)
+static void cancel_op(struct conn *c, enum op_kind kind)
 {
 	struct io_uring_sqe *sqe = worker_sqe(c->w);
 
 	io_uring_prep_cancel64(sqe, op_data(c, kind), 0);
 	io_uring_sqe_set_data64(sqe, OP_IGNORE);
+}
+
+/* Cancel the recv in flight, once: its last completion clears the flag. */
+void conn_cancel_recv(struct conn *c)
+{
+	if ((c->ops & CONN_OP_RECV) && !(c->flags & CONN_F_CANCELING)) {
+		cancel_op(c, OP_RECV);
+		c->flags |= CONN_F_CANCELING;
+	}
 }
 
 static void resume_starved(struct worker *w);
@@ -319,14 +328,11 @@ static void abort_io(struct conn *c)
 {
 	c->flags |= CONN_F_DEAD;
 	drop_queue(c);
-	if ((c->ops & CONN_OP_RECV) && !(c->flags & CONN_F_CANCELING)) {
-		conn_cancel_op(c, OP_RECV);
-		c->flags |= CONN_F_CANCELING;
-	}
+	conn_cancel_recv(c);
 	if (c->ops & CONN_OP_SEND)
-		conn_cancel_op(c, OP_SEND);
+		cancel_op(c, OP_SEND);
 	if (c->ops & CONN_OP_CONNECT)
-		conn_cancel_op(c, OP_CONNECT);
+		cancel_op(c, OP_CONNECT);
 }
 
 void conn_close(struct conn *c)

@@ -42,7 +42,7 @@ struct conns {
 };
 
 /* conn.c's, for conn_recv.c */
-void conn_cancel_op(struct conn *c, enum op_kind kind);
+void conn_cancel_recv(struct conn *c); /* the recv in flight, if not already */
 void conn_arm_recv(struct conn *c); /* the recv the flags ask for */
 bool conn_may_recv(const struct conn *c);
 

@@ -20,10 +20,7 @@ void conn_recv_start(struct conn *c)
 void conn_recv_pause(struct conn *c)
 {
 	c->flags |= CONN_F_PAUSED;
-	if ((c->ops & CONN_OP_RECV) && !(c->flags & CONN_F_CANCELING)) {
-		conn_cancel_op(c, OP_RECV);
-		c->flags |= CONN_F_CANCELING;
-	}
+	conn_cancel_recv(c);
 }
 
 void conn_recv_oneshot(struct conn *c)
@@ -33,10 +30,7 @@ void conn_recv_oneshot(struct conn *c)
 	c->flags &= (uint16_t)~CONN_F_CAPPED;
 	c->flags |= CONN_F_ONESHOT;
 	/* a multishot recv in flight is replaced once its cancel lands */
-	if ((c->ops & CONN_OP_RECV) && !(c->flags & CONN_F_CANCELING)) {
-		conn_cancel_op(c, OP_RECV);
-		c->flags |= CONN_F_CANCELING;
-	}
+	conn_cancel_recv(c);
 }
 
 void conn_recv_capped(struct conn *c)
@@ -47,11 +41,8 @@ void conn_recv_capped(struct conn *c)
 	}
 	/* a one-shot recv in flight just ends; a multishot one without the
 	 * cap is replaced once its cancel lands */
-	if ((c->ops & CONN_OP_RECV) && !(c->flags & (CONN_F_ONESHOT | CONN_F_CAPPED)) &&
-	    !(c->flags & CONN_F_CANCELING)) {
-		conn_cancel_op(c, OP_RECV);
-		c->flags |= CONN_F_CANCELING;
-	}
+	if (!(c->flags & (CONN_F_ONESHOT | CONN_F_CAPPED)))
+		conn_cancel_recv(c);
 	c->flags &= (uint16_t)~(CONN_F_ONESHOT | CONN_F_COLD);
 	c->flags |= CONN_F_CAPPED;
 }
