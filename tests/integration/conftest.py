@@ -17,10 +17,20 @@ SINK = BUILD / "mxlb-sink"
 HOST = "mx.test"
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never one this process handed
+    out before (the kernel may give a just-closed ephemeral port again, and
+    two servers of one test must not be told the same port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_port(port, timeout=10.0, host="127.0.0.1"):

@@ -100,7 +100,11 @@ def test_postfix_xclient_reuse_keeps_each_clients_identity(env, postfix):
         seen.append((addr, helo))
         assert (addr, helo) == next((s, h) for s, h in clients if s == src), raw[:300]
     assert sorted(seen) == sorted(clients)
-    # one connection carried the three sessions; each XCLIENT named its client
+    # one connection carried the three sessions; each XCLIENT named its client.
+    # smtpd's lines reach the maillog through postlogd, after mxlb got the
+    # reply to the last RSET: wait for that line before reading the rest
+    wait_for(lambda: sum(1 for s in pf.sessions() for c in s["commands"] if c.upper() == "RSET") == 3,
+             what="smtpd's third RSET in the maillog")
     log = pf.maillog()
     assert len(re.findall(r"postfix/smtpd\[\d+\]: connect from ", log)) == 1, log[-3000:]
     [sess] = pf.sessions()
