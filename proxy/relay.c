@@ -396,11 +396,10 @@ void relay_start(struct session *s)
 	session_timeout(s, s->l->timeouts.idle);
 	s->client->h = &relay_client_handler;
 	s->back->h = &relay_back_handler;
-	/* one buffer per receive, for backpressure. conn_recv_capped() is
-	 * cheaper per command (bench/README.md) but is not used until the
-	 * suite's failures with it are understood */
-	conn_recv_oneshot(s->client);
-	conn_recv_oneshot(s->back);
+	/* a capped multishot recv: no arming per command, and backpressure
+	 * within the cap (the stash takes what comes after a pause) */
+	conn_recv_capped(s->client);
+	conn_recv_capped(s->back);
 	if (relay_tracked(s)) {
 		s->track = malloc(sizeof(*s->track));
 		if (!s->track) {
