@@ -5,10 +5,11 @@
  *
  * The kernel takes buffers from a ring in order and they come back at its
  * end, so every buffer of a ring is touched in turn: the large ring
- * (multishot receives, many sessions at once) cycles through 16 MB, which
- * no cache holds. One-at-a-time receives (the relay, TLS) use a small
- * ring that stays in the CPU's cache, and fall back to the large one when
- * it is empty.
+ * cycles through 16 MB, which no cache holds. Every receive takes the
+ * small ring (256 KB), which stays in the CPU's cache, and turns to the
+ * large one when it is empty, staying there while its receives are bulk
+ * (core/conn.c's CONN_F_COLD): so commands and replies of any number of
+ * sessions touch at most the small ring (bench/README.md, idle memory).
  *
  * Both rings are consumed incrementally where the kernel can
  * (IOU_PBUF_RING_INC, 6.12+): a receive takes only the octets it needs
@@ -36,7 +37,7 @@
 #define BUF_SIZE 16384
 #define BUF_COUNT 1024 /* the large ring: ids 0 .. BUF_COUNT-1; a power of two */
 #define BUF_GROUP 0
-#define BUF_HOT_COUNT 64 /* the small ring: ids BUF_COUNT ..; a power of two */
+#define BUF_HOT_COUNT 16 /* the small ring: ids BUF_COUNT ..; a power of two */
 #define BUF_HOT_GROUP 1
 /* Buffers of the same size handed out by buf_plain_get(): ids PLAIN_BASE
  * and up. */

@@ -150,8 +150,7 @@ void conn_arm_recv(struct conn *c)
 			sqe->file_index = CONN_RECV_CAP;
 	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = (c->flags & CONN_F_ONESHOT) && !(c->flags & CONN_F_COLD) ? BUF_HOT_GROUP
-										  : BUF_GROUP;
+	sqe->buf_group = c->flags & CONN_F_COLD ? BUF_GROUP : BUF_HOT_GROUP;
 	io_uring_sqe_set_data64(sqe, op_data(c, OP_RECV));
 	c->ops |= CONN_OP_RECV;
 }
@@ -289,14 +288,36 @@ void conn_shutdown_wr(struct conn *c)
 		do_shutdown_wr(c);
 }
 
+/* The timespec for a linked timeout of ms, valid until it is submitted. */
+static struct __kernel_timespec *connect_ts(struct worker *w, uint32_t ms)
+{
+	struct conns *cs = w->conns;
+	struct __kernel_timespec *ts;
+
+	for (unsigned i = 0; i < cs->nconnect_ts; i++)
+		if (cs->connect_ms[i] == ms)
+			return &cs->connect_ts[i];
+	if (cs->nconnect_ts == CONN_TIMEOUTS) {
+		io_uring_submit(&w->ring); /* the kernel has read them all */
+		cs->nconnect_ts = 0;
+	}
+	ts = &cs->connect_ts[cs->nconnect_ts];
+	cs->connect_ms[cs->nconnect_ts++] = ms;
+	ts->tv_sec = ms / 1000;
+	ts->tv_nsec = (long long)(ms % 1000) * 1000000;
+	return ts;
+}
+
 int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len, uint32_t timeout_ms)
 {
 	struct io_uring_sqe *sqe;
+	struct __kernel_timespec *ts;
 
 	c->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0)
 		return -errno;
 	sock_set_nodelay(c->fd);
+	ts = connect_ts(c->w, timeout_ms);
 	/* the connect and its timeout must go in one submission */
 	if (io_uring_sq_space_left(&c->w->ring) < 2)
 		io_uring_submit(&c->w->ring);
@@ -304,10 +325,8 @@ int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len, uint3
 	io_uring_prep_connect(sqe, c->fd, sa, len);
 	sqe->flags |= IOSQE_IO_LINK;
 	io_uring_sqe_set_data64(sqe, op_data(c, OP_CONNECT));
-	c->connect_ts.tv_sec = timeout_ms / 1000;
-	c->connect_ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
 	sqe = worker_sqe(c->w);
-	io_uring_prep_link_timeout(sqe, &c->connect_ts, 0);
+	io_uring_prep_link_timeout(sqe, ts, 0);
 	io_uring_sqe_set_data64(sqe, op_data(c, OP_LINK_TIMEOUT));
 	c->ops |= CONN_OP_CONNECT | CONN_OP_LTIMEOUT;
 	return 0;
@@ -454,7 +473,11 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		char *p = buf_recv(&c->w->bufs, bid, res, cqe->flags);
 
-		c->flags &= (uint16_t)~(CONN_F_COLD | CONN_F_INQ);
+		c->flags &= (uint16_t)~CONN_F_INQ;
+		/* bulk stays on the large ring; a short receive (a command, a
+		 * reply) goes back to the small one */
+		if (res < BUF_SIZE / 4)
+			c->flags &= (uint16_t)~CONN_F_COLD;
 		if (cqe->flags & IORING_CQE_F_SOCK_NONEMPTY)
 			c->flags |= CONN_F_INQ;
 		if (c->flags & CONN_F_ORPHAN)
@@ -465,7 +488,7 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		c->flags |= CONN_F_EOF;
 		if (!(c->flags & CONN_F_ORPHAN))
 			c->h->eof(c);
-	} else if (res == -ENOBUFS && (c->flags & CONN_F_ONESHOT) && !(c->flags & CONN_F_COLD)) {
+	} else if (res == -ENOBUFS && !(c->flags & CONN_F_COLD)) {
 		c->flags |= CONN_F_COLD; /* at once, from the large ring */
 	} else if (res == -ENOBUFS) {
 		c->flags &= (uint16_t)~CONN_F_COLD;

@@ -85,22 +85,23 @@ struct seg {
 	int32_t bid; /* provided buffer, or -1: p is malloc'd */
 };
 
+/* No holes, and no field an idle conn does not need: a session holds two
+ * (the connect's timeout lives in the worker's table, conn.c). */
 struct conn {
 	int fd;
 	uint16_t ops;	/* CONN_OP_* in flight */
 	uint16_t flags; /* CONN_F_* */
 	uint8_t seg_head, seg_count;
-	uint8_t holds;	  /* conn_hold(): the fd stays open while held */
-	uint32_t seg_off; /* octets of the head segment already sent */
-	uint32_t queued;  /* octets in the queue */
+	uint8_t holds;	       /* conn_hold(): the fd stays open while held */
+	uint32_t seg_off;      /* octets of the head segment already sent */
+	uint32_t queued;       /* octets in the queue */
+	uint32_t linger_until; /* low 32 bits of worker_now_ms() */
 	struct seg segs[CONN_SEGS];
 	const struct conn_handler *h;
 	void *owner;
 	struct worker *w;
 	/* one link per list: a conn can be starved and lingering at once */
 	struct conn *next_starved, *next_linger, *next_deferred;
-	uint32_t linger_until; /* low 32 bits of worker_now_ms() */
-	struct __kernel_timespec connect_ts;
 	const struct conn_xprt *x; /* conn_plain unless set */
 	void *xprt_ctx;		   /* the transport's own state */
 	struct splice *splice;	   /* core/splice.h: aborted when the conn closes */

@@ -32,6 +32,8 @@
 #define CONN_F_INQ 0x8000u	/* the last recv left bytes in the socket */
 
 /* The conns of one worker (w->conns). */
+#define CONN_TIMEOUTS 8
+
 struct conns {
 	struct slab slab;	/* struct conn */
 	struct conn *starved;	/* recv stopped for lack of buffers */
@@ -39,6 +41,12 @@ struct conns {
 	struct conn *deferred;	/* work for after this batch */
 	unsigned n;		/* alive, orphans included */
 	bool no_cap;		/* the kernel refused a capped multishot recv */
+	/* the connects' timeouts, one per value: the kernel reads a linked
+	 * timeout's timespec when the SQE is submitted, so an entry is never
+	 * changed, and the table is emptied only right after a submit */
+	struct __kernel_timespec connect_ts[CONN_TIMEOUTS];
+	uint32_t connect_ms[CONN_TIMEOUTS];
+	unsigned nconnect_ts;
 };
 
 /* conn.c's, for conn_recv.c */

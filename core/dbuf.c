@@ -4,14 +4,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define DBUF_MIN 1024
+
+/* What b->p holds at least: allocations are powers of two from DBUF_MIN
+ * and len never passes the allocation, so the power of two that holds
+ * len is never more than was allocated (after a compaction it may be
+ * less: the buffer then grows by a realloc it did not need, no harm). */
+static size_t alloc_size(const struct dbuf *b)
+{
+	size_t cap = DBUF_MIN;
+
+	if (!b->p)
+		return 0;
+	while (cap < b->len)
+		cap *= 2;
+	return cap;
+}
+
 int dbuf_append(struct dbuf *b, const char *p, size_t len, size_t max)
 {
 	if (b->off && b->off == b->len)
 		b->off = b->len = 0;
 	if (dbuf_used(b) + len > max)
 		return -1;
-	if (b->len + len > b->cap) {
-		size_t used = dbuf_used(b), cap = b->cap ? b->cap : 1024;
+	if (b->len + len > alloc_size(b)) {
+		size_t used = dbuf_used(b), cap = DBUF_MIN;
 		char *np;
 
 		while (cap < used + len)
@@ -21,12 +38,11 @@ int dbuf_append(struct dbuf *b, const char *p, size_t len, size_t max)
 			b->off = 0;
 			b->len = (uint32_t)used;
 		}
-		if (cap > b->cap) {
+		if (b->len + len > alloc_size(b)) {
 			np = realloc(b->p, cap);
 			if (!np)
 				return -1;
 			b->p = np;
-			b->cap = (uint32_t)cap;
 		}
 	}
 	memcpy(b->p + b->len, p, len);
@@ -45,5 +61,5 @@ void dbuf_free(struct dbuf *b)
 {
 	free(b->p);
 	b->p = NULL;
-	b->off = b->len = b->cap = 0;
+	b->off = b->len = 0;
 }

@@ -7,9 +7,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* 16 octets: the allocation's size is not kept but derived from len
+ * (dbuf.c's alloc_size()), as idle sessions hold five of these. */
 struct dbuf {
 	char *p;
-	uint32_t off, len, cap;
+	uint32_t off, len;
 };
 
 /* Append len octets; -1 (nothing appended) past max used octets or when

@@ -392,7 +392,7 @@ void relay_start(struct session *s)
 	s->ehlo_line = NULL;
 	session_set_state(s, S_RELAY);
 	s->action = "relaying";
-	s->t_routed = clock_usec();
+	s->routed_us = session_elapsed_us(s);
 	session_timeout(s, s->l->timeouts.idle);
 	s->client->h = &relay_client_handler;
 	s->back->h = &relay_back_handler;

@@ -98,6 +98,13 @@ enum session_phase session_phase(const struct session *s)
 	return states[s->state].phase;
 }
 
+uint32_t session_elapsed_us(const struct session *s)
+{
+	uint64_t us = clock_usec() - s->t_accept;
+
+	return us < 1 ? 1 : us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
 void session_set_state(struct session *s, enum session_state st)
 {
 	log_debug("state", "session %016llx: %s -> %s", (unsigned long long)s->id,
@@ -149,7 +156,7 @@ void session_flush(struct session *s)
 		char *p = s->out.p;
 
 		s->out.p = NULL;
-		s->out.len = s->out.cap = 0;
+		s->out.off = s->out.len = 0;
 		if (conn_send_heap(s->client, p, n) < 0)
 			session_close(s, R_ERROR, "client send queue full");
 	} else {
@@ -215,12 +222,12 @@ static void log_session(struct session *s)
 	log_kv_str(&ll, "reason", s->reason);
 	log_kv_u64(&ll, "bytes_in", s->bytes_in);
 	log_kv_u64(&ll, "bytes_out", s->bytes_out);
-	if (s->t_greeting)
-		log_kv_ms(&ll, "greeting_ms", s->t_greeting - s->t_accept);
+	if (s->greeting_us)
+		log_kv_ms(&ll, "greeting_ms", s->greeting_us);
 	else
 		log_kv_null(&ll, "greeting_ms");
-	if (s->t_routed)
-		log_kv_ms(&ll, "routed_ms", s->t_routed - s->t_accept);
+	if (s->routed_us)
+		log_kv_ms(&ll, "routed_ms", s->routed_us);
 	else
 		log_kv_null(&ll, "routed_ms");
 	log_kv_ms(&ll, "total_ms", now - s->t_accept);
@@ -285,8 +292,8 @@ static void account(struct session *s)
 	atomic_fetch_add(&ls->bytes_in, s->bytes_in);
 	atomic_fetch_add(&ls->bytes_out, s->bytes_out);
 	hist_observe(&ls->duration, clock_usec() - s->t_accept);
-	if (s->t_routed)
-		hist_observe(&ls->route, s->t_routed - s->t_accept);
+	if (s->routed_us)
+		hist_observe(&ls->route, s->routed_us);
 }
 
 struct session *session_new(struct proxy_worker *pw, const struct cfg_listener *l, int fd,

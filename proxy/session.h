@@ -122,6 +122,8 @@ uint64_t stats_wall_ms(void);
 
 /* ---- session.c: the session object ---- */
 
+/* Fields are grouped by size, largest first, so that the struct has no
+ * holes: 5000 idle sessions cost what their fields need (SPEC §10). */
 struct session {
 	struct session *next, *prev; /* on the worker's list */
 	struct proxy_worker *pw;
@@ -130,67 +132,69 @@ struct session {
 	uint64_t id;
 	const struct cfg_listener *l;
 	struct conn *client, *back;
-	enum session_state state;
 	const char *action; /* what was happening, for error lines */
+	const char *reason;
 	struct timer timer;
-
+	enum session_state state;
+	enum session_result result;
 	union sockaddr_any peer, local; /* the client, after any PROXY header */
-	bool counted_client;		/* holds a max_sessions_per_client slot (limits.c) */
 
 	struct dbuf in;	 /* client bytes not yet handled or relayed */
 	struct dbuf out; /* replies of mxlb's own, sent by session_flush() */
 	struct dbuf bin; /* backend replies during the backend dialogue */
-	bool discarding; /* skipping the rest of an over-long line */
-	uint8_t errors;
 
 	char *ehlo_line; /* the routing line as the client wrote it */
-	uint16_t ehlo_line_len;
 	char *ehlo_name;
-	bool esmtp;
-	bool tls_done;			      /* the client side is TLS, terminated by mxlb */
-	bool replay_mail;		      /* routed at MAIL without STARTTLS: replay it */
-	bool no_smtp;			      /* implicit-TLS passthrough: bytes only */
-	bool back_tls;			      /* the backend side is TLS */
-	bool back_chunking;		      /* the backend's EHLO reply offers CHUNKING */
-	bool back_reused;		      /* s->back was a parked connection (reuse.c) */
-	uint32_t back_uses;		      /* client sessions s->back carried before */
 	const char *tls_version, *tls_cipher; /* static strings of the library */
 	char *sni;
-
 	struct pool_rt *pool;
-	int backend; /* index in pool, -1 none */
-	uint16_t tried[MAX_TRIES];
-	uint8_t ntried;
-
 	struct smtp_track *track; /* the client-stream tracker (xclient handoff) */
-	unsigned ehlo_drop;	  /* SMTP_EXT_* removed from the backend's EHLO replies */
-	struct dbuf stash[2];	  /* relay overflow per direction (0: to backend) */
-	bool eof[2];		  /* 0: client shut its side, 1: backend did */
-	struct splice *splice;	  /* relay.c: the pipes, once a direction splices */
-	uint8_t splice_st[2];	  /* relay.c: copying, switching or splicing, per direction */
-	uint32_t bulk_run[2];	  /* relay.c, relay: auto: octets in full buffers in a row */
+
+	/* relaying (relay.c, relay_splice.c) */
+	struct dbuf stash[2];  /* relay overflow per direction (0: to backend) */
+	struct splice *splice; /* the pipes, once a direction splices */
+	uint32_t bulk_run[2];  /* relay: auto: octets in full buffers in a row */
 
 	/* screening (screen.c, SPEC §9): the session line's screen= and
 	 * score=; screen is NULL on a listener without screening */
 	const char *screen;
-	int screen_score;
-	bool screen_scored; /* DNSBL sites were asked: score= is logged */
 	struct screen *scr; /* screen.c's, from the tests to the session's end */
-	bool screen_mail;   /* a blocked client's MAIL was answered */
+	int screen_score;
 
 	/* XCLIENT NAME= (smtp_back.c): the client's verified name, looked up
 	 * from accept where a pool of the listener hands off by XCLIENT */
 	struct dns_query *name_q; /* in flight; cancelled by session_close() */
 	char *client_name;	  /* name_st DNS_OK: the name */
-	uint8_t name_st;	  /* enum dns_status, once name_known */
-	bool name_asked, name_known;
-	bool name_wait;	       /* the XCLIENT waits for the name */
+
+	uint64_t bytes_in, bytes_out; /* client -> backend, backend -> client */
+	uint64_t t_accept;
+	uint32_t greeting_us, routed_us; /* since t_accept; 0: not yet */
+
+	int backend;		/* index in pool, -1 none */
+	uint32_t back_uses;	/* client sessions s->back carried before */
+	unsigned ehlo_drop;	/* SMTP_EXT_* removed from the backend's EHLO replies */
+	uint16_t tried[MAX_TRIES];
+	uint16_t ehlo_line_len;
+	uint8_t ntried;
+	uint8_t errors;
+	uint8_t splice_st[2]; /* relay.c: copying, switching or splicing, per direction */
+	uint8_t name_st;      /* enum dns_status, once name_known */
 	uint8_t xclient_attrs; /* XA_*: what the backend's XCLIENT offers */
 
-	enum session_result result;
-	const char *reason;
-	uint64_t bytes_in, bytes_out; /* client -> backend, backend -> client */
-	uint64_t t_accept, t_greeting, t_routed;
+	bool counted_client; /* holds a max_sessions_per_client slot (limits.c) */
+	bool discarding;     /* skipping the rest of an over-long line */
+	bool esmtp;
+	bool tls_done;	    /* the client side is TLS, terminated by mxlb */
+	bool replay_mail;   /* routed at MAIL without STARTTLS: replay it */
+	bool no_smtp;	    /* implicit-TLS passthrough: bytes only */
+	bool back_tls;	    /* the backend side is TLS */
+	bool back_chunking; /* the backend's EHLO reply offers CHUNKING */
+	bool back_reused;   /* s->back was a parked connection (reuse.c) */
+	bool eof[2];	    /* 0: client shut its side, 1: backend did */
+	bool screen_scored; /* DNSBL sites were asked: score= is logged */
+	bool screen_mail;   /* a blocked client's MAIL was answered */
+	bool name_asked, name_known;
+	bool name_wait; /* the XCLIENT waits for the name */
 };
 
 /* A session for accepted fd, its client conn first handled by h. */
@@ -210,6 +214,9 @@ enum session_phase {
 	PHASE_CLOSED,
 };
 enum session_phase session_phase(const struct session *s);
+/* Microseconds since the session's accept, at least 1 and at most
+ * UINT32_MAX (71 minutes): for greeting_us and routed_us. */
+uint32_t session_elapsed_us(const struct session *s);
 static inline bool session_routed(const struct session *s)
 {
 	return session_phase(s) != PHASE_FRONT;

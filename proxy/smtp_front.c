@@ -105,7 +105,7 @@ static void front_process(struct session *s)
 void front_greeting(struct session *s)
 {
 	session_reply(s, "220 %s %s", runtime_hostname(s->rt), s->l->banner);
-	s->t_greeting = clock_usec();
+	s->greeting_us = session_elapsed_us(s);
 }
 
 void front_resume(struct session *s)
