@@ -27,7 +27,11 @@
 
 #include "core/worker.h"
 
-#define CONN_SEGS 8
+/* Segments queued at most. 6, not 8: 32 octets less per conn (idle
+ * memory), and with the relay pausing at half of them and receiving at
+ * most CONN_RECV_CAP at a time, lock-step and bulk relaying measured the
+ * same (bench/README.md, idle memory). */
+#define CONN_SEGS 6
 
 struct conn;
 struct splice;
