@@ -12,13 +12,11 @@
  * less: the buffer then grows by a realloc it did not need, no harm). */
 static size_t alloc_size(const struct dbuf *b)
 {
-	size_t cap = DBUF_MIN;
-
 	if (!b->p)
 		return 0;
-	while (cap < b->len)
-		cap *= 2;
-	return cap;
+	if (b->len <= DBUF_MIN)
+		return DBUF_MIN;
+	return (size_t)1 << (32 - __builtin_clz(b->len - 1));
 }
 
 int dbuf_append(struct dbuf *b, const char *p, size_t len, size_t max)

@@ -155,8 +155,7 @@ void session_flush(struct session *s)
 	if (s->out.off == 0) {
 		char *p = s->out.p;
 
-		s->out.p = NULL;
-		s->out.off = s->out.len = 0;
+		s->out = (struct dbuf){ 0 };
 		if (conn_send_heap(s->client, p, n) < 0)
 			session_close(s, R_ERROR, "client send queue full");
 	} else {

@@ -123,7 +123,8 @@ uint64_t stats_wall_ms(void);
 /* ---- session.c: the session object ---- */
 
 /* Fields are grouped by size, largest first, so that the struct has no
- * holes: 5000 idle sessions cost what their fields need (SPEC §10). */
+ * holes: an idle session costs what its fields need (bench/README.md,
+ * idle memory). */
 struct session {
 	struct session *next, *prev; /* on the worker's list */
 	struct proxy_worker *pw;
