@@ -2,6 +2,8 @@
  * session limit is checked here); what a worker does at a reload and when
  * asked to stop.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,6 +12,22 @@
 #include "proxy/proxy.h"
 
 /* ---- worker callbacks ---- */
+
+/* A socket bound to one address and port gives its connections that local
+ * address: XCLIENT DESTADDR and the PROXY header need no getsockname() per
+ * session. A wildcard (0.0.0.0, ::) leaves it to be asked. */
+static void local_from_bind(struct session *s, const struct lsock *ls)
+{
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)&ls->addr;
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&ls->addr;
+
+	if (ls->addr.ss_family == AF_INET && a4->sin_addr.s_addr != htonl(INADDR_ANY) &&
+	    a4->sin_port)
+		memcpy(&s->local, a4, sizeof(*a4));
+	else if (ls->addr.ss_family == AF_INET6 && !IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr) &&
+		 a6->sin6_port)
+		memcpy(&s->local, a6, sizeof(*a6));
+}
 
 void listener_accept(struct lsock *ls, int fd)
 {
@@ -26,6 +44,7 @@ void listener_accept(struct lsock *ls, int fd)
 		close(fd);
 		return;
 	}
+	local_from_bind(s, ls);
 	if (n > mxlb_rt->cfg->server.max_sessions) {
 		limit_reject_count(s, LIMIT_MAX_SESSIONS);
 		/* a client that starts with TLS could not read a reply */

@@ -318,7 +318,8 @@ struct session *session_new(struct proxy_worker *pw, const struct cfg_listener *
 	s->t_accept = clock_usec();
 	len = sizeof(s->peer);
 	getpeername(fd, &s->peer.sa, &len);
-	/* s->local is read when a PROXY header needs it */
+	/* s->local: listener_accept() sets it where the bind tells it, else
+	 * it is asked when XCLIENT or a PROXY header needs it */
 	atomic_fetch_add(&listener_stats(s->rt, l)->active, 1);
 	s->next = pw->sessions;
 	if (s->next)
