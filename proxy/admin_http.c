@@ -130,6 +130,16 @@ static enum admin_http_error head(const char *p, size_t len, struct admin_http_r
 	return e;
 }
 
+/* Whether the blank line that ends the head may be arriving within the
+ * limit: the last one to three octets begin it at or before the limit. */
+static bool blank_may_follow(const char *buf, size_t len)
+{
+	for (size_t k = 3; k >= 1; k--)
+		if (len >= k && len - k <= ADMIN_HTTP_HEAD_MAX && !memcmp(buf + len - k, "\r\n\r\n", k))
+			return true;
+	return false;
+}
+
 enum admin_http_parse admin_http_parse(const char *buf, size_t len, struct admin_http_req *req,
 				       size_t *consumed)
 {
@@ -139,7 +149,7 @@ enum admin_http_parse admin_http_parse(const char *buf, size_t len, struct admin
 	memset(req, 0, sizeof(*req));
 	*consumed = 0;
 	blank = memmem(buf, len, "\r\n\r\n", 4);
-	if (!blank && len <= ADMIN_HTTP_HEAD_MAX)
+	if (!blank && (len <= ADMIN_HTTP_HEAD_MAX || blank_may_follow(buf, len)))
 		return ADMIN_HTTP_AGAIN;
 	head_len = blank ? (size_t)(blank - buf) : len;
 	if (head_len > ADMIN_HTTP_HEAD_MAX)

@@ -262,6 +262,22 @@ static void test_head_limit(void **state)
 	memset(r, 'a', sizeof(r));
 	assert_int_equal(parse(r, ADMIN_HTTP_HEAD_MAX), ADMIN_HTTP_AGAIN);
 	assert_int_equal(refused(r, ADMIN_HTTP_HEAD_MAX + 1), ADMIN_HTTP_ERR_HEAD_TOO_LARGE);
+	/* a head within the limit whose blank line comes in pieces past it:
+	 * waited for, octet by octet, then accepted */
+	for (head = ADMIN_HTTP_HEAD_MAX - 2; head <= ADMIN_HTTP_HEAD_MAX; head++) {
+		memset(r, 'a', sizeof(r));
+		memcpy(r, "GET /", 5);
+		memcpy(r + head - 9, " HTTP/1.1\r\n\r\n", 13);
+		for (size_t len = ADMIN_HTTP_HEAD_MAX + 1; len < head + 4; len++)
+			assert_int_equal(parse(r, len), ADMIN_HTTP_AGAIN);
+		assert_int_equal(parse(r, head + 4), ADMIN_HTTP_OK);
+	}
+	/* past the limit, only the start of a blank line is waited for: a
+	 * line break at the limit, then more of the head */
+	memset(r, 'a', sizeof(r));
+	memcpy(r + ADMIN_HTTP_HEAD_MAX, "\r\n", 2);
+	assert_int_equal(parse(r, ADMIN_HTTP_HEAD_MAX + 2), ADMIN_HTTP_AGAIN);
+	assert_int_equal(refused(r, ADMIN_HTTP_HEAD_MAX + 3), ADMIN_HTTP_ERR_HEAD_TOO_LARGE);
 }
 
 static void test_authority(void **state)
