@@ -19,7 +19,7 @@ peers="haproxy nginx libnginx-mod-mail stunnel4 gnuplot-nox"
 for set in "$@"; do
 	case "$set" in
 	build) ;;
-	test) need="$need libcmocka-dev python3-pytest python3-aiosmtpd dnsmasq swaks libnet-ssleay-perl postfix openssl prometheus curl chromium python3-websocket groff-base binutils $peers" ;;
+	test) need="$need libcmocka-dev python3-pytest python3-aiosmtpd dnsmasq swaks libnet-ssleay-perl postfix openssl prometheus curl chromium python3-websocket groff-base binutils systemd util-linux $peers" ;;
 	fuzz) need="$need clang libclang-rt-14-dev" ;;
 	bench) need="$need postfix" ;;
 	compare) need="$need openssl python3 $peers" ;;
