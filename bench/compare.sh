@@ -13,6 +13,9 @@
 #   e f g        the same with TLS: implicit 1 KB x1, STARTTLS 1 KB x1,
 #                implicit 1 MB x10 (full handshakes)
 #   h h-tls      idle memory: 5000 sessions held after EHLO, plain and TLS
+#   i500 i5000   idle memory as issue 10 measures it: 500 and 5000 plain
+#                sessions held after RCPT (MAIL and RCPT accepted), on a
+#                fresh process (no warm-up: fixed costs are counted)
 #   l1           lock-step: Postfix's smtp-source (no pipelining), 20
 #                sessions at once, one 1 KB message per session
 #   l2 l3 l4     lock-step persistent sessions (smtp-source -d), 20 at once:
@@ -41,7 +44,8 @@
 # peers' configurations and logs.
 #
 # Environment:
-#   CASES="a e l1"       only those cases (a b c d e f g h h-tls l1 l2 l3 l4 x x-setup)
+#   CASES="a e l1"       only those cases (a b c d e f g h h-tls i500 i5000 l1 l2 l3 l4
+#                        x x-setup)
 #   PEERS="mxlb nginx"   only those peers (direct mxlb haproxy nginx stunnel;
 #                        mxlb-reuse, in case x, comes with mxlb)
 #   COMPARE_DURATION=3s  length of each load run (mxlb-bench --duration;
@@ -730,16 +734,17 @@ lock_case() {
 	run_case "$id" none "$title" source "$@"
 }
 
-# hold_case ID TLS TITLE SESSIONS
+# hold_case ID TLS TITLE SESSIONS [AFTER [FRESH]]: AFTER ehlo (default)
+# or rcpt (mxlb-bench --hold-after); FRESH 1: no warm-up before the hold.
 hold_case() {
-	local id=$1 tls=$2 title=$3 n=$4
+	local id=$1 tls=$2 title=$3 n=$4 after=${5:-ehlo} fresh=${6:-0}
 	wanted "$id" || return 0
 	echo "case $id: $title" >&2
 	local peer head port out err rss0 rss1 cpu0 cpu1 bp rc ppids held rep
 	use_backends mxlb
 	for ((rep = 1; rep <= RUNS; rep++)); do
 		for peer in $PEERS; do
-			head="\"case\":\"$id\",\"kind\":\"hold\",\"title\":$(json_str "$title"),\"tls\":\"$tls\",\"peer\":\"$peer\",\"rep\":$rep,\"client\":\"mxlb-bench\",\"backends\":\"mxlb\",\"options\":\"--hold --concurrency $n\""
+			head="\"case\":\"$id\",\"kind\":\"hold\",\"title\":$(json_str "$title"),\"tls\":\"$tls\",\"peer\":\"$peer\",\"rep\":$rep,\"client\":\"mxlb-bench\",\"backends\":\"mxlb\",\"options\":\"--hold --hold-after $after --concurrency $n\",\"fresh\":$fresh"
 			if [ "$peer" = direct ]; then
 				record "{$head,\"na\":\"no proxy: nothing to measure\"}"
 				continue
@@ -747,16 +752,18 @@ hold_case() {
 			peer_begin "$peer" "$id" "$tls" "$head" || continue
 			# a warm-up of short sessions, few at once: fixed costs (buffer
 			# pools, mxlb's ring buffers) are then not counted per session
-			"$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --sessions 2000 \
-				--concurrency 20 --messages 1 --size 1k --duration 10s --quiet >/dev/null 2>&1
+			if [ "$fresh" = 0 ]; then
+				"$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --sessions 2000 \
+					--concurrency 20 --messages 1 --size 1k --duration 10s --quiet >/dev/null 2>&1
+			fi
 			sleep 0.5
 			ppids=$(peer_pids)
 			# shellcheck disable=SC2086
 			rss0=$(rss_kb $ppids)
 			# shellcheck disable=SC2086
 			cpu0=$(cpu_ticks $ppids)
-			"$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --hold --concurrency "$n" \
-				--hold-time 40s --json --quiet >"$out" 2>"$err" &
+			"$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --hold --hold-after "$after" \
+				--concurrency "$n" --hold-time 40s --json --quiet >"$out" 2>"$err" &
 			bp=$!
 			pids+=("$bp")
 			held=1
@@ -797,6 +804,8 @@ load_case g implicit "TLS bulk: implicit TLS, 1 MB, 10 messages per session" --s
 if [ -z "$QUICK" ]; then
 	hold_case h none "idle: $HOLD sessions held after EHLO" "$HOLD"
 	hold_case h-tls implicit "idle: $HOLD implicit-TLS sessions held after EHLO" "$HOLD"
+	hold_case i500 none "idle: 500 sessions held after RCPT, fresh process" 500 rcpt 1
+	hold_case i5000 none "idle: $HOLD sessions held after RCPT, fresh process" "$HOLD" rcpt 1
 fi
 # lock-step: smtp-source (no pipelining: every command waits for its reply),
 # 20 sessions at once, two smtp-sink backends; -m bounds the work, DURATION
@@ -1136,7 +1145,7 @@ if load_rows:
 if hold_rows:
     print()
     print("idle memory: RSS growth of the proxy (VmRSS, all its processes) with the sessions "
-          "held after EHLO, per held session")
+          "held (after EHLO in h and h-tls, after RCPT in i500 and i5000), per held session")
     print(text_table(hold_head, hold_rows))
 
 # issue 10's goals for the lock-step cases: a ratio of two medians each
@@ -1174,13 +1183,26 @@ for name, (c1, p1, k1), (c2, p2, k2), op, target in (
     else:
         g["why_not"] = why(c1, p1) if a is None else why(c2, p2)
     goals.append(g)
+# and its idle-memory goals: mxlb's median RSS growth per held session
+for cid, target in (("i500", 2048), ("i5000", 1024)):
+    if cid not in cases:
+        continue
+    a = fig(cid, "mxlb", "rss_per_session_bytes")
+    g = {"goal": f"{cid}: mxlb octets per session held after RCPT, fresh <= {target}",
+         "value": a, "met": None, "unit": "octets"}
+    if a is not None:
+        g["met"] = a <= target
+    else:
+        g["why_not"] = why(cid, "mxlb")
+    goals.append(g)
 def goal_line(g):
     if g["value"] is None:
         return f"{g['goal']}: - ({g['why_not']})"
-    return f"{g['goal']}: {g['value']:.2f} ({'met' if g['met'] else 'not met'})"
+    v = f"{g['value']:.0f}" if g.get("unit") == "octets" else f"{g['value']:.2f}"
+    return f"{g['goal']}: {v} ({'met' if g['met'] else 'not met'})"
 if goals:
     print()
-    print("issue 10's goals (ratios of medians):")
+    print("issue 10's goals (ratios of medians; idle memory in octets):")
     for g in goals:
         print("  " + goal_line(g))
 
@@ -1200,7 +1222,7 @@ if load_rows:
 if hold_rows:
     md += [md_table(hold_head, hold_rows, {2, 3, 4, 5}), ""]
 if goals:
-    md += ["Issue 10's goals (ratios of medians):", ""] + [f"- {goal_line(g)}" for g in goals] + [""]
+    md += ["Issue 10's goals (ratios of medians; idle memory in octets):", ""] + [f"- {goal_line(g)}" for g in goals] + [""]
 (d / "table.md").write_text("\n".join(md))
 
 # ---- the chart: grouped bars per case and peer
@@ -1223,7 +1245,8 @@ def dat(name, kind, key, peers):
 
 LABELS = {"a": "a: 1 KB", "b": "b: 1 KB x100", "c": "c: 100 KB x20", "d": "d: 1 MB x10",
           "e": "e: TLS 1 KB", "f": "f: STARTTLS 1 KB", "g": "g: TLS 1 MB x10",
-          "h": "h: plain", "h-tls": "h-tls: TLS", "l1": "l1: lock-step 1 KB",
+          "h": "h: plain", "h-tls": "h-tls: TLS", "i500": "i500: after RCPT",
+          "i5000": "i5000: after RCPT", "l1": "l1: lock-step 1 KB",
           "l2": "l2: lock-step 1 KB -d", "l3": "l3: lock-step 100 KB -d",
           "l4": "l4: lock-step 1 MB -d", "x": "x: xclient 1 KB", "x-setup": "x-setup: xclient 1 KB"}
 
