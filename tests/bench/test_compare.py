@@ -104,19 +104,24 @@ def test_quick_compare(tmp_path):
     assert re.search(r"^x\s+mxlb\s+\d+\s+\d+\.\d\s+-/-\s+-/-\s+\d+\s", r.stdout, re.M)
 
 
+def compare(tmp_path, **env_vars):
+    """bench/compare.sh with these settings (no quick mode); its output and
+    its results.json."""
+    out = tmp_path / "compare"
+    env = dict(os.environ, COMPARE_DIR=str(out), MXLB_BUILD=str(BUILD), **env_vars)
+    env.pop("COMPARE_QUICK", None)
+    r = subprocess.run([str(TOP / "bench" / "compare.sh")], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r, json.loads((out / "results.json").read_text())
+
+
 @pytest.mark.skipif(not (BUILD / "mxlb-bench").exists(), reason="mxlb-bench is not built")
 def test_idle_after_rcpt(tmp_path):
     """Case i500: 500 sessions held after RCPT on a fresh mxlb, measured as
     issue 10 sets its idle goal, which is reported in octets (whether it is
     met is the benchmark's to say, not this test's)."""
-    out = tmp_path / "compare"
-    env = dict(os.environ, CASES="i500", PEERS="mxlb", COMPARE_RUNS="1", COMPARE_DIR=str(out),
-               MXLB_BUILD=str(BUILD))
-    env.pop("COMPARE_QUICK", None)
-    r = subprocess.run([str(TOP / "bench" / "compare.sh")], env=env, capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    res = json.loads((out / "results.json").read_text())
+    r, res = compare(tmp_path, CASES="i500", PEERS="mxlb", COMPARE_RUNS="1")
     (case,) = res["cases"]
     assert case["case"] == "i500" and case["kind"] == "hold"
     assert "--hold-after rcpt" in case["options"]
@@ -130,3 +135,26 @@ def test_idle_after_rcpt(tmp_path):
     assert re.search(r"^i500\s+mxlb\s+500\s", r.stdout, re.M), r.stdout[-2000:]
     assert re.search(r"i500: mxlb octets per session held after RCPT, fresh <= 2048: \d+ "
                      r"\((met|not met)\)", r.stdout), r.stdout[-2000:]
+
+
+@pytest.mark.skipif(bool(peers_missing()), reason=f"missing: {', '.join(peers_missing())} "
+                    "(tests/deps.sh test installs the peers)")
+def test_bulk_lock_step_fast_backends(tmp_path):
+    """Case l4m: smtp-source's persistent lock-step 1 MB messages through
+    mxlb and HAProxy to two mxlb-sink (not smtp-sink), every message
+    delivered, and its goal lines after the table."""
+    r, res = compare(tmp_path, CASES="l4m", PEERS="mxlb haproxy", COMPARE_RUNS="1",
+                     COMPARE_DURATION="1s")
+    (case,) = res["cases"]
+    assert case["case"] == "l4m" and case["client"] == "smtp-source"
+    assert case["backends"] == "mxlb"
+    for peer in ("mxlb", "haproxy"):
+        v = case["peers"][peer]
+        assert "error" not in v, (peer, v)
+        assert v["messages"] > 0 and v["failed_messages"] == 0, (peer, v)
+        assert v["sink_count_matches"], (peer, v["sink_messages"])
+        assert all(b["octets_per_message"] == 1048576 for b in v["bench"])
+    goals = [g["goal"] for g in res["goals"]]
+    assert "l4m: mxlb MB/s / HAProxy's >= 1.2" in goals, goals
+    assert re.search(r"l4m: mxlb CPU/msg / HAProxy's <= 0\.8: \d+\.\d\d \((met|not met)\)",
+                     r.stdout), r.stdout[-2000:]
