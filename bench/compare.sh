@@ -346,14 +346,17 @@ start_nginx() {
 # mail proxy with smtp_auth none asks its own http server (auth_http) for a
 # backend after the client's MAIL and RCPT, then replays them to it.
 # split_clients on the random \$request_id picks either sink (50/50 at
-# random, not strictly alternating). No access log; errors only.
+# random, not strictly alternating). No access log; errors only. Its
+# connections count every socket (clients, backends, both ends of each
+# auth request): all but a few of the open files; the auth server's
+# backlog takes a burst of held sessions' MAIL all at once.
 load_module $NGINX_MAIL;
 user root root;
 worker_processes 1;
 worker_rlimit_nofile $NOFILE;
 pid $n/nginx.pid;
 error_log $n/error.log warn;
-events { worker_connections $MAXCONN; }
+events { worker_connections $((NOFILE - 100)); }
 http {
     access_log off;
     client_body_temp_path $n/tmp/body;
@@ -366,7 +369,7 @@ http {
         * $be2_port;
     }
     server {
-        listen 127.0.0.1:$auth_port;
+        listen 127.0.0.1:$auth_port backlog=4096;
         location = /auth {
             add_header Auth-Status OK;
             add_header Auth-Server 127.0.0.1;
