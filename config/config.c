@@ -120,21 +120,21 @@ static bool addr_is_ours(const struct cfg_addr *a, struct ifaddrs *ifs)
 	return false;
 }
 
-static bool is_wildcard(const struct cfg_addr *a)
+bool config_addr_wildcard(const struct sockaddr_storage *ss)
 {
-	if (a->ss.ss_family == AF_INET)
-		return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr == htonl(INADDR_ANY);
-	return a->ss.ss_family == AF_INET6 &&
-	       IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
+	if (ss->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+	return ss->ss_family == AF_INET6 &&
+	       IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr);
 }
 
 /* A connect to backend address b reaches listener address l: the same
  * port, and the same address, or l the wildcard and b one of ours. */
 static bool reaches(const struct cfg_addr *b, const struct cfg_addr *l, struct ifaddrs *ifs)
 {
-	if (!config_addr_overlap(b, l) || is_wildcard(b))
+	if (!config_addr_overlap(b, l) || config_addr_wildcard(&b->ss))
 		return false;
-	return !is_wildcard(l) || addr_is_ours(b, ifs);
+	return !config_addr_wildcard(&l->ss) || addr_is_ours(b, ifs);
 }
 
 static void warn_loops(struct ctx *c, FILE *w, const struct cfg_pool *p)

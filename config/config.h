@@ -260,6 +260,8 @@ bool config_addr_is_local(const struct cfg_addr *a);
 /* Two TCP addresses that different owners cannot both listen on: one port
  * and family, and one host or either of them the wildcard. */
 bool config_addr_overlap(const struct cfg_addr *a, const struct cfg_addr *b);
+/* 0.0.0.0 or ::, any port. */
+bool config_addr_wildcard(const struct sockaddr_storage *ss);
 
 const char *config_handoff_name(enum cfg_handoff h);
 

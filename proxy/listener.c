@@ -2,8 +2,6 @@
  * session limit is checked here); what a worker does at a reload and when
  * asked to stop.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,20 +11,14 @@
 
 /* ---- worker callbacks ---- */
 
-/* A socket bound to one address and port gives its connections that local
- * address: XCLIENT DESTADDR and the PROXY header need no getsockname() per
- * session. A wildcard (0.0.0.0, ::) leaves it to be asked. */
+/* A socket bound to one address gives its connections that local address:
+ * XCLIENT DESTADDR and the PROXY header need no getsockname() per session.
+ * A wildcard (0.0.0.0, ::) leaves it to be asked. */
 static void local_from_bind(struct session *s, const struct lsock *ls)
 {
-	const struct sockaddr_in *a4 = (const struct sockaddr_in *)&ls->addr;
-	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&ls->addr;
-
-	if (ls->addr.ss_family == AF_INET && a4->sin_addr.s_addr != htonl(INADDR_ANY) &&
-	    a4->sin_port)
-		memcpy(&s->local, a4, sizeof(*a4));
-	else if (ls->addr.ss_family == AF_INET6 && !IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr) &&
-		 a6->sin6_port)
-		memcpy(&s->local, a6, sizeof(*a6));
+	if ((ls->addr.ss_family == AF_INET || ls->addr.ss_family == AF_INET6) &&
+	    !config_addr_wildcard(&ls->addr) && ls->addrlen <= sizeof(s->local))
+		memcpy(&s->local, &ls->addr, ls->addrlen);
 }
 
 void listener_accept(struct lsock *ls, int fd)
