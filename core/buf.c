@@ -26,7 +26,7 @@ static int ring_init(struct io_uring *ring, struct buf_ring *r, unsigned count, 
 		r->br = NULL;
 		return -errno;
 	}
-	r->bufs = mmap(NULL, (size_t)count * BUF_SIZE, PROT_READ | PROT_WRITE,
+	r->bufs = mmap(NULL, (size_t)count * BUF_RING_SIZE, PROT_READ | PROT_WRITE,
 		       MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
 	if (r->bufs == MAP_FAILED) {
 		r->bufs = NULL;
@@ -51,7 +51,7 @@ static int ring_init(struct io_uring *ring, struct buf_ring *r, unsigned count, 
 	io_uring_buf_ring_init(r->br);
 	for (unsigned i = 0; i < count; i++) {
 		r->refs[i] = 1; /* the kernel's */
-		io_uring_buf_ring_add(r->br, r->bufs + (size_t)i * BUF_SIZE, BUF_SIZE,
+		io_uring_buf_ring_add(r->br, r->bufs + (size_t)i * BUF_RING_SIZE, BUF_RING_SIZE,
 				      (uint16_t)(base + i), io_uring_buf_ring_mask(count), (int)i);
 	}
 	io_uring_buf_ring_advance(r->br, (int)count);
@@ -65,7 +65,7 @@ static void ring_fini(struct buf_ring *r)
 	r->off = NULL;
 	r->refs = NULL;
 	if (r->bufs)
-		munmap(r->bufs, (size_t)r->count * BUF_SIZE);
+		munmap(r->bufs, (size_t)r->count * BUF_RING_SIZE);
 	r->bufs = NULL;
 	if (r->br)
 		munmap(r->br, r->count * sizeof(struct io_uring_buf));
@@ -145,7 +145,7 @@ static void ring_give(struct bufs *b, struct buf_ring *r, uint16_t bid)
 
 	r->off[i] = 0;
 	r->refs[i] = 1;
-	io_uring_buf_ring_add(r->br, buf_ptr(b, bid), BUF_SIZE, bid,
+	io_uring_buf_ring_add(r->br, buf_ptr(b, bid), BUF_RING_SIZE, bid,
 			      io_uring_buf_ring_mask(r->count), 0);
 	io_uring_buf_ring_advance(r->br, 1);
 }

@@ -1,5 +1,5 @@
 """The receive buffers (core/buf.c): provided-buffer rings consumed
-incrementally (IOU_PBUF_RING_INC), so one 16 KB buffer holds the slices of
+incrementally (IOU_PBUF_RING_INC), so one 64 KB buffer holds the slices of
 many receives of many sessions, each released on its own. If an offset or
 a reference count went wrong, a slice would be overwritten while still
 queued for the backend, or a buffer handed back twice: the messages below
