@@ -1,16 +1,17 @@
 /* buf.h - the receive buffers of one worker, named by an id (bid): two
  * rings of provided buffers the kernel fills, of BUF_RING_SIZE, and
  * buffers the worker hands out itself (decrypted TLS records), of
- * BUF_SIZE. Whoever
- * holds a buffer releases it with buf_release() whatever filled it.
+ * BUF_SIZE. Whoever holds a buffer releases it with buf_release()
+ * whatever filled it.
  *
  * The kernel takes buffers from a ring in order and they come back at its
  * end, so every buffer of a ring is touched in turn: the large ring
  * cycles through 16 MB, which no cache holds. Every receive takes the
- * small ring (4 buffers, 256 KB), which stays in the CPU's cache, and turns to the
- * large one when it is empty, staying there while its receives are bulk
- * (core/conn.c's CONN_F_COLD): so commands and replies of any number of
- * sessions touch at most the small ring (bench/README.md, idle memory).
+ * small ring (4 buffers, 256 KB), which stays in the CPU's cache, and
+ * turns to the large one when it is empty, staying there while its
+ * receives are bulk (core/conn.c's CONN_F_COLD): so commands and replies
+ * of any number of sessions touch at most the small ring
+ * (bench/README.md, idle memory).
  *
  * Both rings are consumed incrementally where the kernel can
  * (IOU_PBUF_RING_INC, 6.12+): a receive takes only the octets it needs
