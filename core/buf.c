@@ -171,6 +171,8 @@ char *buf_recv(struct bufs *b, uint16_t bid, int res, unsigned cqe_flags)
 	}
 	if (kernel_done && --r->refs[i] == 0)
 		ring_give(b, r, bid);
+	else if (kernel_done)
+		r->held++;
 	return p;
 }
 
@@ -185,6 +187,7 @@ bool buf_release(struct bufs *b, uint16_t bid)
 	r = ring_of(b, bid);
 	if (--r->refs[bid - r->base])
 		return false;
+	r->held--; /* the kernel's +1 went in buf_recv() */
 	ring_give(b, r, bid);
 	return true;
 }

@@ -25,6 +25,11 @@
  * holder still releases once with buf_release(). A bulk receive may
  * thus be short of BUF_RING_SIZE: it got the rest of a buffer.
  *
+ * A slice keeps its whole buffer until it is released, so sessions stuck
+ * behind a peer that does not read could hold the whole ring; once half
+ * of it is held, core/conn.c copies what would wait in a send queue to
+ * the heap instead (buf_ring_low()).
+ *
  * The provided buffers are 64 KB, not the 16 KB of a TLS record, so that
  * bulk text moves in a quarter of the receives and sends: 100 KB
  * messages took a third less CPU (bench/README.md, "64 KB receive
@@ -69,6 +74,7 @@ struct buf_ring {
 	uint32_t *off;	/* per buffer: where the kernel's next receive lands */
 	uint16_t *refs; /* per buffer: slices out, +1 while the kernel has it */
 	unsigned count;
+	unsigned held; /* buffers the kernel is done with and slices still hold */
 	uint16_t base; /* the id of its first buffer */
 	uint16_t group;
 	bool inc; /* registered with IOU_PBUF_RING_INC */
@@ -103,6 +109,19 @@ char *buf_recv(struct bufs *b, uint16_t bid, int res, unsigned cqe_flags);
  * last), or one of ours to the free list. True when a buffer went back
  * to a ring, so that receives starved for one may go on. */
 bool buf_release(struct bufs *b, uint16_t bid);
+/* Whether bid is a provided buffer (the kernel's rings), not one of ours. */
+static inline bool buf_is_ring(uint16_t bid)
+{
+	return bid < PLAIN_BASE;
+}
+/* Whether half of the large ring is held by slices: then a slice that
+ * would wait in a send queue is better copied out (core/conn.c), so that
+ * sessions stuck behind a peer that does not read cannot empty the ring
+ * for every other session of the worker. */
+static inline bool buf_ring_low(const struct bufs *b)
+{
+	return b->rings[0].held >= BUF_COUNT / 2;
+}
 /* One of ours (id >= PLAIN_BASE), BID_NONE when PLAIN_MAX are out. */
 uint16_t buf_plain_get(struct bufs *b);
 

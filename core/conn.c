@@ -193,6 +193,38 @@ static void submit_send(struct conn *c)
 	c->ops |= CONN_OP_SEND;
 }
 
+/* A provided buffer's slice, from octet `from` on, to the heap and its
+ * buffer released; false when it is not a ring's or memory is short (it
+ * stays as it was). */
+static bool seg_unpin(struct conn *c, struct seg *sg, uint32_t from)
+{
+	char *copy;
+
+	if (sg->bid < 0 || !buf_is_ring((uint16_t)sg->bid))
+		return false;
+	copy = malloc(sg->len - from);
+	if (!copy)
+		return false;
+	memcpy(copy, sg->p + from, sg->len - from);
+	conn_buf_release(c->w, (uint16_t)sg->bid);
+	sg->p = copy;
+	sg->len -= from;
+	sg->bid = -1;
+	return true;
+}
+
+/* The peer stopped reading (a short send) while the ring runs low: what
+ * waits in the queue moves to the heap, so that a session stuck behind a
+ * peer that does not read holds none of the ring (buf.h, buf_ring_low).
+ * No send is in flight. */
+static void unpin_queue(struct conn *c)
+{
+	if (seg_unpin(c, &c->segs[c->seg_head], c->seg_off))
+		c->seg_off = 0;
+	for (uint8_t k = 1; k < c->seg_count; k++)
+		seg_unpin(c, &c->segs[(c->seg_head + k) % CONN_SEGS], 0);
+}
+
 void conn_queue_raw(struct conn *c, char *p, size_t len, int32_t bid)
 {
 	struct seg *sg = &c->segs[(c->seg_head + c->seg_count) % CONN_SEGS];
@@ -200,6 +232,9 @@ void conn_queue_raw(struct conn *c, char *p, size_t len, int32_t bid)
 	sg->p = p;
 	sg->len = (uint32_t)len;
 	sg->bid = bid;
+	/* it would wait behind a send in flight, holding a ring buffer */
+	if ((c->ops & CONN_OP_SEND) && buf_ring_low(&c->w->bufs))
+		seg_unpin(c, sg, 0);
 	c->seg_count++;
 	c->queued += (uint32_t)len;
 	if (!(c->ops & (CONN_OP_SEND | CONN_OP_CONNECT)))
@@ -528,6 +563,8 @@ static void on_send(struct conn *c, int res)
 		c->seg_head = (uint8_t)((c->seg_head + 1) % CONN_SEGS);
 		c->seg_count--;
 		c->seg_off = 0;
+	} else if (buf_ring_low(&c->w->bufs)) {
+		unpin_queue(c); /* short: the peer's window is full */
 	}
 	if ((c->flags & CONN_F_ORPHAN) && !(c->flags & CONN_F_FLUSH))
 		drop_queue(c);

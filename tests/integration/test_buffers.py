@@ -6,13 +6,14 @@ queued for the backend, or a buffer handed back twice: the messages below
 would arrive changed. One worker, so that every session shares the rings."""
 import hashlib
 import random
+import signal
 import socket
 import threading
 import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import deliver, wait_for
 from test_tls import client_ctx, tls_mxlb
 
 
@@ -38,8 +39,12 @@ def transactions(msgs):
 class Raw:
     """A client over a plain or TLS socket, reading replies line by line."""
 
-    def __init__(self, port, ctx=None):
-        s = socket.create_connection(("127.0.0.1", port), timeout=60)
+    def __init__(self, port, ctx=None, sndbuf=None):
+        s = socket.socket()
+        if sndbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        s.settimeout(60)
+        s.connect(("127.0.0.1", port))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = ctx.wrap_socket(s, server_hostname="mx.test") if ctx else s
         self.f = self.sock.makefile("rb")
@@ -163,4 +168,66 @@ def test_held_sessions_share_buffers(env):
         f.close()
         s.close()
     assert grown < 4096, f"{grown:.0f} B per held session"
+    assert mx.stop() == 0
+
+
+
+@pytest.mark.parametrize("handoff", ["none", "xclient"])
+def test_a_hung_backend_does_not_starve_the_worker(env, handoff):
+    """A backend that stops reading in the middle of DATA (hung on a full
+    disk, say) leaves its sessions' bytes in mxlb's send queues. Those must
+    not keep the worker's receive rings: when each stuck session held the
+    provided buffers its queue pointed into, 150 of them emptied both rings
+    and every other session of the worker (another pool, a healthy backend)
+    waited for a buffer. relay: copy, and the xclient handoff, whose
+    tracker always copies (relay: auto would splice the bulk of the plain
+    case and hold no buffer at all). One worker, so that all share the
+    rings."""
+    args = ["--xclient"] if handoff == "xclient" else []
+    hung_sink, good_sink = env.sink(*args), env.sink(*args)
+    pools = [{"name": name, "handoff": handoff, "health": {"check": "none"},
+              "backends": [{"name": name, "address": f"127.0.0.1:{sink.port}"}]}
+             for name, sink in (("main", good_sink), ("hung", hung_sink))]
+    mx = env.mxlb([], pools=pools, server={"workers": 1},
+                  listener={"routes": [{"ehlo": "stuck*", "pool": "hung"}], "relay": "copy",
+                            "timeouts": {"connect": "1s", "backend_reply": "2s",
+                                         "idle": "60s"}})
+    n, each = 150, 5 << 20  # the kernel's socket buffers take about 4 MB
+    stuck = []
+    for i in range(n):
+        c = Raw(mx.port, sndbuf=64 * 1024)
+        c.sock.sendall(f"EHLO stuck{i}.client.test\r\n".encode())
+        assert c.reply() == 220 and c.reply() == 250
+        c.sock.sendall(b"MAIL FROM:<a@client.test>\r\nRCPT TO:<b@dest.test>\r\nDATA\r\n")
+        assert [c.reply() for _ in range(3)] == [250, 250, 354]
+        stuck.append(c)
+    hung_sink.proc.signal(signal.SIGSTOP)
+    try:
+        block = (b"x" * 998 + b"\r\n") * 64
+        pushed = [0] * n
+
+        def push(i):
+            s = stuck[i].sock
+            s.settimeout(3)
+            try:
+                while pushed[i] < each:
+                    s.sendall(block)
+                    pushed[i] += len(block)
+            except OSError:
+                pass  # blocked: mxlb stopped reading it (backpressure)
+
+        threads = [threading.Thread(target=push, args=(i,), daemon=True) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        start = time.monotonic()
+        assert deliver(mx.port) == {}
+        took = time.monotonic() - start
+        assert len(good_sink.messages()) == 1
+        print(f"{n} stuck sessions, {sum(pushed) >> 20} MB pushed; a delivery took {took:.2f} s")
+    finally:
+        hung_sink.proc.signal(signal.SIGCONT)
+    for c in stuck:
+        c.close()
     assert mx.stop() == 0
