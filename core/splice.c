@@ -25,7 +25,7 @@ struct splice_pool {
 	int fds[SPLICE_POOL_MAX][2];
 };
 
-enum { SOP_IN_POLL, SOP_IN, SOP_OUT_POLL, SOP_OUT, SOP_N };
+enum { SOP_IN_POLL, SOP_OUT_POLL, SOP_N };
 
 struct splice_op {
 	struct worker_cb cb; /* first: the completion names it */
@@ -40,10 +40,9 @@ struct splice_dir {
 	int pfd[2];	 /* the pipe, -1 without */
 	uint32_t cap;	 /* its size */
 	uint32_t n;	 /* octets in it */
-	int poll_err[2]; /* a failed poll (in, out), for the splice it cancelled */
 	bool on;	 /* splice_start() ran */
-	bool in_busy;	 /* a poll + splice from the source in flight */
-	bool out_busy;	 /* a splice to the destination in flight */
+	bool in_busy;	 /* a poll for the source's input in flight */
+	bool out_busy;	 /* a poll for room at the destination in flight */
 	bool out_poll;	 /* the destination refused: poll for room first */
 	bool in_blocked; /* the pipe refused more: wait for a splice out */
 	bool eof, done;	 /* the source ended; h->eof was called */
@@ -201,27 +200,11 @@ static int dst_fd(const struct splice_dir *d)
 	return d->sp->c[!d->dir]->fd;
 }
 
-/* A poll linked to the splice after it: both in one submission. */
-static struct io_uring_sqe *link_poll(struct splice_dir *d, int kind, int fd, unsigned mask)
-{
-	struct worker *w = d->sp->w;
-	struct io_uring_sqe *sqe;
-
-	if (io_uring_sq_space_left(&w->ring) < 2)
-		io_uring_submit(&w->ring);
-	sqe = worker_sqe(w);
-	io_uring_prep_poll_add(sqe, fd, mask);
-	sqe->flags |= IOSQE_IO_LINK;
-	io_uring_sqe_set_data64(sqe, op_data(&d->op[kind], OP_CALLBACK));
-	d->sp->inflight++;
-	return sqe;
-}
-
-static void prep_splice(struct splice_dir *d, int kind, int in, int out, uint32_t len)
+static void poll_arm(struct splice_dir *d, int kind, int fd, unsigned mask)
 {
 	struct io_uring_sqe *sqe = worker_sqe(d->sp->w);
 
-	io_uring_prep_splice(sqe, in, -1, out, -1, len, SPLICE_F_NONBLOCK);
+	io_uring_prep_poll_add(sqe, fd, mask);
 	io_uring_sqe_set_data64(sqe, op_data(&d->op[kind], OP_CALLBACK));
 	d->sp->inflight++;
 }
@@ -231,19 +214,8 @@ static void in_arm(struct splice_dir *d)
 	if (d->sp->orphan || !d->on || d->eof || d->failed || d->in_busy || d->in_blocked ||
 	    d->n >= d->cap)
 		return;
-	link_poll(d, SOP_IN_POLL, src_fd(d), POLLIN);
-	prep_splice(d, SOP_IN, src_fd(d), d->pfd[1], d->cap - d->n);
+	poll_arm(d, SOP_IN_POLL, src_fd(d), POLLIN);
 	d->in_busy = true;
-}
-
-static void out_arm(struct splice_dir *d)
-{
-	if (d->sp->orphan || d->failed || d->out_busy || !d->n)
-		return;
-	if (d->out_poll)
-		link_poll(d, SOP_OUT_POLL, dst_fd(d), POLLOUT);
-	prep_splice(d, SOP_OUT, d->pfd[0], dst_fd(d), d->n);
-	d->out_busy = true;
 }
 
 static void fail(struct splice_dir *d, bool src, int err)
@@ -254,65 +226,62 @@ static void fail(struct splice_dir *d, bool src, int err)
 
 static void check_done(struct splice_dir *d)
 {
-	if (d->eof && !d->n && !d->out_busy && !d->done && !d->failed) {
+	if (d->eof && !d->n && !d->out_busy && !d->done && !d->failed && !d->sp->orphan) {
 		d->done = true;
 		d->sp->h->eof(d->sp->owner, d->dir);
 	}
 }
 
-static void on_in(struct splice_dir *d, int res)
+/* What the pipe holds to the destination, as much as it takes now; when
+ * it refuses, a poll for room. Then the source may go on. */
+static void out_move(struct splice_dir *d)
+{
+	while (!d->sp->orphan && !d->failed && !d->out_busy && d->n) {
+		ssize_t r;
+
+		if (d->out_poll) {
+			poll_arm(d, SOP_OUT_POLL, dst_fd(d), POLLOUT);
+			d->out_busy = true;
+			return;
+		}
+		r = splice(d->pfd[0], NULL, dst_fd(d), NULL, d->n, SPLICE_F_NONBLOCK);
+		if (r > 0) {
+			d->n -= (uint32_t)r;
+			d->in_blocked = false;
+		} else if (r < 0 && errno == EAGAIN) {
+			d->out_poll = true;
+		} else {
+			/* 0 cannot be: the pipe has bytes and its writer */
+			fail(d, false, r < 0 ? -errno : -EIO);
+			return;
+		}
+	}
+	in_arm(d);
+	check_done(d);
+}
+
+/* The source has input (or an error or its end): into the pipe. */
+static void in_move(struct splice_dir *d)
 {
 	struct splice *sp = d->sp;
+	ssize_t r = splice(src_fd(d), NULL, d->pfd[1], NULL, d->cap - d->n, SPLICE_F_NONBLOCK);
 
-	d->in_busy = false;
-	if (sp->orphan)
-		return;
-	if (res > 0) {
-		d->n += (uint32_t)res;
-		sp->h->moved(sp->owner, d->dir, (size_t)res);
-		if (sp->orphan)
-			return;
-		out_arm(d);
-		in_arm(d);
-	} else if (res == 0) {
+	if (r > 0) {
+		d->n += (uint32_t)r;
+		sp->h->moved(sp->owner, d->dir, (size_t)r);
+		out_move(d);
+	} else if (r == 0) {
 		d->eof = true;
 		check_done(d);
-	} else if (res == -EAGAIN) {
+	} else if (errno == EAGAIN) {
 		/* with bytes in the pipe, it is the pipe that is full (its
 		 * slots, not its octets); empty, the socket had nothing */
 		if (d->n)
 			d->in_blocked = true;
 		else
 			in_arm(d);
-	} else if (res == -ECANCELED && !d->poll_err[0]) {
-		in_arm(d);
 	} else {
-		fail(d, true, res == -ECANCELED ? d->poll_err[0] : res);
-	}
-}
-
-static void on_out(struct splice_dir *d, int res)
-{
-	struct splice *sp = d->sp;
-
-	d->out_busy = false;
-	if (sp->orphan)
-		return;
-	if (res > 0) {
-		d->n -= (uint32_t)res;
-		d->out_poll = false;
-		d->in_blocked = false;
-		in_arm(d);
-		out_arm(d);
-		check_done(d);
-	} else if (res == -EAGAIN) {
-		d->out_poll = true;
-		out_arm(d);
-	} else if (res == -ECANCELED && !d->poll_err[1]) {
-		out_arm(d);
-	} else {
-		/* 0 cannot be: the pipe has bytes and its writer */
-		fail(d, false, res == -ECANCELED ? d->poll_err[1] : res ? res : -EIO);
+		fail(d, true, -errno);
 	}
 }
 
@@ -321,20 +290,22 @@ static void on_op(struct worker_cb *cb, struct io_uring_cqe *cqe)
 	struct splice_op *o = (struct splice_op *)cb;
 	struct splice_dir *d = o->d;
 	struct splice *sp = d->sp;
+	bool in = o->kind == SOP_IN_POLL;
 
 	sp->inflight--;
-	switch (o->kind) {
-	case SOP_IN_POLL:
-	case SOP_OUT_POLL:
-		d->poll_err[o->kind == SOP_OUT_POLL] =
-			cqe->res < 0 && cqe->res != -ECANCELED ? cqe->res : 0;
-		break;
-	case SOP_IN:
-		on_in(d, cqe->res);
-		break;
-	case SOP_OUT:
-		on_out(d, cqe->res);
-		break;
+	if (in)
+		d->in_busy = false;
+	else
+		d->out_busy = false;
+	if (sp->orphan || cqe->res == -ECANCELED) {
+		/* aborted */
+	} else if (cqe->res < 0) {
+		fail(d, in, cqe->res);
+	} else if (in) {
+		in_move(d); /* POLLERR and POLLHUP too: the splice tells */
+	} else {
+		d->out_poll = false;
+		out_move(d);
 	}
 	if (sp->orphan && !sp->inflight)
 		sp_free(sp);
@@ -359,7 +330,7 @@ int splice_start(struct splice *sp, int dir)
 	if (d->on)
 		return 0;
 	if (!sp->nonblock) {
-		/* a splice must never sleep in its io-wq thread (splice.h) */
+		/* a splice must never sleep in the worker (splice.h) */
 		if ((ret = set_nonblock(sp->c[0]->fd)) < 0 ||
 		    (ret = set_nonblock(sp->c[1]->fd)) < 0)
 			return ret;
@@ -390,16 +361,11 @@ void splice_abort(struct splice *sp)
 	for (int i = 0; i < 2; i++) {
 		struct splice_dir *d = &sp->d[i];
 
-		/* a splice running in io-wq cannot sleep, so it ends by itself;
-		 * one queued or a poll waiting is cancelled */
-		if (d->in_busy) {
+		/* the splices themselves run inline: only polls wait */
+		if (d->in_busy)
 			cancel(sp, &d->op[SOP_IN_POLL]);
-			cancel(sp, &d->op[SOP_IN]);
-		}
-		if (d->out_busy) {
+		if (d->out_busy)
 			cancel(sp, &d->op[SOP_OUT_POLL]);
-			cancel(sp, &d->op[SOP_OUT]);
-		}
 	}
 	/* freed from the dispatcher, never from inside a conn's close */
 	if (!sp->inflight) {

@@ -1,21 +1,23 @@
 /* splice.h - bytes moved between two plain conns without passing through
- * user space: IORING_OP_SPLICE from one socket into a pipe, and from the
- * pipe into the other socket, one pipe per direction (HAProxy's splicing,
- * on the ring).
+ * user space: splice(2) from one socket into a pipe, and from the pipe
+ * into the other socket, one pipe per direction (HAProxy's splicing, with
+ * io_uring's polls for readiness).
  *
- * IORING_OP_SPLICE always runs in an io-wq thread, and a splice that
- * blocks holds that thread; the worker allows only a few of them
- * (worker.c), so no splice here may ever wait: both sockets are made
- * O_NONBLOCK, every splice carries SPLICE_F_NONBLOCK, and a splice out of
- * a socket is linked behind a poll for input (into a socket: a poll for
- * room once the socket refused). Backpressure is the pipe: nothing is
- * read from a direction's source while its pipe is full.
+ * The splices are plain syscalls made by the worker when a poll on the
+ * ring says the socket is ready, not IORING_OP_SPLICE: that one always
+ * runs in an io-wq thread, and the hand-off to it and back cost 1.5 times
+ * the CPU per 1 MB message (bench/README.md, "splice or copy"). So no
+ * splice here may ever wait: both sockets are made O_NONBLOCK, every
+ * splice carries SPLICE_F_NONBLOCK, a splice out of a socket follows a
+ * poll for input, and one into a socket that refused follows a poll for
+ * room. Backpressure is the pipe: nothing is read from a direction's
+ * source while its pipe is full.
  *
  * Lifetime: splice_new() attaches the splice to both conns and holds
  * them (conn_hold()), so neither closes its fd while an operation names
  * it. Closing either conn (conn_close(), conn_close_after_flush()) calls
- * splice_abort(): the handler is never called again, what is in flight
- * is cancelled, and once every completion is reaped the pipes go back to
+ * splice_abort(): the handler is never called again, the polls in flight
+ * are cancelled, and once every completion is reaped the pipes go back to
  * the worker's pool (empty ones; a pipe with bytes left is closed), the
  * conns are let go and the splice frees itself.
  *

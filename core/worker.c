@@ -182,9 +182,9 @@ int worker_init(struct worker *w)
 	if (ret < 0)
 		return ret;
 	/* io-wq threads serve operations that cannot complete inline; a
-	 * proxy needs few of them (bounded and unbounded). IORING_OP_SPLICE
-	 * on sockets and pipes is unbounded work that always goes there: two
-	 * threads, because no splice waits in one (core/splice.h) */
+	 * proxy needs few of them (bounded and unbounded): none of its
+	 * operations is meant to go there (the splices are syscalls of the
+	 * worker, core/splice.h), so two of each at most */
 	unsigned int maxw[2] = { 2, 2 };
 	io_uring_register_iowq_max_workers(&w->ring, maxw);
 	ret = bufs_init(&w->bufs, &w->ring);

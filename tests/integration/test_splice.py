@@ -1,5 +1,7 @@
 """relay: splice (SPEC §10): relayed bytes move through a pipe per direction
-with IORING_OP_SPLICE. Byte identity through splice and auto, many messages
+with splice(2), made by the worker itself when an io_uring poll says a socket
+is ready (IORING_OP_SPLICE would hand each one to an io-wq thread). Byte
+identity through splice and auto, many messages
 per session (pipelined and lock-step), half-close, backpressure from a
 backend that stops reading, a client reset mid-transfer, and the fall-back
 to copying with TLS or the client-stream tracker."""
@@ -63,6 +65,18 @@ def session_msgs(c, msgs, pipelined):
         assert c.reply()[0] == 250
 
 
+def io_wq_threads(pid):
+    """The names of pid's io_uring worker threads (iou-wrk-TID)."""
+    names = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass
+    return [n for n in names if n.startswith("iou-wrk")]
+
+
 def greet(port):
     c = Client(port, timeout=60)
     assert c.reply()[0] == 220
@@ -94,6 +108,8 @@ def test_messages_byte_identical(env, mode, pipelined):
     else:
         # auto: bulk text switches to the pipe after 256 KB in full buffers
         assert spliced >= 9 * 1024 * 1024
+    # the worker spliced itself: no io-wq thread was ever started
+    assert io_wq_threads(mx.proc.pid) == []
     assert mx.stop() == 0
 
 
