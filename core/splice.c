@@ -297,8 +297,8 @@ static void on_op(struct worker_cb *cb, struct io_uring_cqe *cqe)
 		d->in_busy = false;
 	else
 		d->out_busy = false;
-	if (sp->orphan || cqe->res == -ECANCELED) {
-		/* aborted */
+	if (sp->orphan || d->failed || cqe->res == -ECANCELED) {
+		/* aborted, or the other end of this direction failed */
 	} else if (cqe->res < 0) {
 		fail(d, in, cqe->res);
 	} else if (in) {
