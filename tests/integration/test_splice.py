@@ -77,6 +77,16 @@ def io_wq_threads(pid):
     return [n for n in names if n.startswith("iou-wrk")]
 
 
+def one_session(mx, sink, msgs, pipelined):
+    """msgs in one session, then QUIT; the sink must have them as sent."""
+    c = greet(mx.port)
+    session_msgs(c, msgs, pipelined)
+    assert c.cmd(b"QUIT")[0] == 221
+    c.close()
+    got = wait_for(lambda: (lambda m: m if len(m) == len(msgs) else None)(sink.messages()))
+    assert [raw for raw, _ in got] == msgs
+
+
 def greet(port):
     c = Client(port, timeout=60)
     assert c.reply()[0] == 220
@@ -106,7 +116,7 @@ def test_messages_byte_identical(env, mode, pipelined):
         # the messages went through the pipes, not the ring's buffers
         assert spliced >= sum(len(m) for m in msgs)
     else:
-        # auto: bulk text switches to the pipe after 256 KB in full buffers
+        # auto: bulk text switches to the pipe after 96 KB in full buffers
         assert spliced >= 9 * 1024 * 1024
     # the worker spliced itself: no io-wq thread was ever started
     assert io_wq_threads(mx.proc.pid) == []
@@ -351,18 +361,24 @@ def test_splice_with_xclient_pool_copies(env):
     assert mx.stop() == 0
 
 
-def test_auto_copies_small_messages(env):
-    """auto copies command traffic and small messages (bench/README.md)."""
+@pytest.mark.parametrize("size,pipelined", [(1024, True), (64 * 1024, False)])
+def test_auto_copies_small_messages(env, size, pipelined):
+    """auto copies command traffic and messages under 96 KB sent one by one
+    (bench/README.md; pipelined, the text of several counts as one run)."""
     sink = env.sink()
     mx = env.mxlb([sink.port], listener={"relay": "auto"})
-    msgs = [body(1024, f"small-{i}") for i in range(50)]
-    c = greet(mx.port)
-    session_msgs(c, msgs, True)
-    assert c.cmd(b"QUIT")[0] == 221
-    c.close()
-    got = wait_for(lambda: (lambda m: m if len(m) == 50 else None)(sink.messages()))
-    assert [raw for raw, _ in got] == msgs
+    one_session(mx, sink, [body(size, f"small-{i}") for i in range(50)], pipelined)
     assert metric(mx, "mxlb_relay_splice_bytes_total") == 0
+    assert mx.stop() == 0
+
+
+def test_auto_splices_a_session_of_100_kb_messages(env):
+    """From about 100 KB a message costs no more spliced, and less in front
+    of a slow backend: auto switches within the first and keeps splicing."""
+    sink = env.sink()
+    mx = env.mxlb([sink.port], listener={"relay": "auto"})
+    one_session(mx, sink, [body(100 * 1024, f"mid-{i}") for i in range(5)], False)
+    assert metric(mx, "mxlb_relay_splice_bytes_total") >= 4 * 100 * 1024
     assert mx.stop() == 0
 
 
