@@ -3,10 +3,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/conn.h"
@@ -260,29 +262,56 @@ static void out_move(struct splice_dir *d)
 	check_done(d);
 }
 
+/* r octets came into the pipe (0: the source ended). */
+static void in_moved(struct splice_dir *d, ssize_t r)
+{
+	struct splice *sp = d->sp;
+
+	if (r == 0) {
+		d->eof = true;
+		check_done(d);
+		return;
+	}
+	d->n += (uint32_t)r;
+	sp->h->moved(sp->owner, d->dir, (size_t)r);
+	out_move(d);
+}
+
+/* The poll said input, the pipe is empty, yet splice took nothing. TCP's
+ * splice stops at urgent data (tcp_read_sock() does not read past the
+ * mark, and poll keeps saying POLLIN: a client's one MSG_OOB byte would
+ * spin the worker), while recv() steps over the urgent byte, as copying
+ * does. So a few octets go through user space, then splicing goes on. */
+static void in_unstick(struct splice_dir *d)
+{
+	char tmp[PIPE_BUF];
+	ssize_t r = recv(src_fd(d), tmp, sizeof(tmp), MSG_DONTWAIT);
+
+	if (r < 0 && errno == EAGAIN) {
+		in_arm(d); /* there was nothing after all */
+	} else if (r < 0) {
+		fail(d, true, -errno);
+	} else if (r > 0 && write(d->pfd[1], tmp, (size_t)r) != r) {
+		/* an empty pipe takes PIPE_BUF octets at once */
+		fail(d, true, -EIO);
+	} else {
+		in_moved(d, r);
+	}
+}
+
 /* The source has input (or an error or its end): into the pipe. */
 static void in_move(struct splice_dir *d)
 {
-	struct splice *sp = d->sp;
 	ssize_t r = splice(src_fd(d), NULL, d->pfd[1], NULL, d->cap - d->n, SPLICE_F_NONBLOCK);
 
-	if (r > 0) {
-		d->n += (uint32_t)r;
-		sp->h->moved(sp->owner, d->dir, (size_t)r);
-		out_move(d);
-	} else if (r == 0) {
-		d->eof = true;
-		check_done(d);
-	} else if (errno == EAGAIN) {
-		/* with bytes in the pipe, it is the pipe that is full (its
-		 * slots, not its octets); empty, the socket had nothing */
-		if (d->n)
-			d->in_blocked = true;
-		else
-			in_arm(d);
-	} else {
+	if (r >= 0)
+		in_moved(d, r);
+	else if (errno != EAGAIN)
 		fail(d, true, -errno);
-	}
+	else if (d->n)
+		d->in_blocked = true; /* the pipe is full (its slots, not its octets) */
+	else
+		in_unstick(d);
 }
 
 static void on_op(struct worker_cb *cb, struct io_uring_cqe *cqe)

@@ -323,6 +323,31 @@ def test_client_reset_mid_splice(env):
     assert mx.stop() == 0
 
 
+def test_urgent_byte_mid_splice(env):
+    """TCP's splice stops at urgent data while poll keeps saying there is
+    input: a client's one MSG_OOB byte made the worker spin and the message
+    hang. Now it is stepped over, as a copying relay (recv) does: the
+    message arrives without it."""
+    sink = env.sink()
+    mx = env.mxlb([sink.port], listener={"relay": "splice"})
+    part1, part2 = body(300 * 1024, "oob-1"), body(300 * 1024, "oob-2")[len("Subject: x\r\n"):]
+    c = greet(mx.port)
+    assert c.cmd(b"MAIL FROM:<a@client.test>")[0] == 250
+    assert c.cmd(b"RCPT TO:<b@dest.test>")[0] == 250
+    assert c.cmd(b"DATA")[0] == 354
+    c.send(stuffed(part1))
+    time.sleep(0.3)  # spliced by now
+    c.sock.send(b"!", socket.MSG_OOB)
+    time.sleep(0.3)
+    c.send(stuffed(part2) + b".\r\n")
+    assert c.reply()[0] == 250
+    assert c.cmd(b"QUIT")[0] == 221
+    c.close()
+    assert [raw for raw, _ in wait_for(sink.messages)] == [part1 + part2]
+    assert metric(mx, "mxlb_relay_splice_bytes_total") >= len(part1) + len(part2)
+    assert mx.stop() == 0
+
+
 def test_splice_with_tls_listener_copies(env, certs):
     """TLS terminated by mxlb: the bytes must be decrypted, so splice
     copies, and says so once in the log."""
