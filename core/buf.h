@@ -114,10 +114,10 @@ static inline bool buf_is_ring(uint16_t bid)
 {
 	return bid < PLAIN_BASE;
 }
-/* Whether half of the large ring is held by slices: then a slice that
- * would wait in a send queue is better copied out (core/conn.c), so that
- * sessions stuck behind a peer that does not read cannot empty the ring
- * for every other session of the worker. */
+/* Whether half of the large ring is held by slices: then a slice queued
+ * for sending is better copied out (core/conn.c), so that sessions stuck
+ * behind a peer that does not read cannot empty the ring for every other
+ * session of the worker. */
 static inline bool buf_ring_low(const struct bufs *b)
 {
 	return b->rings[0].held >= BUF_COUNT / 2;

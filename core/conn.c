@@ -232,8 +232,10 @@ void conn_queue_raw(struct conn *c, char *p, size_t len, int32_t bid)
 	sg->p = p;
 	sg->len = (uint32_t)len;
 	sg->bid = bid;
-	/* it would wait behind a send in flight, holding a ring buffer */
-	if ((c->ops & CONN_OP_SEND) && buf_ring_low(&c->w->bufs))
+	/* a send to a peer that stopped reading may never come back, with or
+	 * without one in flight before it: under pressure, none holds a ring
+	 * buffer */
+	if (buf_ring_low(&c->w->bufs))
 		seg_unpin(c, sg, 0);
 	c->seg_count++;
 	c->queued += (uint32_t)len;
