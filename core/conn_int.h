@@ -1,6 +1,6 @@
 /* conn_int.h - the private state of a conn, shared by conn.c (operations,
- * lifetime) and conn_xprt.c (what transports call back). Nothing else
- * includes it. */
+ * lifetime), conn_xprt.c (what transports call back), conn_recv.c and
+ * conn_connect.c. Nothing else includes it. */
 #ifndef MXLB_CONN_INT_H
 #define MXLB_CONN_INT_H
 
