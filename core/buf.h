@@ -27,8 +27,8 @@
  *
  * A slice keeps its whole buffer until it is released, so sessions stuck
  * behind a peer that does not read could hold the whole ring; once half
- * of it is held, core/conn.c copies what would wait in a send queue to
- * the heap instead (buf_ring_low()).
+ * of it is held, core/conn.c copies what it queues for sending to the
+ * heap instead (buf_ring_low()).
  *
  * The provided buffers are 64 KB, not the 16 KB of a TLS record, so that
  * bulk text moves in a quarter of the receives and sends: 100 KB

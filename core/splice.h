@@ -11,7 +11,9 @@
  * splice carries SPLICE_F_NONBLOCK, a splice out of a socket follows a
  * poll for input, and one into a socket that refused follows a poll for
  * room. Backpressure is the pipe: nothing is read from a direction's
- * source while its pipe is full.
+ * source while its pipe is full. splice(2) into a socket takes no
+ * MSG_NOSIGNAL: a program using this must block or ignore SIGPIPE (mxlb's
+ * main.c blocks it before the workers start).
  *
  * Lifetime: splice_new() attaches the splice to both conns and holds
  * them (conn_hold()), so neither closes its fd while an operation names
