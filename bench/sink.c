@@ -35,6 +35,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -87,6 +88,7 @@ static struct {
 	uint64_t max_size; /* 0: no limit */
 	const char *tls_cert, *tls_key;
 	bool implicit_tls;
+	int rcvbuf, mss; /* 0: the kernel's */
 } cfg = { .hostname = "sink.local", .banner = "ESMTP", .threads = 1 };
 
 /* Replies fixed by the configuration, built once by canned_build(). */
@@ -1762,6 +1764,12 @@ static int listener_open(const struct listen_addr *a)
 		goto fail;
 	if (a->sa.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	/* set before listen(), so that accepted connections start with them:
+	 * the window and MSS are agreed in the handshake */
+	if (cfg.rcvbuf && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg.rcvbuf, sizeof(cfg.rcvbuf)) < 0)
+		goto fail;
+	if (cfg.mss && setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &cfg.mss, sizeof(cfg.mss)) < 0)
+		goto fail;
 	if (bind(fd, (const struct sockaddr *)&a->sa, a->len) < 0 || listen(fd, SINK_BACKLOG) < 0)
 		goto fail;
 	return fd;
@@ -1862,7 +1870,9 @@ static const char usage[] =
 	"  --tls-cert FILE        certificate chain (PEM) for STARTTLS, with --tls-key\n"
 	"  --tls-key FILE         its private key (PEM)\n"
 	"  --implicit-tls         TLS from the first octet (port 465), no STARTTLS;\n"
-	"                         after the PROXY header with --accept-proxy\n";
+	"                         after the PROXY header with --accept-proxy\n"
+	"  --rcvbuf BYTES         SO_RCVBUF of every connection (a small window)\n"
+	"  --mss BYTES            TCP_MAXSEG of every connection (88 to 65535)\n";
 
 /* "127.0.0.1:2526" or "[::1]:2526", as in the configuration; port 0
  * (the kernel picks one, reported in the log) is allowed here too. */
@@ -1907,6 +1917,8 @@ enum {
 	OPT_TLS_CERT,
 	OPT_TLS_KEY,
 	OPT_IMPLICIT_TLS,
+	OPT_RCVBUF,
+	OPT_MSS,
 };
 
 static void options_parse(int argc, char **argv)
@@ -1926,6 +1938,8 @@ static void options_parse(int argc, char **argv)
 		{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
 		{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
 		{ "implicit-tls", no_argument, NULL, OPT_IMPLICIT_TLS },
+		{ "rcvbuf", required_argument, NULL, OPT_RCVBUF },
+		{ "mss", required_argument, NULL, OPT_MSS },
 		{ "help", no_argument, NULL, TOOL_OPT_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1979,6 +1993,12 @@ static void options_parse(int argc, char **argv)
 			break;
 		case OPT_IMPLICIT_TLS:
 			cfg.implicit_tls = true;
+			break;
+		case OPT_RCVBUF:
+			cfg.rcvbuf = (int)tool_opt_size(optarg, "size", "4k, 64k", 1 << 30);
+			break;
+		case OPT_MSS:
+			cfg.mss = (int)tool_opt_u64(optarg, 88, 65535, "--mss");
 			break;
 		}
 	}

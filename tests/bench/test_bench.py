@@ -111,6 +111,21 @@ def test_too_big_refused_session_goes_on(env):
     assert bench_json(sink.port, "--sessions", "2", "--size", "1k")["messages"] == 2
 
 
+def test_sink_small_window_and_mss(env):
+    """--mss and --rcvbuf reach the accepted connections: the client's
+    segments shrink to the MSS the sink offered, and a message still goes
+    through whole."""
+    sink = env.sink("--rcvbuf", "4k", "--mss", "536")
+    with socket.create_connection(("127.0.0.1", sink.port), timeout=10) as c:
+        assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) <= 536
+    with socket.create_connection(("127.0.0.1", env.sink().port), timeout=10) as c:
+        assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) > 536
+    j = bench_json(sink.port, "--sessions", "2", "--size", "300k")
+    assert (j["messages"], j["errors"]) == (2, {})
+    r = subprocess.run([str(SINK), "--mss", "10"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "--mss" in r.stderr
+
+
 class ScriptedServer:
     """A one-connection-at-a-time SMTP server that records each recv()."""
 
