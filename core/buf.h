@@ -26,9 +26,10 @@
  * thus be short of BUF_RING_SIZE: it got the rest of a buffer.
  *
  * A slice keeps its whole buffer until it is released, so sessions stuck
- * behind a peer that does not read could hold the whole ring; once half
- * of it is held, core/conn.c copies what it queues for sending to the
- * heap instead (buf_ring_low()).
+ * behind a peer that does not read could hold the whole ring (or all of
+ * our own buffers, which hold TLS sessions' plaintext); once half of
+ * them are held, core/conn.c copies what it queues for sending to the
+ * heap instead (buf_low()).
  *
  * The provided buffers are 64 KB, not the 16 KB of a TLS record, so that
  * bulk text moves in a quarter of the receives and sends: 100 KB
@@ -114,13 +115,17 @@ static inline bool buf_is_ring(uint16_t bid)
 {
 	return bid < PLAIN_BASE;
 }
-/* Whether half of the large ring is held by slices: then a slice queued
- * for sending is better copied out (core/conn.c), so that sessions stuck
- * behind a peer that does not read cannot empty the ring for every other
- * session of the worker. */
-static inline bool buf_ring_low(const struct bufs *b)
+/* Whether bid's kind runs short: half of the large ring held by slices
+ * (for either ring's buffers), or half of PLAIN_MAX of ours out. Then a
+ * slice of it queued for sending is better copied out (core/conn.c), so
+ * that sessions stuck behind a peer that does not read cannot take every
+ * buffer from the other sessions of the worker: the rings' receives, or
+ * the TLS sessions' plaintext. */
+static inline bool buf_low(const struct bufs *b, uint16_t bid)
 {
-	return b->rings[0].held >= BUF_COUNT / 2;
+	if (buf_is_ring(bid))
+		return b->rings[0].held >= BUF_COUNT / 2;
+	return b->nplain - b->nplain_free >= PLAIN_MAX / 2;
 }
 /* One of ours (id >= PLAIN_BASE), BID_NONE when PLAIN_MAX are out. */
 uint16_t buf_plain_get(struct bufs *b);

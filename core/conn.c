@@ -193,14 +193,14 @@ static void submit_send(struct conn *c)
 	c->ops |= CONN_OP_SEND;
 }
 
-/* A provided buffer's slice, from octet `from` on, to the heap and its
- * buffer released; false when it is not a ring's or memory is short (it
- * stays as it was). */
+/* A slice of a buffer whose kind runs short (buf_low()), from octet
+ * `from` on, to the heap and its buffer released; false when it is on the
+ * heap already, its kind is not short or memory is (it stays as it was). */
 static bool seg_unpin(struct conn *c, struct seg *sg, uint32_t from)
 {
 	char *copy;
 
-	if (sg->bid < 0 || !buf_is_ring((uint16_t)sg->bid))
+	if (sg->bid < 0 || !buf_low(&c->w->bufs, (uint16_t)sg->bid))
 		return false;
 	copy = malloc(sg->len - from);
 	if (!copy)
@@ -213,9 +213,9 @@ static bool seg_unpin(struct conn *c, struct seg *sg, uint32_t from)
 	return true;
 }
 
-/* The peer stopped reading (a short send) while the ring runs low: what
- * waits in the queue moves to the heap, so that a session stuck behind a
- * peer that does not read holds none of the ring (buf.h, buf_ring_low).
+/* The peer stopped reading (a short send): what waits in the queue in
+ * buffers that run short moves to the heap, so that a session stuck
+ * behind a peer that does not read holds none of them (buf.h, buf_low).
  * No send is in flight. */
 static void unpin_queue(struct conn *c)
 {
@@ -233,10 +233,9 @@ void conn_queue_raw(struct conn *c, char *p, size_t len, int32_t bid)
 	sg->len = (uint32_t)len;
 	sg->bid = bid;
 	/* a send to a peer that stopped reading may never come back, with or
-	 * without one in flight before it: under pressure, none holds a ring
-	 * buffer */
-	if (buf_ring_low(&c->w->bufs))
-		seg_unpin(c, sg, 0);
+	 * without one in flight before it: under pressure, none holds a
+	 * buffer that runs short */
+	seg_unpin(c, sg, 0);
 	c->seg_count++;
 	c->queued += (uint32_t)len;
 	if (!(c->ops & (CONN_OP_SEND | CONN_OP_CONNECT)))
@@ -521,7 +520,7 @@ static void on_send(struct conn *c, int res)
 		c->seg_head = (uint8_t)((c->seg_head + 1) % CONN_SEGS);
 		c->seg_count--;
 		c->seg_off = 0;
-	} else if (buf_ring_low(&c->w->bufs)) {
+	} else {
 		unpin_queue(c); /* short: the peer's window is full */
 	}
 	if ((c->flags & CONN_F_ORPHAN) && !(c->flags & CONN_F_FLUSH))

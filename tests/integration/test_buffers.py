@@ -7,6 +7,7 @@ would arrive changed. One worker, so that every session shares the rings."""
 import hashlib
 import random
 import signal
+import smtplib
 import socket
 import threading
 import time
@@ -230,4 +231,93 @@ def test_a_hung_backend_does_not_starve_the_worker(env, handoff):
         hung_sink.proc.signal(signal.SIGCONT)
     for c in stuck:
         c.close()
+    assert mx.stop() == 0
+
+
+def test_a_hung_backend_does_not_starve_tls_sessions(env, certs):
+    """The same for TLS sessions, whose plaintext lives in mxlb's own 16 KB
+    buffers (at most 8192 per worker), not in the rings: each stuck
+    session's send queue kept three or more of them, so 3000 TLS sessions
+    behind a hung backend took them all, and about 300 TLS sessions of the
+    worker then failed ("No buffer space available"). The hung sink offers
+    a small window and MSS, so that each needs only a few hundred KB pushed
+    to fill mxlb's socket buffers. Once the backend goes on, the sessions
+    whose queued bytes went to the heap deliver them unchanged."""
+    import resource
+    import selectors
+    import ssl
+
+    n, finish = 3000, 20
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 500:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 1000), hard))
+    hung_sink, good_sink = env.sink("--rcvbuf", "4k", "--mss", "536"), env.sink()
+    pools = [{"name": name, "health": {"check": "none"},
+              "backends": [{"name": name, "address": f"127.0.0.1:{sink.port}"}]}
+             for name, sink in (("main", good_sink), ("hung", hung_sink))]
+    mx = tls_mxlb(env, certs, [], tls="implicit", pools=pools, server={"workers": 1},
+                  listener={"routes": [{"ehlo": "stuck*", "pool": "hung"}],
+                            "timeouts": {"connect": "1s", "backend_reply": "2s",
+                                         "idle": "120s"}})
+    ctx = client_ctx(certs)
+    stuck = []
+    block = (b"x" * 998 + b"\r\n") * 16
+    try:
+        for i in range(n):
+            c = Raw(mx.port, ctx, sndbuf=16 * 1024)
+            assert c.reply() == 220
+            c.sock.sendall(f"EHLO stuck{i}.client.test\r\n".encode()
+                           + b"MAIL FROM:<a@client.test>\r\nRCPT TO:<b@dest.test>\r\nDATA\r\n")
+            assert [c.reply() for _ in range(4)] == [250, 250, 250, 354]
+            c.blocks, c.pending = 0, False
+            stuck.append(c)
+        hung_sink.proc.signal(signal.SIGSTOP)
+        sel = selectors.DefaultSelector()
+        for c in stuck:
+            c.sock.setblocking(False)
+            sel.register(c.sock, selectors.EVENT_WRITE, c)
+        live = len(stuck)
+        quiet, deadline = time.monotonic(), time.monotonic() + 90
+        while live and time.monotonic() - quiet < 2 and time.monotonic() < deadline:
+            for key, _ in sel.select(0.5):
+                c = key.data
+                try:
+                    key.fileobj.send(block)  # all of it or nothing (no partial TLS writes)
+                    c.blocks, c.pending = c.blocks + 1, False
+                    quiet = time.monotonic()
+                except (ssl.SSLWantWriteError, BlockingIOError):
+                    c.pending = True  # the same block goes again
+                except OSError:
+                    sel.unregister(key.fileobj)  # mxlb closed it: counted below
+                    c.blocks, live = -1, live - 1
+        sel.close()
+        failed = len(stuck) - live
+        start = time.monotonic()
+        with smtplib.SMTP_SSL("127.0.0.1", mx.port, context=ctx, timeout=30) as s:
+            s.ehlo("client.test")
+            assert s.sendmail("a@client.test", ["b@dest.test"], b"Subject: t\r\n\r\nhi\r\n") == {}
+        took = time.monotonic() - start
+        pushed = sum(c.blocks for c in stuck if c.blocks > 0) * len(block)
+        print(f"{n} stuck TLS sessions, {pushed >> 20} MB pushed, {failed} closed; "
+              f"a delivery took {took:.2f} s")
+        assert len(good_sink.messages()) == 1
+        assert failed == 0
+        assert "No buffer space" not in mx.log()
+        for c in stuck[finish:]:
+            c.close()
+        hung_sink.proc.signal(signal.SIGCONT)
+        for c in stuck[:finish]:
+            c.sock.settimeout(60)
+            if c.pending:
+                c.sock.sendall(block)
+                c.blocks += 1
+            c.sock.sendall(b".\r\n")
+            assert c.reply() == 250
+        got = wait_for(lambda: (lambda m: m if len(m) >= finish else None)(hung_sink.messages()),
+                       timeout=30, what="the finished messages saved")
+        assert sorted(raw for raw, _ in got) == sorted(block * c.blocks for c in stuck[:finish])
+    finally:
+        hung_sink.proc.signal(signal.SIGCONT)
+        for c in stuck:
+            c.close()
     assert mx.stop() == 0
