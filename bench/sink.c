@@ -1766,7 +1766,8 @@ static int listener_open(const struct listen_addr *a)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	/* set before listen(), so that accepted connections start with them:
 	 * the window and MSS are agreed in the handshake */
-	if (cfg.rcvbuf && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg.rcvbuf, sizeof(cfg.rcvbuf)) < 0)
+	if (cfg.rcvbuf &&
+	    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg.rcvbuf, sizeof(cfg.rcvbuf)) < 0)
 		goto fail;
 	if (cfg.mss && setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &cfg.mss, sizeof(cfg.mss)) < 0)
 		goto fail;
@@ -1872,7 +1873,7 @@ static const char usage[] =
 	"  --implicit-tls         TLS from the first octet (port 465), no STARTTLS;\n"
 	"                         after the PROXY header with --accept-proxy\n"
 	"  --rcvbuf BYTES         SO_RCVBUF of every connection (a small window)\n"
-	"  --mss BYTES            TCP_MAXSEG of every connection (88 to 65535)\n";
+	"  --mss BYTES            TCP_MAXSEG of every connection (88 to 32767)\n";
 
 /* "127.0.0.1:2526" or "[::1]:2526", as in the configuration; port 0
  * (the kernel picks one, reported in the log) is allowed here too. */
@@ -1995,10 +1996,11 @@ static void options_parse(int argc, char **argv)
 			cfg.implicit_tls = true;
 			break;
 		case OPT_RCVBUF:
-			cfg.rcvbuf = (int)tool_opt_size(optarg, "size", "4k, 64k", 1 << 30);
+			cfg.rcvbuf = (int)tool_opt_size(optarg, "--rcvbuf", "4k, 64k", 1 << 30);
 			break;
 		case OPT_MSS:
-			cfg.mss = (int)tool_opt_u64(optarg, 88, 65535, "--mss");
+			/* Linux refuses more than 32767 (MAX_TCP_WINDOW) */
+			cfg.mss = (int)tool_opt_u64(optarg, 88, 32767, "--mss");
 			break;
 		}
 	}

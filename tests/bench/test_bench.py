@@ -113,17 +113,39 @@ def test_too_big_refused_session_goes_on(env):
 
 def test_sink_small_window_and_mss(env):
     """--mss and --rcvbuf reach the accepted connections: the client's
-    segments shrink to the MSS the sink offered, and a message still goes
-    through whole."""
-    sink = env.sink("--rcvbuf", "4k", "--mss", "536")
-    with socket.create_connection(("127.0.0.1", sink.port), timeout=10) as c:
+    segments shrink to the MSS the sink offered, and a sink that reads
+    nothing (stopped) takes far less before the client's writes block;
+    a message still goes through whole."""
+    def taken_while_stopped(sink):
+        sink.proc.signal(signal.SIGSTOP)
+        try:
+            with socket.socket() as c:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                c.settimeout(10)
+                c.connect(("127.0.0.1", sink.port))  # the kernel accepts for it
+                c.setblocking(False)
+                taken, deadline = 0, time.monotonic() + 2
+                while time.monotonic() < deadline:
+                    try:
+                        taken += c.send(b"x" * 65536)
+                    except BlockingIOError:
+                        time.sleep(0.05)  # the window may open a little more
+                return taken
+        finally:
+            sink.proc.signal(signal.SIGCONT)
+
+    small, usual = env.sink("--rcvbuf", "4k", "--mss", "536"), env.sink()
+    with socket.create_connection(("127.0.0.1", small.port), timeout=10) as c:
         assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) <= 536
-    with socket.create_connection(("127.0.0.1", env.sink().port), timeout=10) as c:
+    with socket.create_connection(("127.0.0.1", usual.port), timeout=10) as c:
         assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) > 536
-    j = bench_json(sink.port, "--sessions", "2", "--size", "300k")
+    a, b = taken_while_stopped(small), taken_while_stopped(usual)
+    assert a * 4 < b, (a, b)
+    j = bench_json(small.port, "--sessions", "2", "--size", "300k")
     assert (j["messages"], j["errors"]) == (2, {})
-    r = subprocess.run([str(SINK), "--mss", "10"], capture_output=True, text=True, timeout=10)
-    assert r.returncode == 2 and "--mss" in r.stderr
+    for args in (["--mss", "10"], ["--mss", "40000"], ["--rcvbuf", "4x"]):
+        r = subprocess.run([str(SINK), *args], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 2 and args[0] in r.stderr, (args, r.stderr)
 
 
 class ScriptedServer:
