@@ -131,11 +131,13 @@ static void track_feed_after(struct session *s, const char *pre, size_t prelen)
 			return;
 		}
 		memcpy(out, pre, prelen);
-		r = smtp_track_client(s->track, dbuf_data(&s->in), len, out + prelen, &outlen, &used);
+		r = smtp_track_client(s->track, dbuf_data(&s->in), len, out + prelen, &outlen,
+				      &used);
 		dbuf_consume(&s->in, used);
 		if (r == TRACK_FAIL) {
 			/* what came before the failure is harmless, but the
-			 * backend gets nothing more at all */
+			 * backend gets nothing more at all (pre included: it is
+			 * reset, the message never delivered) */
 			free(out);
 			relay_refuse(s, smtp_track_error(s->track));
 			return;
@@ -199,6 +201,8 @@ static bool relay_client_data(struct conn *c, char *p, size_t len, uint16_t bid)
 		if (pass <= RELAY_JOIN_MAX && s->state == S_RELAY && !relay_congested(s, 0) &&
 		    !smtp_track_holding(s->track)) {
 			track_feed_after(s, p, pass);
+			if (s->state == S_RELAY)
+				relay_backpressure(s, 0);
 			return false;
 		}
 		taken = relay_forward(s, 0, p, pass, bid);
