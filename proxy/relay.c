@@ -130,7 +130,8 @@ static void track_feed_after(struct session *s, const char *pre, size_t prelen)
 			session_close(s, R_ERROR, "out of memory");
 			return;
 		}
-		memcpy(out, pre, prelen);
+		if (prelen)
+			memcpy(out, pre, prelen);
 		r = smtp_track_client(s->track, dbuf_data(&s->in), len, out + prelen, &outlen,
 				      &used);
 		dbuf_consume(&s->in, used);
