@@ -117,8 +117,9 @@ static enum smtp_track_bare track_bare(enum cfg_bare_newline b)
 
 /* Run the client's kept bytes (s->in) through the tracker; pre[0..prelen)
  * (message text the tracker passed, see relay_client_data()) goes first,
- * in the same send as the first of its output. */
-static void track_feed_after(struct session *s, const char *pre, size_t prelen)
+ * in the same send as the first of its output, or alone when the tracker
+ * cannot be fed now (congested, holding). */
+static void track_feed_after(struct session *s, char *pre, size_t prelen)
 {
 	while (s->state == S_RELAY && dbuf_used(&s->in) && !smtp_track_holding(s->track) &&
 	       !relay_congested(s, 0)) {
@@ -156,6 +157,8 @@ static void track_feed_after(struct session *s, const char *pre, size_t prelen)
 		if (!used && !outlen)
 			break;
 	}
+	if (prelen && s->state != S_CLOSED) /* as relay_forward() of the text would */
+		relay_forward(s, 0, pre, prelen, -1);
 	if (s->state == S_RELAY && dbuf_used(&s->in))
 		conn_recv_pause(s->client); /* held: a reply, or room to send */
 	reuse_check(s);
@@ -199,8 +202,7 @@ static bool relay_client_data(struct conn *c, char *p, size_t len, uint16_t bid)
 		/* a short text and what follows it (the end of the message, as
 		 * often as not) in one send: one segment, not two, and the
 		 * backend's ACK rides on its reply (bench/README.md) */
-		if (pass <= RELAY_JOIN_MAX && s->state == S_RELAY && !relay_congested(s, 0) &&
-		    !smtp_track_holding(s->track)) {
+		if (pass <= RELAY_JOIN_MAX) {
 			track_feed_after(s, p, pass);
 			if (s->state == S_RELAY)
 				relay_backpressure(s, 0);
