@@ -57,6 +57,11 @@
 #   COMPARE_QUICK=1      smoke run: cases a, e, l1 and x, 1 s each, one run
 #   COMPARE_DIR=DIR      output directory (default build/compare)
 #   COMPARE_BUDGET=1800  seconds; runs that would start later are skipped
+#   COMPARE_PIN="client=0 proxy=0 sinks=1"
+#                        pins each role to CPUs (taskset -c lists; roles
+#                        client, proxy, sinks, any of them): everything the
+#                        script runs in that role, the peer's own processes
+#                        included. Unset: the scheduler places them
 #   MXLB_BUILD=DIR       where mxlb, mxlb-sink and mxlb-bench are (build/)
 set -u
 PATH=$PATH:/usr/sbin:/sbin # haproxy and nginx live there
@@ -81,6 +86,18 @@ if ! [[ "$RUNS" =~ ^[1-9][0-9]*$ ]]; then
 	echo "compare.sh: COMPARE_RUNS must be a positive number" >&2
 	exit 2
 fi
+# COMPARE_PIN: "role=cpus ...", each role at most once; pin_cpus[role].
+declare -A pin_cpus=()
+for pin in ${COMPARE_PIN:-}; do
+	role=${pin%%=*} cpus=${pin#*=}
+	if [[ "$pin" != *=* || ! "$role" =~ ^(client|proxy|sinks)$ ]] || [ -n "${pin_cpus[$role]:-}" ] ||
+		! [[ "$cpus" =~ ^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$ ]] || ! taskset -c "$cpus" true 2>/dev/null; then
+		echo "compare.sh: COMPARE_PIN: \"$pin\" is not ROLE=CPUS (client, proxy or sinks, each once;" \
+			"CPUS a taskset -c list of this machine's $(nproc) CPUs)" >&2
+		exit 2
+	fi
+	pin_cpus[$role]=$cpus
+done
 SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
 SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
 # Open files: the soft limit goes up to the hard one, which every process
@@ -130,7 +147,7 @@ mkdir -p "$dir"
 rm -rf "$dir/runs" "$dir/nginx" "$dir/capture"
 rm -f "$dir"/results.json "$dir"/runs.jsonl "$dir"/table.md "$dir"/compare.png "$dir"/*.dat \
 	"$dir"/compare.gp "$dir"/*.log "$dir"/*.out "$dir"/*.stats "$dir"/*.count "$dir"/*.last \
-	"$dir"/mxlb.yaml "$dir"/mxlb-reuse.yaml "$dir"/versions.txt \
+	"$dir"/mxlb.yaml "$dir"/mxlb-reuse.yaml "$dir"/versions.txt "$dir"/pin.json \
 	"$dir"/haproxy.cfg "$dir"/stunnel.conf "$dir"/stunnel.pid "$dir"/tls.crt "$dir"/tls.key \
 	"$dir"/tls.pem
 mkdir -p "$dir/runs" "$dir/nginx/tmp"
@@ -139,6 +156,10 @@ mkdir -p "$dir/runs" "$dir/nginx/tmp"
 # pids, lib_cleanup, stop_pid, free_port, wait_line, cpu_ticks, rss_kb,
 # cert_make, sink_start, smtp_sink_start, sink_messages
 . "$top/bench/lib.sh"
+pin_client=() pin_proxy=()
+[ -n "${pin_cpus[client]:-}" ] && pin_client=(taskset -c "${pin_cpus[client]}")
+[ -n "${pin_cpus[proxy]:-}" ] && pin_proxy=(taskset -c "${pin_cpus[proxy]}")
+[ -n "${pin_cpus[sinks]:-}" ] && pin_sinks=(taskset -c "${pin_cpus[sinks]}")
 trap lib_cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -146,6 +167,19 @@ if ! cert_make "$dir" compare.test; then
 	say "openssl could not make the certificate"
 	exit 1
 fi
+
+# The CPUs the PIDs given may run on (their Cpus_allowed_list), as a JSON
+# array of the distinct lists: what COMPARE_PIN did, as the kernel has it.
+cpus_json() {
+	local p l out='' sep=''
+	for l in $(for p in "$@"; do
+		awk '/^Cpus_allowed_list:/ { print $2 }' "/proc/$p/status" 2>/dev/null
+	done | sort -u); do
+		out="$out$sep\"$l\""
+		sep=,
+	done
+	echo "[$out]"
+}
 
 wanted() {
 	[ -z "$CASES" ] || [[ " $CASES " == *" $1 "* ]]
@@ -206,6 +240,19 @@ use_backends() {
 }
 use_backends mxlb
 
+# COMPARE_PIN as asked, and the sinks' CPUs as the kernel has them
+{
+	printf '{"asked":{'
+	sep=
+	for role in client proxy sinks; do
+		[ -n "${pin_cpus[$role]:-}" ] || continue
+		printf '%s"%s":"%s"' "$sep" "$role" "${pin_cpus[$role]}"
+		sep=,
+	done
+	# shellcheck disable=SC2086
+	printf '},"sinks_cpus":%s}\n' "$(cpus_json $spids)"
+} >"$dir/pin.json"
+
 # smtp-source's headers (From, To, Date, Message-Id and the blank line), in
 # octets, so that its -l (the body) can be the case's size less them: a
 # "1 KB" message is then 1024 octets as the server stores it, as with
@@ -215,7 +262,7 @@ SRC_HEADER=
 if any_wanted l1 l2 l3 l4 l3m l4m x; then
 	mkdir -p "$dir/capture"
 	sink_start capture --save-dir "$dir/capture"
-	if timeout 20 "$SMTP_SOURCE" "${SRC_OPTS[@]}" -m 1 -l 100 "127.0.0.1:$sink_port" \
+	if "${pin_client[@]}" timeout 20 "$SMTP_SOURCE" "${SRC_OPTS[@]}" -m 1 -l 100 "127.0.0.1:$sink_port" \
 		>/dev/null 2>"$dir/capture.log"; then
 		sleep 0.1
 		SRC_HEADER=$(($(cat "$dir"/capture/*.eml 2>/dev/null | wc -c) - 100))
@@ -281,7 +328,7 @@ $reuse
       - { name: $be1, address: "127.0.0.1:$be1_port" }
       - { name: $be2, address: "127.0.0.1:$be2_port" }
 EOF
-	if ! check=$("$MXLB" -c "$conf" --check 2>&1); then
+	if ! check=$("${pin_proxy[@]}" "$MXLB" -c "$conf" --check 2>&1); then
 		echo "$check" >>"$dir/mxlb.log"
 		if [ -n "$reuse" ] && [[ "$check" == *"reuse is not supported yet"* ]]; then
 			return 3
@@ -289,7 +336,7 @@ EOF
 		say "mxlb refuses $conf; see $dir/mxlb.log"
 		return 1
 	fi
-	"$MXLB" -c "$conf" >>"$dir/mxlb.log" 2>&1 &
+	"${pin_proxy[@]}" "$MXLB" -c "$conf" >>"$dir/mxlb.log" 2>&1 &
 	peer_pid=$!
 	pids+=("$peer_pid")
 }
@@ -332,7 +379,7 @@ EOF
 		say "haproxy refuses $dir/haproxy.cfg; see $dir/haproxy.log"
 		return 1
 	fi
-	haproxy -db -f "$dir/haproxy.cfg" >>"$dir/haproxy.log" 2>&1 &
+	"${pin_proxy[@]}" haproxy -db -f "$dir/haproxy.cfg" >>"$dir/haproxy.log" 2>&1 &
 	peer_pid=$!
 	pids+=("$peer_pid")
 }
@@ -397,7 +444,7 @@ EOF
 		say "nginx refuses $n/nginx.conf; see $dir/nginx.log"
 		return 1
 	fi
-	nginx -p "$n/" -e "$n/error.log" -c "$n/nginx.conf" -g 'daemon off;' >>"$dir/nginx.log" 2>&1 &
+	"${pin_proxy[@]}" nginx -p "$n/" -e "$n/error.log" -c "$n/nginx.conf" -g 'daemon off;' >>"$dir/nginx.log" 2>&1 &
 	peer_pid=$!
 	pids+=("$peer_pid")
 }
@@ -433,7 +480,7 @@ connect = 127.0.0.1:$be2_port
 failover = rr
 protocol = smtp
 EOF
-	stunnel4 "$dir/stunnel.conf" >>"$dir/stunnel.out" 2>&1 &
+	"${pin_proxy[@]}" stunnel4 "$dir/stunnel.conf" >>"$dir/stunnel.out" 2>&1 &
 	peer_pid=$!
 	pids+=("$peer_pid")
 }
@@ -474,7 +521,7 @@ wait_ready() {
 		if [ -n "$peer_pid" ] && ! kill -0 "$peer_pid" 2>/dev/null; then
 			return 1
 		fi
-		if timeout 5 "$BENCH" --target "127.0.0.1:$2" --tls "$1" --sessions 1 --messages 0 \
+		if "${pin_client[@]}" timeout 5 "$BENCH" --target "127.0.0.1:$2" --tls "$1" --sessions 1 --messages 0 \
 			--timeout 2s --quiet >/dev/null 2>&1; then
 			return 0
 		fi
@@ -625,7 +672,7 @@ source_run() {
 	t0=$(date +%s.%N)
 	{
 		TIMEFORMAT='%3U %3S'
-		time timeout -k 5 -s TERM "$(dur_timeout "$DURATION")" "$SMTP_SOURCE" "${SRC_OPTS[@]}" "$@" \
+		time "${pin_client[@]}" timeout -k 5 -s TERM "$(dur_timeout "$DURATION")" "$SMTP_SOURCE" "${SRC_OPTS[@]}" "$@" \
 			"127.0.0.1:$port" >"$out.count" 2>"$err"
 	} 2>"$out.time"
 	rc=$?
@@ -670,7 +717,7 @@ run_case() {
 	shift 4
 	wanted "$id" || return 0
 	echo "case $id: $title" >&2
-	local peer head port out err cpu0 cpu1 scpu0 scpu1 c0 c1 rc ppids sinks
+	local peer head port out err cpu0 cpu1 scpu0 scpu1 c0 c1 rc ppids pcpus sinks
 	local t0 t1 lim rep opts size='' persistent='' nsess='' args=("$@")
 	lim=$(($(dur_s "$DURATION") + 40))
 	use_backends "${BACKENDS:-mxlb}"
@@ -688,6 +735,8 @@ run_case() {
 			head="\"case\":\"$id\",\"kind\":\"load\",\"title\":$(json_str "$title"),\"tls\":\"$tls\",\"peer\":\"$peer\",\"rep\":$rep,\"client\":\"$([ "$client" = source ] && echo smtp-source || echo mxlb-bench)\",\"backends\":\"${BACKENDS:-mxlb}\",\"options\":$(json_str "$opts")"
 			peer_begin "$peer" "$id" "$tls" "$head" || continue
 			ppids=$(peer_pids)
+			# shellcheck disable=SC2086
+			pcpus=$(cpus_json $ppids)
 			sinks=$(sinks_of "$peer" "$tls")
 			c0=$(sink_counts_json $sinks)
 			# shellcheck disable=SC2086
@@ -698,7 +747,7 @@ run_case() {
 			if [ "$client" = source ]; then
 				source_run "$port" "$persistent" "$nsess" "$size" "${args[@]}"
 			else
-				timeout "$lim" "$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 10s --json --quiet \
+				"${pin_client[@]}" timeout "$lim" "$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 10s --json --quiet \
 					--duration "$DURATION" "$@" >"$out" 2>"$err"
 			fi
 			rc=$?
@@ -716,7 +765,7 @@ run_case() {
 				continue
 			fi
 			[ $rc = 0 ] || say "case $id: $peer (run $rep): the client's status is $rc: $(head -2 "$err")"
-			record "{$head,\"exit\":$rc,\"hz\":$HZ,\"proxy_pids\":$(echo $ppids | wc -w),\"proxy_cpu_ticks\":$(
+			record "{$head,\"exit\":$rc,\"hz\":$HZ,\"proxy_pids\":$(echo $ppids | wc -w),\"proxy_cpus\":$pcpus,\"proxy_cpu_ticks\":$(
 				[ -n "$ppids" ] && echo $((cpu1 - cpu0)) || echo null),\"sinks_cpu_ticks\":$((scpu1 - scpu0)),\"wall_s\":$(
 				awk "BEGIN { printf \"%.3f\", $t1 - $t0 }"),\"sinks_before\":$c0,\"sinks_after\":$c1,\"bench\":$(sed -n '/^{/p' "$out")}"
 		done
@@ -745,7 +794,7 @@ hold_case() {
 	local id=$1 tls=$2 title=$3 n=$4 after=${5:-ehlo} fresh=${6:-0}
 	wanted "$id" || return 0
 	echo "case $id: $title" >&2
-	local peer head port out err rss0 rss1 cpu0 cpu1 bp rc ppids held rep
+	local peer head port out err rss0 rss1 cpu0 cpu1 bp rc ppids pcpus held rep
 	use_backends mxlb
 	for ((rep = 1; rep <= RUNS; rep++)); do
 		for peer in $PEERS; do
@@ -758,16 +807,18 @@ hold_case() {
 			# a warm-up of short sessions, few at once: fixed costs (buffer
 			# pools, mxlb's ring buffers) are then not counted per session
 			if [ "$fresh" = 0 ]; then
-				"$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --sessions 2000 \
+				"${pin_client[@]}" "$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --sessions 2000 \
 					--concurrency 20 --messages 1 --size 1k --duration 10s --quiet >/dev/null 2>&1
 			fi
 			sleep 0.5
 			ppids=$(peer_pids)
 			# shellcheck disable=SC2086
+			pcpus=$(cpus_json $ppids)
+			# shellcheck disable=SC2086
 			rss0=$(rss_kb $ppids)
 			# shellcheck disable=SC2086
 			cpu0=$(cpu_ticks $ppids)
-			"$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --hold --hold-after "$after" \
+			"${pin_client[@]}" "$BENCH" --target "127.0.0.1:$port" --tls "$tls" --timeout 30s --hold --hold-after "$after" \
 				--concurrency "$n" --hold-time 40s --json --quiet >"$out" 2>"$err" &
 			bp=$!
 			pids+=("$bp")
@@ -790,7 +841,7 @@ hold_case() {
 				record "{$head,\"error\":$(json_str "mxlb-bench --hold failed with status $rc")}"
 				continue
 			fi
-			record "{$head,\"exit\":$rc,\"all_held\":$held,\"hz\":$HZ,\"proxy_pids\":$(echo $ppids | wc -w),\"proxy_cpu_ticks\":$((cpu1 - cpu0)),\"rss_before_kb\":$rss0,\"rss_after_kb\":$rss1,\"bench\":$(sed -n '/^{/p' "$out")}"
+			record "{$head,\"exit\":$rc,\"all_held\":$held,\"hz\":$HZ,\"proxy_pids\":$(echo $ppids | wc -w),\"proxy_cpus\":$pcpus,\"proxy_cpu_ticks\":$((cpu1 - cpu0)),\"rss_before_kb\":$rss0,\"rss_after_kb\":$rss1,\"bench\":$(sed -n '/^{/p' "$out")}"
 		done
 	done
 }
@@ -860,6 +911,7 @@ d = Path(sys.argv[1])
 cores, kernel, duration, hold = int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 took, load_start, loadavg = int(sys.argv[6]), sys.argv[7], sys.argv[8]
 nruns, src_header = int(sys.argv[9]), int(sys.argv[10])
+pin = json.loads((d / "pin.json").read_text())
 PEERS = ["direct", "mxlb", "mxlb-reuse", "haproxy", "nginx", "stunnel"]
 osname = "unknown"
 for line in Path("/etc/os-release").read_text().splitlines():
@@ -906,7 +958,8 @@ def one_run(r):
     b = r["bench"]
     cpu_s = r["proxy_cpu_ticks"] / r["hz"] if r.get("proxy_cpu_ticks") is not None else None
     out = {"exit": r["exit"], "sessions": b["sessions"], "errors": b["errors"],
-           "proxy_cpu_s": None if cpu_s is None else round(cpu_s, 3), "bench": b}
+           "proxy_cpu_s": None if cpu_s is None else round(cpu_s, 3),
+           "proxy_cpus": r.get("proxy_cpus", []), "bench": b}
     if r["kind"] == "load":
         msgs, el = b["messages"], b["elapsed_s"]
         mu = b["message_us"]
@@ -978,6 +1031,8 @@ def aggregate(kind, outs):
         if agg.get(k) is not None:
             agg[k] = round(agg[k], 3)
     agg["spread"] = spread
+    # the CPUs the peer's processes could run on, over its runs
+    agg["proxy_cpus"] = sorted({c for o in ok for c in o["proxy_cpus"]})
     agg["sessions"] = sum(o["sessions"] for o in ok)
     errs = {}
     for o in ok:
@@ -1144,6 +1199,8 @@ titles = "\n".join(f"  {cid}: {cases[cid]['title']} ({cases[cid]['tls']}; "
                    f"{cases[cid]['client']}; {BACKENDS.get(cases[cid]['backends'], '')})"
                    for cid in order)
 machine = f"{cores} cores, {osname}, kernel {kernel}"
+if pin["asked"]:
+    machine += "; pinned (taskset -c): " + ", ".join(f"{k} {v}" for k, v in pin["asked"].items())
 print()
 print(f"each peer in front of two sinks, {duration} per load run, medians of {nruns} "
       f"run{'s' if nruns > 1 else ''}; {machine}")
@@ -1340,6 +1397,7 @@ results = {
               "certificate": "ECDSA P-256, self-signed (build/compare/tls.crt)",
               "tls13_ciphersuite": "TLS_AES_128_GCM_SHA256 set on the OpenSSL peers (BoringSSL's "
                                    "first choice on AES hardware)",
+              "pin": pin,
               "took_s": took},
     "peers": {p: {"version": versions.get(p, ""), "notes": NOTES[p]} for p in PEERS},
     "versions": versions,

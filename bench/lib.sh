@@ -4,6 +4,8 @@
 # EXIT, stops exactly those PIDs and nothing else.
 
 pids=()
+# A command prefix for the sinks (compare.sh's COMPARE_PIN: taskset -c CPUS).
+pin_sinks=()
 
 # Stops every PID in `pids`: SIGTERM, up to 5 s of grace, then SIGKILL.
 lib_cleanup() {
@@ -126,7 +128,7 @@ cert_make() {
 sink_start() {
 	local name=$1
 	shift
-	"$SINK" --listen 127.0.0.1:0 --hostname "$name.bench" --stats-file "$dir/$name.stats" "$@" \
+	"${pin_sinks[@]}" "$SINK" --listen 127.0.0.1:0 --hostname "$name.bench" --stats-file "$dir/$name.stats" "$@" \
 		>"$dir/$name.out" 2>"$dir/$name.log" &
 	sink_pid=$!
 	pids+=("$sink_pid")
@@ -147,7 +149,7 @@ smtp_sink_start() {
 	for try in 1 2 3; do
 		port=$(free_port)
 		: >"$dir/$name.count"
-		"${SMTP_SINK:-/usr/sbin/smtp-sink}" "${u[@]}" -c -h "$name.bench" "127.0.0.1:$port" 1024 \
+		"${pin_sinks[@]}" "${SMTP_SINK:-/usr/sbin/smtp-sink}" "${u[@]}" -c -h "$name.bench" "127.0.0.1:$port" 1024 \
 			>>"$dir/$name.count" 2>"$dir/$name.log" &
 		sink_pid=$!
 		pids+=("$sink_pid")

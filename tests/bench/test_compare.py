@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,82 @@ def test_bulk_lock_step_fast_backends(tmp_path):
     assert "l4m: mxlb MB/s / HAProxy's >= 1.2" in goals, goals
     assert re.search(r"l4m: mxlb CPU/msg / HAProxy's <= 0\.8: \d+\.\d\d \((met|not met)\)",
                      r.stdout), r.stdout[-2000:]
+
+
+def affinities_while(proc, names):
+    """While PROC runs: the CPU lists (Cpus_allowed_list) seen of its
+    descendants named NAMES, polled from /proc every 20 ms: {name: {list}}."""
+    seen = {n: set() for n in names}
+    while proc.poll() is None:
+        status = {}
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                f = dict(line.split(":\t", 1) for line in
+                         (d / "status").read_text().splitlines() if ":\t" in line)
+            except OSError:
+                continue
+            status[int(d.name)] = (f.get("Name", "").strip(), int(f.get("PPid", "0")),
+                                   f.get("Cpus_allowed_list", "").strip())
+        mine = {proc.pid}
+        grew = True
+        while grew:  # the descendants of PROC
+            more = {p for p, (_, pp, _) in status.items() if pp in mine} - mine
+            grew = bool(more)
+            mine |= more
+        for p in mine:
+            name, _, cpus = status.get(p, ("", 0, ""))
+            if name in seen:
+                seen[name].add(cpus)
+        time.sleep(0.02)
+    return seen
+
+
+@pytest.mark.skipif(bool(peers_missing()) or len(os.sched_getaffinity(0)) < 2
+                    or not {0, 1} <= os.sched_getaffinity(0),
+                    reason="needs CPUs 0 and 1, and the peers (tests/deps.sh test)")
+def test_pinned_roles(tmp_path):
+    """COMPARE_PIN pins each role to its CPUs, as seen from outside in
+    /proc while the run goes on: the clients (mxlb-bench, smtp-source) to
+    CPU 0, the proxy (mxlb) and the sinks (mxlb-sink, Postfix's smtp-sink)
+    to CPU 1; results.json and the table's first line say so."""
+    out = tmp_path / "compare"
+    env = dict(os.environ, COMPARE_DIR=str(out), MXLB_BUILD=str(BUILD), CASES="a l1",
+               PEERS="mxlb", COMPARE_RUNS="1", COMPARE_DURATION="1s",
+               COMPARE_PIN="client=0 proxy=1 sinks=1")
+    env.pop("COMPARE_QUICK", None)
+    proc = subprocess.Popen([str(TOP / "bench" / "compare.sh")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = affinities_while(proc, ("mxlb", "mxlb-bench", "mxlb-sink", "smtp-source",
+                                       "smtp-sink"))
+        text = proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, text[-3000:]
+    assert seen == {"mxlb": {"1"}, "mxlb-bench": {"0"}, "mxlb-sink": {"1"},
+                    "smtp-source": {"0"}, "smtp-sink": {"1"}}, seen
+    res = json.loads((out / "results.json").read_text())
+    assert res["setup"]["pin"] == {"asked": {"client": "0", "proxy": "1", "sinks": "1"},
+                                   "sinks_cpus": ["1"]}
+    for case in res["cases"]:
+        v = case["peers"]["mxlb"]
+        assert v["proxy_cpus"] == ["1"] and v["messages"] > 0, (case["case"], v)
+    assert "pinned (taskset -c): client 0, proxy 1, sinks 1" in text
+    assert (out / "table.md").read_text().split("\n", 1)[0].count("pinned (taskset -c)") == 1
+
+
+@pytest.mark.parametrize("pin", ["client=0 clients=1", "proxy", "sinks=1 sinks=0", "proxy=9999",
+                                 "client=0;1"])
+def test_pin_refused(tmp_path, pin):
+    """A COMPARE_PIN that is not ROLE=CPUS (each role once, CPUs of this
+    machine) stops the script at once with status 2 and says which word."""
+    env = dict(os.environ, COMPARE_DIR=str(tmp_path / "compare"), MXLB_BUILD=str(BUILD),
+               COMPARE_PIN=pin)
+    r = subprocess.run([str(TOP / "bench" / "compare.sh")], env=env, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert "compare.sh: COMPARE_PIN: " in r.stderr and "is not ROLE=CPUS" in r.stderr, r.stderr
+    assert not (tmp_path / "compare").exists()
