@@ -375,7 +375,7 @@ backend sinks
     server $be1 127.0.0.1:$be1_port check inter 2s
     server $be2 127.0.0.1:$be2_port check inter 2s
 EOF
-	if ! haproxy -c -q -f "$dir/haproxy.cfg" >>"$dir/haproxy.log" 2>&1; then
+	if ! "${pin_proxy[@]}" haproxy -c -q -f "$dir/haproxy.cfg" >>"$dir/haproxy.log" 2>&1; then
 		say "haproxy refuses $dir/haproxy.cfg; see $dir/haproxy.log"
 		return 1
 	fi
@@ -440,7 +440,7 @@ mail {
     server { listen 127.0.0.1:$port_starttls; protocol smtp; starttls on; }
 }
 EOF
-	if ! nginx -q -t -p "$n/" -e "$n/error.log" -c "$n/nginx.conf" >>"$dir/nginx.log" 2>&1; then
+	if ! "${pin_proxy[@]}" nginx -q -t -p "$n/" -e "$n/error.log" -c "$n/nginx.conf" >>"$dir/nginx.log" 2>&1; then
 		say "nginx refuses $n/nginx.conf; see $dir/nginx.log"
 		return 1
 	fi
@@ -891,13 +891,13 @@ fi
 
 versions="$dir/versions.txt"
 {
-	echo "mxlb: $("$MXLB" --version 2>&1 | head -1) (BoringSSL)"
+	echo "mxlb: $("${pin_proxy[@]}" "$MXLB" --version 2>&1 | head -1) (BoringSSL)"
 	echo "mxlb-source: $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
-	echo "haproxy: $(haproxy -v 2>&1 | head -1)"
-	echo "haproxy-openssl: $(haproxy -vv 2>&1 | grep -m1 'Running on OpenSSL')"
-	echo "nginx: $(nginx -v 2>&1 | head -1)"
-	echo "stunnel: $(stunnel4 -version 2>&1 | grep -m1 '^stunnel')"
-	echo "stunnel-openssl: $(stunnel4 -version 2>&1 | grep -m1 'Running')"
+	echo "haproxy: $("${pin_proxy[@]}" haproxy -v 2>&1 | head -1)"
+	echo "haproxy-openssl: $("${pin_proxy[@]}" haproxy -vv 2>&1 | grep -m1 'Running on OpenSSL')"
+	echo "nginx: $("${pin_proxy[@]}" nginx -v 2>&1 | head -1)"
+	echo "stunnel: $("${pin_proxy[@]}" stunnel4 -version 2>&1 | grep -m1 '^stunnel')"
+	echo "stunnel-openssl: $("${pin_proxy[@]}" stunnel4 -version 2>&1 | grep -m1 'Running')"
 	echo "gnuplot: $(gnuplot --version 2>&1 | head -1)"
 	echo "postfix: $(dpkg-query -W -f '${Version}' postfix 2>/dev/null) (smtp-source, smtp-sink)"
 } >"$versions" 2>/dev/null
