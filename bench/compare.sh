@@ -147,7 +147,7 @@ mkdir -p "$dir"
 rm -rf "$dir/runs" "$dir/nginx" "$dir/capture"
 rm -f "$dir"/results.json "$dir"/runs.jsonl "$dir"/table.md "$dir"/compare.png "$dir"/*.dat \
 	"$dir"/compare.gp "$dir"/*.log "$dir"/*.out "$dir"/*.stats "$dir"/*.count "$dir"/*.last \
-	"$dir"/mxlb.yaml "$dir"/mxlb-reuse.yaml "$dir"/versions.txt "$dir"/pin.json \
+	"$dir"/mxlb.yaml "$dir"/mxlb-reuse.yaml "$dir"/versions.txt \
 	"$dir"/haproxy.cfg "$dir"/stunnel.conf "$dir"/stunnel.pid "$dir"/tls.crt "$dir"/tls.key \
 	"$dir"/tls.pem
 mkdir -p "$dir/runs" "$dir/nginx/tmp"
@@ -239,19 +239,6 @@ use_backends() {
 	be2_port=${sinkport[$be2]}
 }
 use_backends mxlb
-
-# COMPARE_PIN as asked, and the sinks' CPUs as the kernel has them
-{
-	printf '{"asked":{'
-	sep=
-	for role in client proxy sinks; do
-		[ -n "${pin_cpus[$role]:-}" ] || continue
-		printf '%s"%s":"%s"' "$sep" "$role" "${pin_cpus[$role]}"
-		sep=,
-	done
-	# shellcheck disable=SC2086
-	printf '},"sinks_cpus":%s}\n' "$(cpus_json $spids)"
-} >"$dir/pin.json"
 
 # smtp-source's headers (From, To, Date, Message-Id and the blank line), in
 # octets, so that its -l (the body) can be the case's size less them: a
@@ -564,6 +551,19 @@ json_str() { # a JSON string of $1 (no control characters expected)
 	local s=${1//\\/\\\\}
 	s=${s//\"/\\\"}
 	printf '"%s"' "$s"
+}
+
+# COMPARE_PIN as asked, and the sinks' CPUs as the kernel has them (JSON).
+pin_json() {
+	local role sep=''
+	printf '{"asked":{'
+	for role in client proxy sinks; do
+		[ -n "${pin_cpus[$role]:-}" ] || continue
+		printf '%s"%s":"%s"' "$sep" "$role" "${pin_cpus[$role]}"
+		sep=,
+	done
+	# shellcheck disable=SC2086
+	printf '},"sinks_cpus":%s}' "$(cpus_json $spids)"
 }
 
 record() { # one line of runs.jsonl
@@ -903,7 +903,7 @@ versions="$dir/versions.txt"
 } >"$versions" 2>/dev/null
 
 /usr/bin/python3 - "$dir" "$(nproc)" "$(uname -r)" "$DURATION" "$HOLD" "$(($(date +%s) - t_start))" \
-	"$load_start" "$(cat /proc/loadavg)" "$RUNS" "${SRC_HEADER:-0}" <<'PY'
+	"$load_start" "$(cat /proc/loadavg)" "$RUNS" "${SRC_HEADER:-0}" "$(pin_json)" <<'PY'
 import json, statistics, subprocess, sys
 from pathlib import Path
 
@@ -911,7 +911,7 @@ d = Path(sys.argv[1])
 cores, kernel, duration, hold = int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 took, load_start, loadavg = int(sys.argv[6]), sys.argv[7], sys.argv[8]
 nruns, src_header = int(sys.argv[9]), int(sys.argv[10])
-pin = json.loads((d / "pin.json").read_text())
+pin = json.loads(sys.argv[11])
 PEERS = ["direct", "mxlb", "mxlb-reuse", "haproxy", "nginx", "stunnel"]
 osname = "unknown"
 for line in Path("/etc/os-release").read_text().splitlines():
